@@ -1,0 +1,199 @@
+//! `/deviceGroups`: list, get, create or update, patch, delete, and the devices a group holds
+//! (its filter, evaluated in SQL).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use flotilla_model::device::Device;
+use flotilla_model::device_group::{self, DeviceGroup, DeviceGroupSpec};
+use flotilla_model::ids::check_entity_id;
+use flotilla_model::new_etag;
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::StoreError;
+use serde_json::Value;
+
+use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/deviceGroups", get(list))
+        .route(
+            "/deviceGroups/{deviceGroupId}",
+            get(get_one)
+                .put(create_or_replace)
+                .patch(update)
+                .delete(remove),
+        )
+        .route("/deviceGroups/{deviceGroupId}/devices", get(devices))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The device group '{id}' was not found."))
+}
+
+fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
+    DeviceGroup {
+        id: id.to_string(),
+        etag: new_etag(),
+        display_name: spec.display_name,
+        filter: spec.filter,
+        description: spec.description,
+        organizations: spec.organizations,
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceGroups, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = state.store.list_device_groups(query.page()).await?;
+    Ok(Json(list_body(
+        page,
+        |g| &g.id,
+        DeviceGroup::to_json,
+        &uri,
+        &headers,
+    )))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceGroups, Access::Read)?;
+    let group = state
+        .store
+        .device_group(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(group.to_json()))
+}
+
+async fn create_or_replace(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceGroups, Access::Write)?;
+    check_entity_id("deviceGroupId", &id)?;
+    let expected = expected_etag(&headers, Some(&body))?;
+    let spec = DeviceGroupSpec::from_json(&id, &body)?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let group = build(&id, spec.clone());
+        match state.store.device_group(&id).await? {
+            None => match state.store.insert_device_group(&group).await {
+                Ok(()) => return Ok(Json(group.to_json())),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(other) => return Err(other.into()),
+            },
+            Some(current) => {
+                check_etag(expected.as_deref(), &current.etag)?;
+                if state
+                    .store
+                    .replace_device_group(&group, &current.etag)
+                    .await?
+                {
+                    return Ok(Json(group.to_json()));
+                }
+            }
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceGroups, Access::Write)?;
+    let expected = expected_etag(&headers, Some(&patch))?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = state
+            .store
+            .device_group(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        check_etag(expected.as_deref(), &current.etag)?;
+        let current_json = current.to_json();
+        check_read_only(&current_json, &patch, device_group::READ_ONLY)?;
+        let mut merged = current_json;
+        merge_patch(&mut merged, &patch);
+        let group = build(&id, DeviceGroupSpec::from_json(&id, &merged)?);
+        if state
+            .store
+            .replace_device_group(&group, &current.etag)
+            .await?
+        {
+            return Ok(Json(group.to_json()));
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::DeviceGroups, Access::Write)?;
+    state
+        .store
+        .delete_device_group(&id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(&id),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The group's devices right now: its filter, compiled to SQL, over the devices table.
+async fn devices(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceGroups, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let group = state
+        .store
+        .device_group(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let filter = flotilla_filter::parse(&group.filter).map_err(|e| {
+        tracing::error!(group = %id, error = %e, "a stored device-group filter no longer parses");
+        ApiError::internal()
+    })?;
+    let condition =
+        flotilla_filter::sql::condition(&filter, state.store.dialect().filter_dialect());
+    let page = state
+        .store
+        .list_devices(query.page(), Some(&condition))
+        .await?;
+    Ok(Json(list_body(
+        page,
+        |d| &d.id,
+        Device::to_json,
+        &uri,
+        &headers,
+    )))
+}

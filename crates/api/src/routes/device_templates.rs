@@ -1,0 +1,131 @@
+//! `/deviceTemplates`: list, get, publish (PUT), patch, delete.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use flotilla_model::ids::check_dtmi;
+use flotilla_model::new_etag;
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::template::{self, DeviceTemplate};
+use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::StoreError;
+use serde_json::Value;
+
+use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/deviceTemplates", get(list)).route(
+        "/deviceTemplates/{deviceTemplateId}",
+        get(get_one).put(publish).patch(update).delete(remove),
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The device template '{id}' was not found."))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceTemplates, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = state.store.list_templates(query.page()).await?;
+    Ok(Json(list_body(
+        page,
+        |t| &t.id,
+        |t| t.to_json(),
+        &uri,
+        &headers,
+    )))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceTemplates, Access::Read)?;
+    let stored = state
+        .store
+        .template(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(stored.to_json()))
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceTemplates, Access::Write)?;
+    check_dtmi("deviceTemplateId", &id)?;
+    let template = DeviceTemplate::from_json(&id, &body)?;
+    let etag = new_etag();
+    state.store.insert_template(&template, &etag).await?;
+    let mut response = template.body;
+    response["etag"] = Value::String(etag);
+    Ok(Json(response))
+}
+
+/// A JSON merge patch of the template document, validated again as a whole.
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::DeviceTemplates, Access::Write)?;
+    let expected = expected_etag(&headers, Some(&patch))?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let stored = state
+            .store
+            .template(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        check_etag(expected.as_deref(), &stored.etag)?;
+        check_read_only(&stored.body, &patch, template::READ_ONLY)?;
+        let mut merged = stored.body.clone();
+        merge_patch(&mut merged, &patch);
+        let template = DeviceTemplate::from_json(&id, &merged)?;
+        let etag = new_etag();
+        if state
+            .store
+            .replace_template(&template, &stored.etag, &etag)
+            .await?
+        {
+            let mut response = template.body;
+            response["etag"] = Value::String(etag);
+            return Ok(Json(response));
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::DeviceTemplates, Access::Write)?;
+    state
+        .store
+        .delete_template(&id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(&id),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,402 @@
+//! `/devices`: the device entity (list, get, create or update, patch, delete) and the parts of a
+//! device that are not its twin: cloud properties, credentials and individual attestation.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use flotilla_model::attestation::{attestation_from_json, credentials};
+use flotilla_model::device::{self, Device, DeviceSpec};
+use flotilla_model::enrollment_group::DEFAULT_ID;
+use flotilla_model::ids::check_device_id;
+use flotilla_model::keys::derive_device_key;
+use flotilla_model::new_etag;
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::schema::check_value;
+use flotilla_model::template::{CapabilityKind, find};
+use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::{CloudPropertiesUpdate, StoreError};
+use serde_json::{Map, Value};
+
+use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/devices", get(list))
+        .route(
+            "/devices/{deviceId}",
+            get(get_one)
+                .put(create_or_replace)
+                .patch(update)
+                .delete(remove),
+        )
+        .route(
+            "/devices/{deviceId}/cloudProperties",
+            get(get_cloud_properties)
+                .put(replace_cloud_properties)
+                .patch(update_cloud_properties),
+        )
+        .route("/devices/{deviceId}/credentials", get(get_credentials))
+        .route(
+            "/devices/{deviceId}/attestation",
+            get(get_attestation)
+                .put(replace_attestation)
+                .patch(update_attestation)
+                .delete(remove_attestation),
+        )
+}
+
+pub(super) fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The device '{id}' was not found."))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = state.store.list_devices(query.page(), None).await?;
+    Ok(Json(list_body(
+        page,
+        |d| &d.id,
+        Device::to_json,
+        &uri,
+        &headers,
+    )))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Read)?;
+    let device = state
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(device.to_json()))
+}
+
+/// A device may only name a template that exists.
+async fn check_template(state: &AppState, spec: &DeviceSpec) -> ApiResult<()> {
+    if let Some(template) = &spec.template
+        && !state.store.template_exists(template).await?
+    {
+        return Err(ApiError::bad_request(format!(
+            "The field 'template' names the device template '{template}', which does not exist."
+        )));
+    }
+    Ok(())
+}
+
+fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
+    Device {
+        id: id.to_string(),
+        etag: new_etag(),
+        display_name: spec.display_name,
+        template: spec.template,
+        enabled: spec.enabled,
+        provisioned,
+        simulated: spec.simulated,
+        organizations: spec.organizations,
+    }
+}
+
+/// `PUT /devices/{id}` creates the device, or replaces the settable fields of an existing one.
+async fn create_or_replace(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    check_device_id(&id)?;
+    let expected = expected_etag(&headers, Some(&body))?;
+    let spec = DeviceSpec::from_json(&id, &body)?;
+    check_template(&state, &spec).await?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        match state.store.device(&id).await? {
+            None => {
+                if body.get("provisioned") == Some(&Value::Bool(true)) {
+                    return Err(
+                        flotilla_model::Invalid::field("provisioned", "is read-only").into(),
+                    );
+                }
+                let device = build(&id, spec.clone(), false);
+                match state.store.insert_device(&device).await {
+                    Ok(()) => return Ok(Json(device.to_json())),
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            Some(current) => {
+                check_etag(expected.as_deref(), &current.etag)?;
+                check_read_only(&current.to_json(), &body, device::READ_ONLY)?;
+                let device = build(&id, spec.clone(), current.provisioned);
+                if state.store.replace_device(&device, &current.etag).await? {
+                    return Ok(Json(device.to_json()));
+                }
+            }
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    let expected = expected_etag(&headers, Some(&patch))?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = state
+            .store
+            .device(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        check_etag(expected.as_deref(), &current.etag)?;
+        let current_json = current.to_json();
+        check_read_only(&current_json, &patch, device::READ_ONLY)?;
+        let mut merged = current_json;
+        merge_patch(&mut merged, &patch);
+        let spec = DeviceSpec::from_json(&id, &merged)?;
+        if spec.template != current.template {
+            check_template(&state, &spec).await?;
+        }
+        let device = build(&id, spec, current.provisioned);
+        if state.store.replace_device(&device, &current.etag).await? {
+            return Ok(Json(device.to_json()));
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::Devices, Access::Write)?;
+    state.store.delete_device(&id).await.map_err(|e| match e {
+        StoreError::NotFound => not_found(&id),
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_cloud_properties(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Read)?;
+    let (properties, _) = state
+        .store
+        .cloud_properties(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(properties))
+}
+
+async fn replace_cloud_properties(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    write_cloud_properties(&state, &id, |_| body.clone()).await
+}
+
+async fn update_cloud_properties(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    write_cloud_properties(&state, &id, |current| {
+        let mut merged = current.clone();
+        merge_patch(&mut merged, &patch);
+        merged
+    })
+    .await
+}
+
+/// Computes the new cloud properties from the current ones, checks them against the device's
+/// template, and writes them if nothing changed the device meanwhile.
+async fn write_cloud_properties(
+    state: &AppState,
+    id: &str,
+    compute: impl Fn(&Value) -> Value,
+) -> ApiResult<Json<Value>> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let device = state.store.device(id).await?.ok_or_else(|| not_found(id))?;
+        let (current, etag) = state
+            .store
+            .cloud_properties(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let properties = compute(&current);
+        check_cloud_properties(state, &device, &properties).await?;
+        let new_etag = new_etag();
+        let update = CloudPropertiesUpdate {
+            device_id: id,
+            expected_etag: &etag,
+            new_etag: &new_etag,
+            properties: &properties,
+        };
+        if state.store.set_cloud_properties(update).await? {
+            return Ok(Json(properties));
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn check_cloud_properties(
+    state: &AppState,
+    device: &Device,
+    properties: &Value,
+) -> ApiResult<()> {
+    let empty = Map::new();
+    let properties = properties.as_object().unwrap_or(&empty);
+    if properties.is_empty() {
+        return Ok(());
+    }
+    let Some(template) = &device.template else {
+        return Err(ApiError::bad_request(format!(
+            "The device '{}' has no device template, so it has no cloud properties.",
+            device.id
+        )));
+    };
+    let capabilities = state.store.template_capabilities(template).await?;
+    for (name, value) in properties {
+        let capability = find(&capabilities, None, name)
+            .filter(|c| c.kind == CapabilityKind::CloudProperty)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "The field '{name}' is not a cloud property of the device template '{template}'."
+                ))
+            })?;
+        check_value(&capability.schema, value)
+            .map_err(|problem| ApiError::bad_request(format!("The field '{name}' {problem}.")))?;
+    }
+    Ok(())
+}
+
+async fn get_credentials(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Read)?;
+    let attestation = state
+        .store
+        .attestation(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let group = state.store.enrollment_group(DEFAULT_ID).await?;
+    let derived = group
+        .and_then(|g| {
+            Some((
+                derive_device_key(&g.primary_key, &id)?,
+                derive_device_key(&g.secondary_key, &id)?,
+            ))
+        })
+        .unwrap_or_default();
+    Ok(Json(credentials(
+        &state.id_scope,
+        attestation.as_ref(),
+        derived,
+    )))
+}
+
+fn no_attestation(id: &str) -> ApiError {
+    ApiError::not_found(format!("The device '{id}' has no individual attestation."))
+}
+
+async fn get_attestation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Read)?;
+    let attestation = state
+        .store
+        .attestation(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    attestation.map(Json).ok_or_else(|| no_attestation(&id))
+}
+
+async fn replace_attestation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    let attestation = attestation_from_json(&body)?;
+    set_attestation(&state, &id, Some(&attestation)).await?;
+    Ok(Json(attestation))
+}
+
+async fn update_attestation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Devices, Access::Write)?;
+    let current = state
+        .store
+        .attestation(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let mut merged = current.ok_or_else(|| no_attestation(&id))?;
+    merge_patch(&mut merged, &patch);
+    let attestation = attestation_from_json(&merged)?;
+    set_attestation(&state, &id, Some(&attestation)).await?;
+    Ok(Json(attestation))
+}
+
+async fn remove_attestation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::Devices, Access::Write)?;
+    let current = state
+        .store
+        .attestation(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    current.ok_or_else(|| no_attestation(&id))?;
+    set_attestation(&state, &id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_attestation(state: &AppState, id: &str, attestation: Option<&Value>) -> ApiResult<()> {
+    state
+        .store
+        .set_attestation(id, attestation)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(id),
+            other => other.into(),
+        })
+}

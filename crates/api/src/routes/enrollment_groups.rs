@@ -1,0 +1,139 @@
+//! `/enrollmentGroups`: symmetric-key groups that devices provision through (DPS).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
+use flotilla_model::ids::check_enrollment_group_id;
+use flotilla_model::new_etag;
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::StoreError;
+use serde_json::Value;
+
+use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/enrollmentGroups", get(list)).route(
+        "/enrollmentGroups/{enrollmentGroupId}",
+        get(get_one).put(create).patch(update).delete(remove),
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The enrollment group '{id}' was not found."))
+}
+
+fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
+    EnrollmentGroup {
+        id: id.to_string(),
+        etag: new_etag(),
+        display_name: spec.display_name,
+        enabled: spec.enabled,
+        kind: spec.kind,
+        primary_key: spec.primary_key,
+        secondary_key: spec.secondary_key,
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::EnrollmentGroups, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = state.store.list_enrollment_groups(query.page()).await?;
+    let scope = state.id_scope.clone();
+    Ok(Json(list_body(
+        page,
+        |g| &g.id,
+        |g| g.to_json(&scope),
+        &uri,
+        &headers,
+    )))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::EnrollmentGroups, Access::Read)?;
+    let group = state
+        .store
+        .enrollment_group(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(group.to_json(&state.id_scope)))
+}
+
+/// `PUT` creates; the spec names it "Create an enrollment group", so an existing id is a 409.
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::EnrollmentGroups, Access::Write)?;
+    check_enrollment_group_id(&id)?;
+    let group = build(&id, EnrollmentGroupSpec::from_json(&id, &body)?);
+    state.store.insert_enrollment_group(&group, false).await?;
+    Ok(Json(group.to_json(&state.id_scope)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::EnrollmentGroups, Access::Write)?;
+    let expected = expected_etag(&headers, Some(&patch))?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = state
+            .store
+            .enrollment_group(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        check_etag(expected.as_deref(), &current.etag)?;
+        let current_json = current.to_json(&state.id_scope);
+        check_read_only(&current_json, &patch, enrollment_group::READ_ONLY)?;
+        let mut merged = current_json;
+        merge_patch(&mut merged, &patch);
+        let group = build(&id, EnrollmentGroupSpec::from_json(&id, &merged)?);
+        if state
+            .store
+            .replace_enrollment_group(&group, &current.etag)
+            .await?
+        {
+            return Ok(Json(group.to_json(&state.id_scope)));
+        }
+    }
+    Err(concurrent_update())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::EnrollmentGroups, Access::Write)?;
+    state
+        .store
+        .delete_enrollment_group(&id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(&id),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,60 @@
+//! The `/api` routes, one module per IoT Central resource. Each handler checks the caller's role,
+//! validates with the domain model, and reads or writes through the store.
+
+mod api_tokens;
+mod device_groups;
+mod device_templates;
+mod devices;
+mod enrollment_groups;
+mod roles;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Every `/api` route (paths relative to `/api`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(api_tokens::router())
+        .merge(roles::router())
+        .merge(device_templates::router())
+        .merge(devices::router())
+        .merge(device_groups::router())
+        .merge(enrollment_groups::router())
+}
+
+/// How many times a read-modify-write retries when another writer got in between.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Optimistic concurrency: the etag the client says it last saw, from `If-Match` (preview) or
+/// the body's `etag` field. `*` matches anything.
+fn expected_etag(headers: &HeaderMap, body: Option<&Value>) -> Result<Option<String>, ApiError> {
+    if let Some(value) = headers.get("if-match") {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("The If-Match header is not valid text."))?;
+        return Ok((value.trim() != "*").then(|| value.trim().to_string()));
+    }
+    match body.and_then(|b| b.get("etag")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(etag)) => Ok(Some(etag.clone())),
+        Some(_) => Err(ApiError::bad_request("The field 'etag' must be a string.")),
+    }
+}
+
+/// 412 unless the client's etag (if it sent one) is the current one.
+fn check_etag(expected: Option<&str>, current: &str) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != current => Err(ApiError::precondition_failed(format!(
+            "The etag {expected} does not match the current etag {current}; read the resource again and retry."
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn concurrent_update() -> ApiError {
+    ApiError::conflict("The resource kept changing while it was being updated; retry.")
+}

@@ -1,0 +1,63 @@
+//! `GET /roles` and `GET /roles/{roleId}`: the built-in roles.
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, Uri};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use flotilla_model::roles::{self, Access, Area, Role};
+use flotilla_store::Page;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/roles", get(list))
+        .route("/roles/{roleId}", get(get_one))
+}
+
+fn render(role: &Role) -> Value {
+    json!({"id": role.id, "displayName": role.display_name})
+}
+
+async fn list(
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Roles, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let request = query.page();
+    let mut items: Vec<&Role> = roles::BUILT_IN.iter().collect();
+    items.sort_by_key(|role| role.id);
+    let items: Vec<&Role> = items
+        .into_iter()
+        .filter(|role| request.after.is_none_or(|after| role.id > after))
+        .take(request.size + 1)
+        .collect();
+    let more = items.len() > request.size;
+    let page = Page {
+        items: items.into_iter().take(request.size).collect(),
+        more,
+    };
+    Ok(Json(list_body(
+        page,
+        |r| r.id,
+        |r| render(r),
+        &uri,
+        &headers,
+    )))
+}
+
+async fn get_one(
+    Extension(caller): Extension<Caller>,
+    Path(role_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Roles, Access::Read)?;
+    let role = roles::find(&role_id)
+        .ok_or_else(|| ApiError::not_found(format!("The role '{role_id}' was not found.")))?;
+    Ok(Json(render(role)))
+}

@@ -1,0 +1,12 @@
+//! What every handler shares.
+
+use flotilla_store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// The application's DPS ID scope, returned in device credentials.
+    pub id_scope: String,
+    /// The application's id, named in API token values (`sr=`).
+    pub app_id: String,
+}

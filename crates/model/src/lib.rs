@@ -1,0 +1,23 @@
+//! Flotilla's domain model: the IoT Central entities as the REST API shows them, the rules their
+//! ids follow, the built-in roles, and what a device template says about its devices.
+//!
+//! Nothing here does I/O: the store persists these types and the API validates with them.
+
+pub mod api_token;
+pub mod attestation;
+pub mod device;
+pub mod device_group;
+pub mod enrollment_group;
+pub mod ids;
+pub mod keys;
+pub mod roles;
+pub mod schema;
+pub mod template;
+pub mod validate;
+
+pub use validate::Invalid;
+
+/// A new etag: opaque, quoted like IoT Central's (`"\"...\""`), different on every change.
+pub fn new_etag() -> String {
+    format!("\"{}\"", keys::random_hex::<12>())
+}

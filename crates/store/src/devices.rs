@@ -1,0 +1,198 @@
+//! SQL for `devices`: the device entity, its cloud properties and its attestation, and the
+//! filtered listing that device-group membership uses.
+
+use flotilla_filter::sql::{SqlCondition, SqlParam};
+use flotilla_model::device::Device;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use crate::error::corrupt;
+use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+
+/// Reads a boolean column, selected as `CAST(CASE WHEN column THEN 1 ELSE 0 END AS BIGINT)`:
+/// sqlx's Any driver cannot decode SQLite's BOOLEAN, and this reads the same on both databases.
+pub(crate) fn bool_column(row: &AnyRow, name: &str) -> Result<bool> {
+    Ok(row.try_get::<i64, _>(name)? != 0)
+}
+
+fn from_row(row: &AnyRow) -> Result<Device> {
+    let organizations: Vec<String> =
+        serde_json::from_str(&row.try_get::<String, _>("organizations")?).map_err(corrupt)?;
+    Ok(Device {
+        id: row.try_get("id")?,
+        etag: row.try_get("etag")?,
+        display_name: row.try_get("display_name")?,
+        template: row.try_get("template")?,
+        enabled: bool_column(row, "enabled")?,
+        provisioned: bool_column(row, "provisioned")?,
+        simulated: bool_column(row, "simulated")?,
+        organizations,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, etag, display_name, template, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, \
+     CAST(CASE WHEN provisioned THEN 1 ELSE 0 END AS BIGINT) AS provisioned, CAST(CASE WHEN simulated THEN 1 ELSE 0 END AS BIGINT) AS simulated, organizations";
+
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("JSON values always serialize")
+}
+
+/// A conditional write of a device's cloud properties.
+pub struct CloudPropertiesUpdate<'a> {
+    pub device_id: &'a str,
+    pub expected_etag: &'a str,
+    pub new_etag: &'a str,
+    pub properties: &'a Value,
+}
+
+impl Store {
+    /// Stores a new device. `Conflict` when the id is taken.
+    pub async fn insert_device(&self, device: &Device) -> Result<()> {
+        let result = sqlx::query(&self.sql(
+            "INSERT INTO devices (id, etag, display_name, template, enabled, provisioned, simulated, organizations, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&device.id)
+        .bind(&device.etag)
+        .bind(&device.display_name)
+        .bind(device.template.as_deref())
+        .bind(device.enabled)
+        .bind(device.provisioned)
+        .bind(device.simulated)
+        .bind(json_text(&device.organizations))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match result.map_err(StoreError::from) {
+            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+                "A device with the id '{}' already exists.",
+                device.id
+            ))),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Replaces a device's fields if its etag is still `expected_etag`; `Ok(false)` if not.
+    pub async fn replace_device(&self, device: &Device, expected_etag: &str) -> Result<bool> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE devices SET etag = ?, display_name = ?, template = ?, enabled = ?, provisioned = ?, \
+             simulated = ?, organizations = ? WHERE id = ? AND etag = ?",
+        ))
+        .bind(&device.etag)
+        .bind(&device.display_name)
+        .bind(device.template.as_deref())
+        .bind(device.enabled)
+        .bind(device.provisioned)
+        .bind(device.simulated)
+        .bind(json_text(&device.organizations))
+        .bind(&device.id)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn device(&self, id: &str) -> Result<Option<Device>> {
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// `NotFound` when there was no such device.
+    pub async fn delete_device(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(&self.sql("DELETE FROM devices WHERE id = ?"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// A page of devices, optionally only those matching a device-group filter's condition.
+    pub async fn list_devices(
+        &self,
+        page: PageRequest<'_>,
+        condition: Option<&SqlCondition>,
+    ) -> Result<Page<Device>> {
+        let where_filter = condition.map(|c| c.sql.as_str()).unwrap_or("1 = 1");
+        let sql = self.sql(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ({where_filter}) AND id > ? ORDER BY id LIMIT ?"
+        ));
+        let mut query = sqlx::query::<Any>(&sql);
+        for param in condition.map(|c| c.params.as_slice()).unwrap_or_default() {
+            query = match param {
+                SqlParam::Text(s) => query.bind(s.clone()),
+                SqlParam::Real(n) => query.bind(*n),
+                SqlParam::Bool(b) => query.bind(*b),
+            };
+        }
+        let rows = query
+            .bind(page.after.unwrap_or(""))
+            .bind(page.size as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, page.size))
+    }
+
+    /// A device's cloud properties (a JSON object) and its etag.
+    pub async fn cloud_properties(&self, id: &str) -> Result<Option<(Value, String)>> {
+        let row = sqlx::query(&self.sql("SELECT cloud_properties, etag FROM devices WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let properties = serde_json::from_str(&row.try_get::<String, _>("cloud_properties")?)
+            .map_err(corrupt)?;
+        Ok(Some((properties, row.try_get("etag")?)))
+    }
+
+    /// Writes a device's cloud properties if its etag is unchanged; `Ok(false)` if it changed.
+    pub async fn set_cloud_properties(&self, update: CloudPropertiesUpdate<'_>) -> Result<bool> {
+        let done = sqlx::query(
+            &self
+                .sql("UPDATE devices SET cloud_properties = ?, etag = ? WHERE id = ? AND etag = ?"),
+        )
+        .bind(update.properties.to_string())
+        .bind(update.new_etag)
+        .bind(update.device_id)
+        .bind(update.expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `Ok(None)` if the device does not exist; `Ok(Some(None))` if it has no attestation.
+    pub async fn attestation(&self, id: &str) -> Result<Option<Option<Value>>> {
+        let row = sqlx::query(&self.sql("SELECT attestation FROM devices WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: Option<String> = row.try_get("attestation")?;
+        let value = text
+            .map(|t| serde_json::from_str(&t).map_err(corrupt))
+            .transpose()?;
+        Ok(Some(value))
+    }
+
+    /// Sets (or with `None` removes) a device's attestation. `NotFound` if there is no device.
+    pub async fn set_attestation(&self, id: &str, attestation: Option<&Value>) -> Result<()> {
+        let done = sqlx::query(&self.sql("UPDATE devices SET attestation = ? WHERE id = ?"))
+            .bind(attestation.map(Value::to_string))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! SQL for `enrollment_groups`.
+
+use flotilla_model::enrollment_group::EnrollmentGroup;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::devices::bool_column;
+use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+
+const GROUP_COLUMNS: &str = "id, etag, display_name, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, kind, \
+     primary_key, secondary_key";
+
+fn from_row(row: &AnyRow) -> Result<EnrollmentGroup> {
+    let enabled = bool_column(row, "enabled")?;
+    Ok(EnrollmentGroup {
+        id: row.try_get("id")?,
+        etag: row.try_get("etag")?,
+        display_name: row.try_get("display_name")?,
+        enabled,
+        kind: row.try_get("kind")?,
+        primary_key: row.try_get("primary_key")?,
+        secondary_key: row.try_get("secondary_key")?,
+    })
+}
+
+impl Store {
+    /// Stores a new group. `Conflict` when the id is taken; `ignore_existing` makes that a no-op
+    /// instead (for the default group, made at every start).
+    pub async fn insert_enrollment_group(
+        &self,
+        group: &EnrollmentGroup,
+        ignore_existing: bool,
+    ) -> Result<()> {
+        let conflict = if ignore_existing {
+            " ON CONFLICT (id) DO NOTHING"
+        } else {
+            ""
+        };
+        let result = sqlx::query(&self.sql(&format!(
+            "INSERT INTO enrollment_groups (id, etag, display_name, enabled, kind, primary_key, secondary_key, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?){conflict}"
+        )))
+        .bind(&group.id)
+        .bind(&group.etag)
+        .bind(&group.display_name)
+        .bind(group.enabled)
+        .bind(&group.kind)
+        .bind(&group.primary_key)
+        .bind(&group.secondary_key)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match result.map_err(StoreError::from) {
+            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+                "An enrollment group with the id '{}' already exists.",
+                group.id
+            ))),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Replaces a group if its etag is still `expected_etag`; `Ok(false)` if not.
+    pub async fn replace_enrollment_group(
+        &self,
+        group: &EnrollmentGroup,
+        expected_etag: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE enrollment_groups SET etag = ?, display_name = ?, enabled = ?, kind = ?, primary_key = ?, \
+             secondary_key = ? WHERE id = ? AND etag = ?",
+        ))
+        .bind(&group.etag)
+        .bind(&group.display_name)
+        .bind(group.enabled)
+        .bind(&group.kind)
+        .bind(&group.primary_key)
+        .bind(&group.secondary_key)
+        .bind(&group.id)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn enrollment_group(&self, id: &str) -> Result<Option<EnrollmentGroup>> {
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {GROUP_COLUMNS} FROM enrollment_groups WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    pub async fn list_enrollment_groups(
+        &self,
+        page: PageRequest<'_>,
+    ) -> Result<Page<EnrollmentGroup>> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {GROUP_COLUMNS} FROM enrollment_groups WHERE id > ? ORDER BY id LIMIT ?"
+        )))
+        .bind(page.after.unwrap_or(""))
+        .bind(page.size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, page.size))
+    }
+
+    /// `NotFound` when there was no such group.
+    pub async fn delete_enrollment_group(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(&self.sql("DELETE FROM enrollment_groups WHERE id = ?"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
