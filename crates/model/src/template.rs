@@ -276,7 +276,7 @@ mod tests {
     fn fixture() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/reference/fixtures/temperature-controller.template.json"
+            "/../../fixtures/temperature-controller.template.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }

@@ -1,7 +1,7 @@
 //! `/apiTokens`: list, get, create, delete. A token's value is returned once, by the create.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::api_token::{ApiToken, ApiTokenSpec, new_token_value, token_hash};
@@ -29,7 +29,7 @@ fn not_found(id: &str) -> ApiError {
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::ApiTokens, Access::Read)?;

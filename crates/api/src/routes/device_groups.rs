@@ -1,8 +1,8 @@
 //! `/deviceGroups`: list, get, create or update, patch, delete, and the devices a group holds
 //! (its filter, evaluated in SQL).
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::device::Device;
@@ -52,7 +52,7 @@ fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
@@ -169,7 +169,7 @@ async fn devices(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Read)?;

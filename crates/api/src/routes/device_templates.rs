@@ -1,7 +1,7 @@
 //! `/deviceTemplates`: list, get, publish (PUT), patch, delete.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::ids::check_dtmi;
@@ -33,7 +33,7 @@ fn not_found(id: &str) -> ApiError {
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceTemplates, Access::Read)?;

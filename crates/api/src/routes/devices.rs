@@ -1,8 +1,8 @@
 //! `/devices`: the device entity (list, get, create or update, patch, delete) and the parts of a
 //! device that are not its twin: cloud properties, credentials and individual attestation.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::attestation::{attestation_from_json, credentials};
@@ -58,7 +58,7 @@ pub(super) fn not_found(id: &str) -> ApiError {
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Read)?;

@@ -1,7 +1,7 @@
 //! `/enrollmentGroups`: symmetric-key groups that devices provision through (DPS).
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
@@ -45,7 +45,7 @@ fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::EnrollmentGroups, Access::Read)?;

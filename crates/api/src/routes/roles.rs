@@ -1,7 +1,7 @@
 //! `GET /roles` and `GET /roles/{roleId}`: the built-in roles.
 
-use axum::extract::Path;
-use axum::http::{HeaderMap, Uri};
+use axum::extract::{OriginalUri, Path};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use flotilla_model::roles::{self, Access, Area, Role};
@@ -25,7 +25,7 @@ fn render(role: &Role) -> Value {
 
 async fn list(
     Extension(caller): Extension<Caller>,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Roles, Access::Read)?;

@@ -1,0 +1,355 @@
+//! The test harness: runs the real `flotilla` binary on a free port with its own data dir, and
+//! talks to it over HTTP like any client would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const STABLE: &str = "2022-07-31";
+pub const PREVIEW: &str = "2022-10-31-preview";
+
+/// The temperature controller template's id, and the Postman thermostat's.
+pub const CONTROLLER: &str = "dtmi:contoso:temperaturecontroller;1";
+pub const THERMOSTAT: &str = "dtmi:contoso:mythermostattemplate;1";
+
+pub const ADMINISTRATOR: &str = "ca310b8d-2f4a-44e0-a36e-957c202cd8d4";
+pub const BUILDER: &str = "344138e9-8de4-4497-8c54-5237e96d6aaf";
+pub const OPERATOR: &str = "ae2c9854-393b-4f97-8c42-479d70ce626e";
+
+/// A running server, killed and its data dir removed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub base: String,
+    pub admin_token: String,
+    extra_env: Vec<(String, String)>,
+}
+
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "flotilla-test-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Starts a server on an empty data dir.
+    pub async fn start() -> Server {
+        Self::start_with_env(&[]).await
+    }
+
+    /// Starts a server with extra environment variables (e.g. `FLOTILLA_ADMIN_TOKEN`).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let mut server = Server {
+            child: None,
+            data_dir: fresh_dir(),
+            base: String::new(),
+            admin_token: String::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&mut self) {
+        let addr_file = self.data_dir.join("http.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        command
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .env_remove("FLOTILLA_ADMIN_TOKEN")
+            .env_remove("FLOTILLA_DATABASE_URL")
+            .env("FLOTILLA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("the flotilla binary starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file)
+                && !addr.is_empty()
+            {
+                self.base = format!("http://{addr}");
+                break;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("flotilla exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "flotilla did not start in 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(token) = std::fs::read_to_string(self.data_dir.join("admin-token")) {
+            self.admin_token = token;
+        }
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same data dir.
+    pub async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch().await;
+    }
+
+    /// A client with the administrator token, speaking the stable version.
+    pub fn admin(&self) -> Api {
+        self.client(&self.admin_token)
+    }
+
+    /// A client with the given token value, speaking the stable version.
+    pub fn client(&self, token: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: Some(token.to_string()),
+            version: Some(STABLE.to_string()),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// An HTTP client of the API: adds the token and the api-version to every request.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+    pub version: Option<String>,
+}
+
+/// A response: status, headers and the body parsed as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Api {
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    pub fn with_version(&self, version: Option<&str>) -> Api {
+        Api {
+            version: version.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    pub fn preview(&self) -> Api {
+        self.with_version(Some(PREVIEW))
+    }
+
+    /// The full URL of an API path (relative to `/api`), with the api-version added.
+    pub fn url(&self, path: &str) -> String {
+        let mut url = format!("{}/api{}", self.base, path);
+        if let Some(version) = &self.version {
+            url.push(if path.contains('?') { '&' } else { '?' });
+            url.push_str("api-version=");
+            url.push_str(version);
+        }
+        url
+    }
+
+    /// A request builder with the token set, for requests the helpers below don't cover.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_url(method, &self.url(path))
+    }
+
+    pub fn request_url(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.token {
+            Some(token) => builder.header("Authorization", token),
+            None => builder,
+        }
+    }
+
+    pub async fn send(builder: reqwest::RequestBuilder) -> Resp {
+        let response = builder.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        Self::send(self.request(Method::GET, path)).await
+    }
+
+    /// GETs an absolute URL as it is (a `nextLink`).
+    pub async fn get_url(&self, url: &str) -> Resp {
+        Self::send(self.request_url(Method::GET, url)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        Self::send(self.request(Method::PUT, path).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        Self::send(self.request(Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        Self::send(self.request(Method::POST, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        Self::send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Every item of a list, following `nextLink`s; also returns how many pages there were.
+    pub async fn list_all(&self, path: &str) -> (Vec<Value>, usize) {
+        let mut items = Vec::new();
+        let mut pages = 0;
+        let mut response = self.get(path).await;
+        loop {
+            response.ok(200);
+            pages += 1;
+            items.extend(response.body["value"].as_array().unwrap().iter().cloned());
+            match response.body.get("nextLink").and_then(Value::as_str) {
+                Some(next) => response = self.get_url(next).await,
+                None => break,
+            }
+            assert!(pages < 10_000, "nextLink loops");
+        }
+        (items, pages)
+    }
+
+    /// Creates an API token with one role and returns its value.
+    pub async fn create_token(&self, id: &str, role: &str) -> String {
+        let response = self
+            .put(
+                &format!("/apiTokens/{id}"),
+                serde_json::json!({"roles": [{"role": role}]}),
+            )
+            .await;
+        response.ok(200);
+        response.body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Publishes one of the fixture templates.
+    pub async fn publish_template(&self, id: &str, body: Value) -> Resp {
+        let path = format!("/deviceTemplates/{}", encode(id));
+        let response = self.put(&path, body).await;
+        response.ok(200);
+        response
+    }
+}
+
+impl Resp {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "expected {status}, got {}: {}",
+            self.status,
+            self.text
+        );
+        &self.body
+    }
+
+    /// Asserts an IoT Central error: the status, `error.code`, the `x-ms-error-code` header, and
+    /// the other fields of the shape. Returns the message.
+    #[track_caller]
+    pub fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "expected {status} {code}, got {}: {}",
+            self.status,
+            self.text
+        );
+        let error = &self.body["error"];
+        assert_eq!(error["code"], code, "{}", self.text);
+        assert_eq!(
+            self.headers
+                .get("x-ms-error-code")
+                .and_then(|v| v.to_str().ok()),
+            Some(code)
+        );
+        assert!(error["requestId"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(error["time"].as_str().is_some_and(|s| s.ends_with(" GMT")));
+        let message = error["message"].as_str().expect("a message").to_string();
+        assert!(!message.is_empty());
+        message
+    }
+}
+
+/// Percent-encodes a path segment (DTMIs hold ';' and ':').
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+pub fn controller_template() -> Value {
+    fixture("temperature-controller.template.json")
+}
+
+pub fn thermostat_template() -> Value {
+    fixture("thermostat.template.json")
+}
