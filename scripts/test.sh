@@ -12,3 +12,6 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 
 cargo test --workspace --locked
+
+# The end-to-end tests again, each server on a fresh PostgreSQL database instead of SQLite.
+FLOTILLA_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432 cargo test --locked -p flotilla --tests

@@ -22,8 +22,13 @@ pub const BUILDER: &str = "344138e9-8de4-4497-8c54-5237e96d6aaf";
 pub const OPERATOR: &str = "ae2c9854-393b-4f97-8c42-479d70ce626e";
 
 /// A running server, killed and its data dir removed when dropped.
+///
+/// With `FLOTILLA_TEST_POSTGRES` set to a server URL (e.g. `postgres://postgres@127.0.0.1:5432`),
+/// each server gets a fresh PostgreSQL database instead of SQLite, dropped afterwards: the same
+/// tests then check the PostgreSQL side of the store.
 pub struct Server {
     child: Option<Child>,
+    postgres: Option<(String, String)>,
     pub data_dir: PathBuf,
     pub base: String,
     pub admin_token: String,
@@ -53,9 +58,19 @@ impl Server {
 
     /// Starts a server with extra environment variables (e.g. `FLOTILLA_ADMIN_TOKEN`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let data_dir = fresh_dir();
+        let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
+            let name = format!(
+                "flotilla_test_{}",
+                data_dir.file_name().unwrap().to_str().unwrap().replace('-', "_")
+            );
+            psql(&url, &format!("CREATE DATABASE {name}"));
+            (url, name)
+        });
         let mut server = Server {
             child: None,
-            data_dir: fresh_dir(),
+            postgres,
+            data_dir,
             base: String::new(),
             admin_token: String::new(),
             extra_env: env
@@ -81,6 +96,9 @@ impl Server {
             .stderr(Stdio::inherit());
         for (key, value) in &self.extra_env {
             command.env(key, value);
+        }
+        if let Some((url, name)) = &self.postgres {
+            command.env("FLOTILLA_DATABASE_URL", format!("{url}/{name}"));
         }
         let child = command.spawn().expect("the flotilla binary starts");
         self.child = Some(child);
@@ -139,7 +157,20 @@ impl Drop for Server {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((url, name)) = &self.postgres {
+            psql(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
     }
+}
+
+/// Runs one SQL statement with `psql` against the `postgres` database of the server at `url`.
+fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .arg(format!("{url}/postgres"))
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "psql failed: {sql}");
 }
 
 /// An HTTP client of the API: adds the token and the api-version to every request.
