@@ -57,14 +57,7 @@ impl DeviceSpec {
     /// the id, the device is enabled and not simulated.
     pub fn from_json(id: &str, body: &Value) -> Result<Self, Invalid> {
         let fields = Fields::of(body)?;
-        if let Some(sent) = fields.string("id")?
-            && sent != id
-        {
-            return Err(Invalid::field(
-                "id",
-                format_args!("is '{sent}' but the request path names '{id}'"),
-            ));
-        }
+        fields.check_path_id("id", id)?;
         let template = fields.string("template")?;
         if let Some(template) = template {
             check_dtmi("template", template)?;

@@ -47,14 +47,7 @@ impl DeviceGroup {
 impl DeviceGroupSpec {
     pub fn from_json(id: &str, body: &Value) -> Result<Self, Invalid> {
         let fields = Fields::of(body)?;
-        if let Some(sent) = fields.string("id")?
-            && sent != id
-        {
-            return Err(Invalid::field(
-                "id",
-                format_args!("is '{sent}' but the request path names '{id}'"),
-            ));
-        }
+        fields.check_path_id("id", id)?;
         let display_name = fields
             .bounded_string("displayName", 200)?
             .ok_or_else(|| Invalid::field("displayName", "is required"))?;

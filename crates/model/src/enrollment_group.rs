@@ -58,14 +58,7 @@ impl EnrollmentGroupSpec {
     /// Validates a group body. Keys the client leaves out are generated, as IoT Central does.
     pub fn from_json(id: &str, body: &Value) -> Result<Self, Invalid> {
         let fields = Fields::of(body)?;
-        if let Some(sent) = fields.string("id")?
-            && sent != id
-        {
-            return Err(Invalid::field(
-                "id",
-                format_args!("is '{sent}' but the request path names '{id}'"),
-            ));
-        }
+        fields.check_path_id("id", id)?;
         let display_name = fields
             .bounded_string("displayName", 200)?
             .ok_or_else(|| Invalid::field("displayName", "is required"))?;

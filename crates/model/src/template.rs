@@ -69,14 +69,7 @@ impl DeviceTemplate {
     /// Validates a template body for the template `id` (already checked as a DTMI).
     pub fn from_json(id: &str, body: &Value) -> Result<Self, Invalid> {
         let fields = Fields::of(body)?;
-        if let Some(sent) = fields.string("@id")?
-            && sent != id
-        {
-            return Err(Invalid::field(
-                "@id",
-                format_args!("is '{sent}' but the request path names '{id}'"),
-            ));
-        }
+        fields.check_path_id("@id", id)?;
         let types = fields
             .string_array("@type")?
             .ok_or_else(|| Invalid::field("@type", "is required"))?;

@@ -69,6 +69,17 @@ impl<'a> Fields<'a> {
         self.object.contains_key(field)
     }
 
+    /// A body may repeat the id the path names (clients PUT back what they GET), but not another.
+    pub fn check_path_id(&self, field: &str, id: &str) -> Result<(), Invalid> {
+        match self.string(field)? {
+            Some(sent) if sent != id => Err(Invalid::field(
+                field,
+                format_args!("is '{sent}' but the request path names '{id}'"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &'a String> {
         self.object.keys()
     }

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
 
 fn roles_to_json(roles: &[RoleAssignment]) -> String {
     let items: Vec<Value> = roles
@@ -50,13 +50,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await;
-        match result.map_err(StoreError::from) {
-            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
-                "An API token with the id '{}' already exists.",
-                token.id
-            ))),
-            other => other.map(|_| ()),
-        }
+        inserted(result, "API token", &token.id)
     }
 
     /// Stores a token, replacing any with the same id (an operator-supplied admin token).
@@ -77,11 +71,7 @@ impl Store {
     }
 
     pub async fn api_token(&self, id: &str) -> Result<Option<ApiToken>> {
-        let row = sqlx::query(&self.sql("SELECT * FROM api_tokens WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        self.row_by_id("api_tokens", "*", id, from_row).await
     }
 
     /// The token whose value hashes to `token_hash`, if any (expired ones included: the caller
@@ -95,14 +85,7 @@ impl Store {
     }
 
     pub async fn list_api_tokens(&self, page: PageRequest<'_>) -> Result<Page<ApiToken>> {
-        let rows =
-            sqlx::query(&self.sql("SELECT * FROM api_tokens WHERE id > ? ORDER BY id LIMIT ?"))
-                .bind(page.after.unwrap_or(""))
-                .bind(page.size as i64 + 1)
-                .fetch_all(&self.pool)
-                .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page.size))
+        self.page_of("api_tokens", "*", page, from_row).await
     }
 
     pub async fn count_api_tokens(&self) -> Result<i64> {
@@ -114,13 +97,6 @@ impl Store {
 
     /// `NotFound` when there was no such token.
     pub async fn delete_api_token(&self, id: &str) -> Result<()> {
-        let done = sqlx::query(&self.sql("DELETE FROM api_tokens WHERE id = ?"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("api_tokens", id).await
     }
 }

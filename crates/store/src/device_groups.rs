@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
 
 fn from_row(row: &AnyRow) -> Result<DeviceGroup> {
     Ok(DeviceGroup {
@@ -36,13 +36,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await;
-        match result.map_err(StoreError::from) {
-            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
-                "A device group with the id '{}' already exists.",
-                group.id
-            ))),
-            other => other.map(|_| ()),
-        }
+        inserted(result, "device group", &group.id)
     }
 
     /// Replaces a group if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -68,33 +62,15 @@ impl Store {
     }
 
     pub async fn device_group(&self, id: &str) -> Result<Option<DeviceGroup>> {
-        let row = sqlx::query(&self.sql("SELECT * FROM device_groups WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        self.row_by_id("device_groups", "*", id, from_row).await
     }
 
     pub async fn list_device_groups(&self, page: PageRequest<'_>) -> Result<Page<DeviceGroup>> {
-        let rows =
-            sqlx::query(&self.sql("SELECT * FROM device_groups WHERE id > ? ORDER BY id LIMIT ?"))
-                .bind(page.after.unwrap_or(""))
-                .bind(page.size as i64 + 1)
-                .fetch_all(&self.pool)
-                .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page.size))
+        self.page_of("device_groups", "*", page, from_row).await
     }
 
     /// `NotFound` when there was no such group.
     pub async fn delete_device_group(&self, id: &str) -> Result<()> {
-        let done = sqlx::query(&self.sql("DELETE FROM device_groups WHERE id = ?"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("device_groups", id).await
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+use crate::{Page, PageRequest, Result, Store, StoreError, now_ms};
 
 /// A template as stored: its body (without etag) and etag.
 #[derive(Debug, Clone)]
@@ -116,11 +116,7 @@ impl Store {
     }
 
     pub async fn template(&self, id: &str) -> Result<Option<StoredTemplate>> {
-        let row = sqlx::query(&self.sql("SELECT * FROM device_templates WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        self.row_by_id("device_templates", "*", id, from_row).await
     }
 
     pub async fn template_exists(&self, id: &str) -> Result<bool> {
@@ -156,15 +152,7 @@ impl Store {
     }
 
     pub async fn list_templates(&self, page: PageRequest<'_>) -> Result<Page<StoredTemplate>> {
-        let rows = sqlx::query(
-            &self.sql("SELECT * FROM device_templates WHERE id > ? ORDER BY id LIMIT ?"),
-        )
-        .bind(page.after.unwrap_or(""))
-        .bind(page.size as i64 + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page.size))
+        self.page_of("device_templates", "*", page, from_row).await
     }
 
     /// Deletes a template no device uses. `NotFound`, or `Conflict` naming how many devices

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+use crate::{Page, PageRequest, Result, Store, StoreError, inserted, into_page, now_ms};
 
 /// Reads a boolean column, selected as `CAST(CASE WHEN column THEN 1 ELSE 0 END AS BIGINT)`:
 /// sqlx's Any driver cannot decode SQLite's BOOLEAN, and this reads the same on both databases.
@@ -64,13 +64,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await;
-        match result.map_err(StoreError::from) {
-            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
-                "A device with the id '{}' already exists.",
-                device.id
-            ))),
-            other => other.map(|_| ()),
-        }
+        inserted(result, "device", &device.id)
     }
 
     /// Replaces a device's fields if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -94,25 +88,13 @@ impl Store {
     }
 
     pub async fn device(&self, id: &str) -> Result<Option<Device>> {
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        self.row_by_id("devices", DEVICE_COLUMNS, id, from_row)
+            .await
     }
 
     /// `NotFound` when there was no such device.
     pub async fn delete_device(&self, id: &str) -> Result<()> {
-        let done = sqlx::query(&self.sql("DELETE FROM devices WHERE id = ?"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("devices", id).await
     }
 
     /// A page of devices, optionally only those matching a device-group filter's condition.

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::devices::bool_column;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
+use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
 
 const GROUP_COLUMNS: &str = "id, etag, display_name, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, kind, \
      primary_key, secondary_key";
@@ -50,13 +50,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await;
-        match result.map_err(StoreError::from) {
-            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
-                "An enrollment group with the id '{}' already exists.",
-                group.id
-            ))),
-            other => other.map(|_| ()),
-        }
+        inserted(result, "enrollment group", &group.id)
     }
 
     /// Replaces a group if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -83,39 +77,20 @@ impl Store {
     }
 
     pub async fn enrollment_group(&self, id: &str) -> Result<Option<EnrollmentGroup>> {
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {GROUP_COLUMNS} FROM enrollment_groups WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        self.row_by_id("enrollment_groups", GROUP_COLUMNS, id, from_row)
+            .await
     }
 
     pub async fn list_enrollment_groups(
         &self,
         page: PageRequest<'_>,
     ) -> Result<Page<EnrollmentGroup>> {
-        let rows = sqlx::query(&self.sql(&format!(
-            "SELECT {GROUP_COLUMNS} FROM enrollment_groups WHERE id > ? ORDER BY id LIMIT ?"
-        )))
-        .bind(page.after.unwrap_or(""))
-        .bind(page.size as i64 + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page.size))
+        self.page_of("enrollment_groups", GROUP_COLUMNS, page, from_row)
+            .await
     }
 
     /// `NotFound` when there was no such group.
     pub async fn delete_enrollment_group(&self, id: &str) -> Result<()> {
-        let done = sqlx::query(&self.sql("DELETE FROM enrollment_groups WHERE id = ?"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("enrollment_groups", id).await
     }
 }

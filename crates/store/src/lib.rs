@@ -90,6 +90,66 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+impl Store {
+    /// One page of `SELECT {columns} FROM {table}` ordered by id, after `page.after`.
+    async fn page_of<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        page: PageRequest<'_>,
+        from_row: impl Fn(&sqlx::any::AnyRow) -> Result<T>,
+    ) -> Result<Page<T>> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
+        )))
+        .bind(page.after.unwrap_or(""))
+        .bind(page.size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, page.size))
+    }
+
+    /// The row of `table` with this id, mapped.
+    async fn row_by_id<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        id: &str,
+        from_row: impl Fn(&sqlx::any::AnyRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let row = sqlx::query(&self.sql(&format!("SELECT {columns} FROM {table} WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Deletes the row of `table` with this id; `NotFound` when there was none.
+    async fn delete_by_id(&self, table: &str, id: &str) -> Result<()> {
+        let done = sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE id = ?")))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+/// An insert's outcome, with a unique-key violation reported as `Conflict` ("A {what} with the
+/// id '{id}' already exists.").
+fn inserted<T>(result: std::result::Result<T, sqlx::Error>, what: &str, id: &str) -> Result<()> {
+    match result.map_err(StoreError::from) {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+            "A {what} with the id '{id}' already exists."
+        ))),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Splits `size + 1` fetched rows into a page and whether more follow.
 fn into_page<T>(mut items: Vec<T>, size: usize) -> Page<T> {
     let more = items.len() > size;
