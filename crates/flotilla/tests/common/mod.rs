@@ -62,7 +62,12 @@ impl Server {
         let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
             let name = format!(
                 "flotilla_test_{}",
-                data_dir.file_name().unwrap().to_str().unwrap().replace('-', "_")
+                data_dir
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('-', "_")
             );
             psql(&url, &format!("CREATE DATABASE {name}"));
             (url, name)
