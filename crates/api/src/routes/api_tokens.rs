@@ -2,30 +2,40 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::api_token::{ApiToken, ApiTokenSpec, new_token_value, token_hash};
 use flotilla_model::ids::check_token_id;
 use flotilla_model::roles::{Access, Area};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/apiTokens", get(list)).route(
-        "/apiTokens/{tokenId}",
-        get(get_one).put(create).delete(remove),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create, remove))
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("The API token '{id}' was not found."))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apiTokens",
+    operation_id = "ApiTokens_List",
+    tag = "ApiTokens",
+    summary = "Get the list of API tokens in an application. The token value will never be returned for security reasons.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::ApiTokenCollection)),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -44,6 +54,15 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apiTokens/{tokenId}",
+    operation_id = "ApiTokens_Get",
+    tag = "ApiTokens",
+    summary = "Get an API token by ID.",
+    params(("tokenId" = String, Path, description = "Unique ID of the API token.")),
+    responses((status = 200, description = "Success", body = openapi::ApiToken)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -58,6 +77,16 @@ async fn get_one(
     Ok(Json(token.to_json(None)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/apiTokens/{tokenId}",
+    operation_id = "ApiTokens_Create",
+    tag = "ApiTokens",
+    summary = "Create a new API token in the application to use in the IoT Central public API. The token value will be returned in the response, and won't be returned again in subsequent requests.",
+    params(("tokenId" = String, Path, description = "Unique ID of the API token.")),
+    request_body(content = openapi::ApiToken, description = "API token body."),
+    responses((status = 200, description = "Success: the token, with its value", body = openapi::ApiToken)),
+)]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -82,6 +111,15 @@ async fn create(
     Ok(Json(token.to_json(Some(&value))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apiTokens/{tokenId}",
+    operation_id = "ApiTokens_Remove",
+    tag = "ApiTokens",
+    summary = "Delete an API token.",
+    params(("tokenId" = String, Path, description = "Unique ID of the API token.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -3,8 +3,7 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::device::Device;
 use flotilla_model::device_group::{self, DeviceGroup, DeviceGroupSpec};
 use flotilla_model::ids::check_entity_id;
@@ -13,25 +12,22 @@ use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/deviceGroups", get(list))
-        .route(
-            "/deviceGroups/{deviceGroupId}",
-            get(get_one)
-                .put(create_or_replace)
-                .patch(update)
-                .delete(remove),
-        )
-        .route("/deviceGroups/{deviceGroupId}/devices", get(devices))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create_or_replace, update, remove))
+        .routes(routes!(devices))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -49,6 +45,15 @@ fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/deviceGroups",
+    operation_id = "DeviceGroups_List",
+    tag = "DeviceGroups",
+    summary = "Get the list of device groups in an application.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::DeviceGroupCollection)),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -67,6 +72,15 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deviceGroups/{deviceGroupId}",
+    operation_id = "DeviceGroups_Get",
+    tag = "DeviceGroups",
+    summary = "Get the device group by ID.",
+    params(("deviceGroupId" = String, Path, description = "Unique ID of the device group.")),
+    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -81,6 +95,17 @@ async fn get_one(
     Ok(Json(group.to_json()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/deviceGroups/{deviceGroupId}",
+    operation_id = "DeviceGroups_Create",
+    tag = "DeviceGroups",
+    summary = "Create or update a device group",
+    description = "Create or update a device group.",
+    params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), IfMatch),
+    request_body(content = openapi::DeviceGroup, description = "Device group body."),
+    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+)]
 async fn create_or_replace(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -115,6 +140,17 @@ async fn create_or_replace(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/deviceGroups/{deviceGroupId}",
+    operation_id = "DeviceGroups_Update",
+    tag = "DeviceGroups",
+    summary = "Update a device group via patch",
+    description = "Update an existing device group by ID.",
+    params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), IfMatch),
+    request_body(description = "A JSON merge patch of the device group.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+)]
 async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -147,6 +183,15 @@ async fn update(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/deviceGroups/{deviceGroupId}",
+    operation_id = "DeviceGroups_Remove",
+    tag = "DeviceGroups",
+    summary = "Delete a device group.",
+    params(("deviceGroupId" = String, Path, description = "Unique ID of the device group.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -165,6 +210,16 @@ async fn remove(
 }
 
 /// The group's devices right now: its filter, compiled to SQL, over the devices table.
+#[utoipa::path(
+    get,
+    path = "/deviceGroups/{deviceGroupId}/devices",
+    operation_id = "DeviceGroups_GetDevices",
+    tag = "DeviceGroups",
+    summary = "Get the devices of a device group",
+    description = "The devices the group's filter selects now.",
+    params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), ListParams),
+    responses((status = 200, description = "Success", body = openapi::DeviceGroupDeviceCollection)),
+)]
 async fn devices(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

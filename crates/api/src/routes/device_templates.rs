@@ -2,8 +2,7 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::ids::check_dtmi;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
@@ -11,25 +10,36 @@ use flotilla_model::template::{self, DeviceTemplate};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/deviceTemplates", get(list)).route(
-        "/deviceTemplates/{deviceTemplateId}",
-        get(get_one).put(publish).patch(update).delete(remove),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, publish, update, remove))
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("The device template '{id}' was not found."))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deviceTemplates",
+    operation_id = "DeviceTemplates_List",
+    tag = "DeviceTemplates",
+    summary = "Get the list of device templates in an application.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::DeviceTemplateCollection)),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -48,6 +58,15 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deviceTemplates/{deviceTemplateId}",
+    operation_id = "DeviceTemplates_Get",
+    tag = "DeviceTemplates",
+    summary = "Get a device template by ID",
+    params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template.")),
+    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -62,6 +81,17 @@ async fn get_one(
     Ok(Json(stored.to_json()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/deviceTemplates/{deviceTemplateId}",
+    operation_id = "DeviceTemplates_Create",
+    tag = "DeviceTemplates",
+    summary = "Publish a new device template.",
+    description = "Publishes the template, replacing one published under the same ID.",
+    params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template.")),
+    request_body(content = openapi::DeviceTemplate, description = "Device template body."),
+    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+)]
 async fn publish(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -79,6 +109,16 @@ async fn publish(
 }
 
 /// A JSON merge patch of the template document, validated again as a whole.
+#[utoipa::path(
+    patch,
+    path = "/deviceTemplates/{deviceTemplateId}",
+    operation_id = "DeviceTemplates_Update",
+    tag = "DeviceTemplates",
+    summary = "Update an existing device template via patch.",
+    params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template."), IfMatch),
+    request_body(description = "A JSON merge patch of the template document; the result is validated again as a whole.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+)]
 async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -113,6 +153,15 @@ async fn update(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/deviceTemplates/{deviceTemplateId}",
+    operation_id = "DeviceTemplates_Remove",
+    tag = "DeviceTemplates",
+    summary = "Delete a device template",
+    params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -3,8 +3,7 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::attestation::{attestation_from_json, credentials};
 use flotilla_model::device::{self, Device, DeviceSpec};
 use flotilla_model::enrollment_group::DEFAULT_ID;
@@ -17,44 +16,48 @@ use flotilla_model::template::{CapabilityKind, find};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::{CloudPropertiesUpdate, StoreError};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/devices", get(list))
-        .route(
-            "/devices/{deviceId}",
-            get(get_one)
-                .put(create_or_replace)
-                .patch(update)
-                .delete(remove),
-        )
-        .route(
-            "/devices/{deviceId}/cloudProperties",
-            get(get_cloud_properties)
-                .put(replace_cloud_properties)
-                .patch(update_cloud_properties),
-        )
-        .route("/devices/{deviceId}/credentials", get(get_credentials))
-        .route(
-            "/devices/{deviceId}/attestation",
-            get(get_attestation)
-                .put(replace_attestation)
-                .patch(update_attestation)
-                .delete(remove_attestation),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create_or_replace, update, remove))
+        .routes(routes!(
+            get_cloud_properties,
+            replace_cloud_properties,
+            update_cloud_properties
+        ))
+        .routes(routes!(get_credentials))
+        .routes(routes!(
+            get_attestation,
+            replace_attestation,
+            update_attestation,
+            remove_attestation
+        ))
 }
 
 pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("The device '{id}' was not found."))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices",
+    operation_id = "Devices_List",
+    tag = "Devices",
+    summary = "Get the list of devices in an application.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::DeviceCollection)),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -73,6 +76,16 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{deviceId}",
+    operation_id = "Devices_Get",
+    tag = "Devices",
+    summary = "Get a device by ID",
+    description = "Get details about an existing device by device ID.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 200, description = "Success", body = openapi::Device)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -113,6 +126,17 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
 }
 
 /// `PUT /devices/{id}` creates the device, or replaces the settable fields of an existing one.
+#[utoipa::path(
+    put,
+    path = "/devices/{deviceId}",
+    operation_id = "Devices_Create",
+    tag = "Devices",
+    summary = "Create or update a device",
+    description = "Creates the device, or replaces the settable fields of an existing one.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device."), IfMatch),
+    request_body(content = openapi::Device, description = "Device body."),
+    responses((status = 200, description = "Success", body = openapi::Device)),
+)]
 async fn create_or_replace(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -153,6 +177,17 @@ async fn create_or_replace(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/devices/{deviceId}",
+    operation_id = "Devices_Update",
+    tag = "Devices",
+    summary = "Update a device via patch",
+    description = "Update an existing device by ID.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device."), IfMatch),
+    request_body(description = "A JSON merge patch of the device.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::Device)),
+)]
 async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -185,6 +220,16 @@ async fn update(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/devices/{deviceId}",
+    operation_id = "Devices_Remove",
+    tag = "Devices",
+    summary = "Delete a device",
+    description = "Delete an existing device by device ID.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -198,6 +243,15 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{deviceId}/cloudProperties",
+    operation_id = "Devices_GetCloudProperties",
+    tag = "Devices",
+    summary = "Get a device's cloud properties",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 200, description = "Success", body = openapi::CloudProperties)),
+)]
 async fn get_cloud_properties(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -212,6 +266,17 @@ async fn get_cloud_properties(
     Ok(Json(properties))
 }
 
+#[utoipa::path(
+    put,
+    path = "/devices/{deviceId}/cloudProperties",
+    operation_id = "Devices_ReplaceCloudProperties",
+    tag = "Devices",
+    summary = "Replace a device's cloud properties",
+    description = "Each property must be a cloud property of the device's template, with a value that fits its schema.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    request_body(content = openapi::CloudProperties, description = "The cloud properties, all of them: properties left out are removed."),
+    responses((status = 200, description = "Success", body = openapi::CloudProperties)),
+)]
 async fn replace_cloud_properties(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -222,6 +287,16 @@ async fn replace_cloud_properties(
     write_cloud_properties(&state, &id, |_| body.clone()).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/devices/{deviceId}/cloudProperties",
+    operation_id = "Devices_UpdateCloudProperties",
+    tag = "Devices",
+    summary = "Update a device's cloud properties via patch",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    request_body(description = "A JSON merge patch of the cloud properties.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::CloudProperties)),
+)]
 async fn update_cloud_properties(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -298,6 +373,16 @@ async fn check_cloud_properties(
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{deviceId}/credentials",
+    operation_id = "Devices_GetCredentials",
+    tag = "Devices",
+    summary = "Get device credentials",
+    description = "The device's individual attestation where it has one, else symmetric keys derived from the default enrollment group.",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 200, description = "Success", body = openapi::DeviceCredentials)),
+)]
 async fn get_credentials(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -329,6 +414,15 @@ fn no_attestation(id: &str) -> ApiError {
     ApiError::not_found(format!("The device '{id}' has no individual attestation."))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/{deviceId}/attestation",
+    operation_id = "Devices_GetAttestation",
+    tag = "Devices",
+    summary = "Get device attestation",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 200, description = "Success", body = openapi::Attestation)),
+)]
 async fn get_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -343,6 +437,16 @@ async fn get_attestation(
     attestation.map(Json).ok_or_else(|| no_attestation(&id))
 }
 
+#[utoipa::path(
+    put,
+    path = "/devices/{deviceId}/attestation",
+    operation_id = "Devices_CreateAttestation",
+    tag = "Devices",
+    summary = "Create an individual device attestation",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    request_body(content = openapi::Attestation, description = "Individual device attestation body."),
+    responses((status = 200, description = "Success", body = openapi::Attestation)),
+)]
 async fn replace_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -355,6 +459,16 @@ async fn replace_attestation(
     Ok(Json(attestation))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/devices/{deviceId}/attestation",
+    operation_id = "Devices_UpdateAttestation",
+    tag = "Devices",
+    summary = "Update an individual device attestation via patch",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    request_body(description = "A JSON merge patch of the attestation.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::Attestation)),
+)]
 async fn update_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -374,6 +488,15 @@ async fn update_attestation(
     Ok(Json(attestation))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/devices/{deviceId}/attestation",
+    operation_id = "Devices_RemoveAttestation",
+    tag = "Devices",
+    summary = "Remove an individual device attestation",
+    params(("deviceId" = String, Path, description = "Unique ID of the device.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

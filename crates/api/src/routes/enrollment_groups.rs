@@ -2,8 +2,7 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
 use flotilla_model::ids::check_enrollment_group_id;
 use flotilla_model::new_etag;
@@ -11,19 +10,21 @@ use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/enrollmentGroups", get(list)).route(
-        "/enrollmentGroups/{enrollmentGroupId}",
-        get(get_one).put(create).patch(update).delete(remove),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create, update, remove))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -42,6 +43,15 @@ fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/enrollmentGroups",
+    operation_id = "EnrollmentGroups_List",
+    tag = "EnrollmentGroups",
+    summary = "Get the list of enrollment groups in an application",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::EnrollmentGroupCollection)),
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -61,6 +71,16 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/enrollmentGroups/{enrollmentGroupId}",
+    operation_id = "EnrollmentGroups_Get",
+    tag = "EnrollmentGroups",
+    summary = "Get an enrollment group by ID",
+    description = "Get details about an enrollment group by ID.",
+    params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group.")),
+    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -76,6 +96,17 @@ async fn get_one(
 }
 
 /// `PUT` creates; the spec names it "Create an enrollment group", so an existing id is a 409.
+#[utoipa::path(
+    put,
+    path = "/enrollmentGroups/{enrollmentGroupId}",
+    operation_id = "EnrollmentGroups_Create",
+    tag = "EnrollmentGroups",
+    summary = "Create an enrollment group",
+    description = "Create an enrollment group; an existing ID is a conflict (409).",
+    params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group.")),
+    request_body(content = openapi::EnrollmentGroup, description = "Enrollment group body."),
+    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+)]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -89,6 +120,17 @@ async fn create(
     Ok(Json(group.to_json(&state.id_scope)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/enrollmentGroups/{enrollmentGroupId}",
+    operation_id = "EnrollmentGroups_Update",
+    tag = "EnrollmentGroups",
+    summary = "Update an enrollment group",
+    description = "Update an enrollment group.",
+    params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group."), IfMatch),
+    request_body(description = "A JSON merge patch of the enrollment group.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+)]
 async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -121,6 +163,16 @@ async fn update(
     Err(concurrent_update())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/enrollmentGroups/{enrollmentGroupId}",
+    operation_id = "EnrollmentGroups_Remove",
+    tag = "EnrollmentGroups",
+    summary = "Delete an enrollment group",
+    description = "Delete an enrollment group by ID.",
+    params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group.")),
+    responses((status = 204, description = "Success")),
+)]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -8,16 +8,17 @@ mod devices;
 mod enrollment_groups;
 mod roles;
 
-use axum::Router;
 use axum::http::HeaderMap;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Every `/api` route (paths relative to `/api`).
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Every `/api` route (paths relative to `/api`), with the OpenAPI operations their handlers
+/// declare: the router that serves the requests is the one that collects the document.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
         .merge(api_tokens::router())
         .merge(roles::router())
         .merge(device_templates::router())

@@ -2,27 +2,38 @@
 
 use axum::extract::{OriginalUri, Path};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flotilla_model::roles::{self, Access, Area, Role};
 use flotilla_store::Page;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, ListParams};
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/roles", get(list))
-        .route("/roles/{roleId}", get(get_one))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
 }
 
 fn render(role: &Role) -> Value {
     json!({"id": role.id, "displayName": role.display_name})
 }
 
+#[utoipa::path(
+    get,
+    path = "/roles",
+    operation_id = "Roles_List",
+    tag = "Roles",
+    summary = "Get the list of roles in an application.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::RoleCollection)),
+)]
 async fn list(
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
@@ -52,6 +63,15 @@ async fn list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/roles/{roleId}",
+    operation_id = "Roles_Get",
+    tag = "Roles",
+    summary = "Get a role by ID.",
+    params(("roleId" = String, Path, description = "Unique ID of the role.")),
+    responses((status = 200, description = "Success", body = openapi::Role)),
+)]
 async fn get_one(
     Extension(caller): Extension<Caller>,
     Path(role_id): Path<String>,

@@ -1,0 +1,635 @@
+//! The server's own OpenAPI document (`GET /api/openapi.json`) describes what the server really
+//! serves: every documented operation is routed and answers with a documented status and a body
+//! that fits the documented schema, and every operation the server must serve is documented.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Every operation the server serves: (operationId, method, path relative to `/api`). A route
+/// added without docs, or docs without a route, fails one of the tests below.
+const OPERATIONS: &[(&str, &str, &str)] = &[
+    ("ApiTokens_List", "get", "/apiTokens"),
+    ("ApiTokens_Get", "get", "/apiTokens/{tokenId}"),
+    ("ApiTokens_Create", "put", "/apiTokens/{tokenId}"),
+    ("ApiTokens_Remove", "delete", "/apiTokens/{tokenId}"),
+    ("Roles_List", "get", "/roles"),
+    ("Roles_Get", "get", "/roles/{roleId}"),
+    ("DeviceTemplates_List", "get", "/deviceTemplates"),
+    (
+        "DeviceTemplates_Get",
+        "get",
+        "/deviceTemplates/{deviceTemplateId}",
+    ),
+    (
+        "DeviceTemplates_Create",
+        "put",
+        "/deviceTemplates/{deviceTemplateId}",
+    ),
+    (
+        "DeviceTemplates_Update",
+        "patch",
+        "/deviceTemplates/{deviceTemplateId}",
+    ),
+    (
+        "DeviceTemplates_Remove",
+        "delete",
+        "/deviceTemplates/{deviceTemplateId}",
+    ),
+    ("Devices_List", "get", "/devices"),
+    ("Devices_Get", "get", "/devices/{deviceId}"),
+    ("Devices_Create", "put", "/devices/{deviceId}"),
+    ("Devices_Update", "patch", "/devices/{deviceId}"),
+    ("Devices_Remove", "delete", "/devices/{deviceId}"),
+    (
+        "Devices_GetCloudProperties",
+        "get",
+        "/devices/{deviceId}/cloudProperties",
+    ),
+    (
+        "Devices_ReplaceCloudProperties",
+        "put",
+        "/devices/{deviceId}/cloudProperties",
+    ),
+    (
+        "Devices_UpdateCloudProperties",
+        "patch",
+        "/devices/{deviceId}/cloudProperties",
+    ),
+    (
+        "Devices_GetCredentials",
+        "get",
+        "/devices/{deviceId}/credentials",
+    ),
+    (
+        "Devices_GetAttestation",
+        "get",
+        "/devices/{deviceId}/attestation",
+    ),
+    (
+        "Devices_CreateAttestation",
+        "put",
+        "/devices/{deviceId}/attestation",
+    ),
+    (
+        "Devices_UpdateAttestation",
+        "patch",
+        "/devices/{deviceId}/attestation",
+    ),
+    (
+        "Devices_RemoveAttestation",
+        "delete",
+        "/devices/{deviceId}/attestation",
+    ),
+    ("DeviceGroups_List", "get", "/deviceGroups"),
+    ("DeviceGroups_Get", "get", "/deviceGroups/{deviceGroupId}"),
+    (
+        "DeviceGroups_Create",
+        "put",
+        "/deviceGroups/{deviceGroupId}",
+    ),
+    (
+        "DeviceGroups_Update",
+        "patch",
+        "/deviceGroups/{deviceGroupId}",
+    ),
+    (
+        "DeviceGroups_Remove",
+        "delete",
+        "/deviceGroups/{deviceGroupId}",
+    ),
+    (
+        "DeviceGroups_GetDevices",
+        "get",
+        "/deviceGroups/{deviceGroupId}/devices",
+    ),
+    ("EnrollmentGroups_List", "get", "/enrollmentGroups"),
+    (
+        "EnrollmentGroups_Get",
+        "get",
+        "/enrollmentGroups/{enrollmentGroupId}",
+    ),
+    (
+        "EnrollmentGroups_Create",
+        "put",
+        "/enrollmentGroups/{enrollmentGroupId}",
+    ),
+    (
+        "EnrollmentGroups_Update",
+        "patch",
+        "/enrollmentGroups/{enrollmentGroupId}",
+    ),
+    (
+        "EnrollmentGroups_Remove",
+        "delete",
+        "/enrollmentGroups/{enrollmentGroupId}",
+    ),
+];
+
+/// Our operations that IoT Central does not have.
+const EXTENSIONS: &[&str] = &[
+    "Devices_GetCloudProperties",
+    "Devices_ReplaceCloudProperties",
+    "Devices_UpdateCloudProperties",
+];
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const OTHER_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+/// The ids the walk over the document fills path parameters with. The PUTs create them.
+fn path_value(name: &str) -> String {
+    match name {
+        "tokenId" => "openapi-token".into(),
+        "roleId" => OPERATOR.into(),
+        "deviceTemplateId" => encode(THERMOSTAT),
+        "deviceId" => "openapi-device".into(),
+        "deviceGroupId" => "openapi-group".into(),
+        "enrollmentGroupId" => "openapi-enrollment".into(),
+        other => panic!("no value for the path parameter {other}: add one to path_value"),
+    }
+}
+
+/// A valid request body for each operation that takes one.
+fn sample_body(operation_id: &str) -> Option<Value> {
+    Some(match operation_id {
+        "ApiTokens_Create" => json!({"roles": [{"role": OPERATOR}]}),
+        "DeviceTemplates_Create" => thermostat_template(),
+        "DeviceTemplates_Update" => json!({"displayName": "Patched thermostat"}),
+        "Devices_Create" => json!({"displayName": "OpenAPI device", "template": CONTROLLER}),
+        "Devices_Update" => json!({"simulated": true}),
+        "Devices_ReplaceCloudProperties" => json!({"customerName": "Contoso"}),
+        "Devices_UpdateCloudProperties" => json!({"customerName": "Fabrikam"}),
+        "Devices_CreateAttestation" => json!({
+            "type": "symmetricKey",
+            "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}
+        }),
+        "Devices_UpdateAttestation" => {
+            json!({"symmetricKey": {"primaryKey": OTHER_KEY, "secondaryKey": OTHER_KEY}})
+        }
+        "DeviceGroups_Create" => {
+            json!({"displayName": "OpenAPI group", "filter": "SELECT * FROM devices"})
+        }
+        "DeviceGroups_Update" => json!({"description": "Patched."}),
+        "EnrollmentGroups_Create" => json!({
+            "displayName": "OpenAPI enrollment",
+            "type": "iot",
+            "attestation": {"type": "symmetricKey"}
+        }),
+        "EnrollmentGroups_Update" => json!({"enabled": false}),
+        _ => return None,
+    })
+}
+
+async fn fetch_document(server: &Server) -> Value {
+    let response = reqwest::get(format!("{}/api/openapi.json", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    serde_json::from_str(&response.text().await.unwrap()).expect("the document is JSON")
+}
+
+/// One documented operation.
+struct Operation {
+    id: String,
+    method: String,
+    path: String,
+    spec: Value,
+}
+
+fn operations(doc: &Value) -> Vec<Operation> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, spec) in item.as_object().unwrap() {
+            let id = spec["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            found.push(Operation {
+                id: id.to_string(),
+                method: method.clone(),
+                path: path.clone(),
+                spec: spec.clone(),
+            });
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_document_is_served_without_a_token_and_lists_every_operation() {
+    let server = Server::start().await;
+    let doc = fetch_document(&server).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["servers"][0]["url"], "/api");
+    // The same document with an api-version, and the API itself still wants a token.
+    let api = server.admin().with_token(None);
+    assert_eq!(api.get("/openapi.json").await.ok(200), &doc);
+    api.get("/devices").await.error(401, "Unauthorized");
+
+    let documented: BTreeSet<(String, String, String)> = operations(&doc)
+        .into_iter()
+        .map(|op| (op.id, op.method, op.path))
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = OPERATIONS
+        .iter()
+        .map(|(id, method, path)| (id.to_string(), method.to_string(), path.to_string()))
+        .collect();
+    let missing: Vec<_> = expected.difference(&documented).collect();
+    let unexpected: Vec<_> = documented.difference(&expected).collect();
+    assert!(missing.is_empty(), "not documented: {missing:?}");
+    assert!(
+        unexpected.is_empty(),
+        "documented but not expected: {unexpected:?}"
+    );
+
+    // What every operation shares: the api-version, the token, the error response.
+    let scheme = &doc["components"]["securitySchemes"]["apiToken"];
+    assert_eq!(scheme["type"], "apiKey");
+    assert_eq!(scheme["in"], "header");
+    assert_eq!(scheme["name"], "Authorization");
+    let details = resolve(
+        &doc,
+        &doc["components"]["schemas"]["Error"]["properties"]["error"],
+    );
+    for field in ["code", "message", "requestId", "time"] {
+        assert!(
+            details["properties"].get(field).is_some(),
+            "ErrorDetails.{field}"
+        );
+    }
+    for op in operations(&doc) {
+        let version = op.spec["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "api-version")
+            .unwrap_or_else(|| panic!("{} has no api-version", op.id));
+        assert_eq!(version["in"], "query");
+        assert_eq!(version["required"], true);
+        assert_eq!(
+            version["schema"]["enum"],
+            json!([STABLE, PREVIEW]),
+            "{}",
+            op.id
+        );
+        assert_eq!(
+            op.spec["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error",
+            "{}",
+            op.id
+        );
+        assert_eq!(op.spec["security"], json!([{"apiToken": []}]), "{}", op.id);
+        let paged = op.spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("Collection"));
+        let has_page_size = op.spec["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "maxpagesize" && p["in"] == "query");
+        assert_eq!(paged, has_page_size, "{}: maxpagesize on lists", op.id);
+    }
+}
+
+/// IoT Central's own operations keep their official ids, methods and paths.
+#[tokio::test]
+async fn official_operations_match_the_iot_central_spec() {
+    let server = Server::start().await;
+    let doc = fetch_document(&server).await;
+    let official = fixture("iotcentral-2022-07-31.json");
+    for op in operations(&doc) {
+        if EXTENSIONS.contains(&op.id.as_str()) {
+            assert!(official["paths"].get(&op.path).is_none(), "{}", op.path);
+            continue;
+        }
+        assert_eq!(
+            official["paths"][&op.path][&op.method]["operationId"], op.id,
+            "{} {}",
+            op.method, op.path
+        );
+    }
+}
+
+/// Sends every documented operation to the server, in an order where each finds what it needs
+/// (creates first, deletes last, children before parents), and checks that the route exists,
+/// answers with a documented status, and returns a body that fits the documented schema.
+#[tokio::test]
+async fn every_documented_operation_is_served_as_documented() {
+    let server = Server::start().await;
+    let api = server.admin();
+    // The device's template, with cloud properties; the walk itself publishes the thermostat.
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    let doc = fetch_document(&server).await;
+
+    let mut ops = operations(&doc);
+    let depth = |op: &Operation| op.path.matches('/').count() as i64;
+    ops.sort_by_key(|op| match op.method.as_str() {
+        "put" => (0, depth(op)),
+        "post" => (1, depth(op)),
+        "get" => (2, depth(op)),
+        "patch" => (3, depth(op)),
+        "delete" => (4, -depth(op)),
+        other => panic!(
+            "{} uses the method {other}, which this test does not order",
+            op.id
+        ),
+    });
+
+    let mut checked = BTreeMap::new();
+    for op in &ops {
+        let path = fill(&op.path);
+        let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
+        let mut request = api.request(method.clone(), &path);
+        let documented_body = op.spec.get("requestBody");
+        match (sample_body(&op.id), documented_body) {
+            (Some(body), Some(documented)) => {
+                assert_eq!(documented["required"], true, "{}", op.id);
+                let content = documented["content"].as_object().unwrap();
+                let (content_type, media) = content.iter().next().unwrap();
+                let problems = fits(&doc, &media["schema"], &body, Direction::Request);
+                assert!(problems.is_empty(), "{}'s sample body: {problems:?}", op.id);
+                request = request
+                    .header("content-type", content_type)
+                    .body(body.to_string());
+            }
+            (None, None) => {}
+            (Some(_), None) => panic!("{} documents no request body but takes one", op.id),
+            (None, Some(_)) => panic!("{} takes a body: add one to sample_body", op.id),
+        }
+        let response = Api::send(request).await;
+        let status = response.status.as_u16();
+        assert_route_exists(&op.id, &response);
+        let documented = &op.spec["responses"][status.to_string()];
+        assert!(
+            documented.is_object(),
+            "{} {method} {path} answered {status}, which is not documented: {}",
+            op.id,
+            response.text
+        );
+        match documented["content"]["application/json"].get("schema") {
+            Some(schema) => {
+                let problems = fits(&doc, schema, &response.body, Direction::Response);
+                assert!(
+                    problems.is_empty(),
+                    "{}: {problems:?} in {}",
+                    op.id,
+                    response.text
+                );
+            }
+            None => assert!(response.text.is_empty(), "{}: {}", op.id, response.text),
+        }
+        checked.insert(op.id.clone(), status);
+
+        // Lists: the preview's page size is honoured.
+        if has_parameter(&op.spec, "maxpagesize") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page = api
+                .preview()
+                .get(&format!("{path}{sep}maxpagesize=1"))
+                .await;
+            let body = page.ok(200);
+            assert!(body["value"].as_array().unwrap().len() <= 1, "{}", op.id);
+            let schema = &op.spec["responses"]["200"]["content"]["application/json"]["schema"];
+            let problems = fits(&doc, schema, body, Direction::Response);
+            assert!(problems.is_empty(), "{}: {problems:?}", op.id);
+        }
+    }
+    assert_eq!(checked.len(), OPERATIONS.len(), "{checked:?}");
+}
+
+/// Without a token every operation answers with the documented default (error) response.
+#[tokio::test]
+async fn every_documented_operation_answers_errors_as_documented() {
+    let server = Server::start().await;
+    let doc = fetch_document(&server).await;
+    let anonymous = server.admin().with_token(None);
+    for op in operations(&doc) {
+        let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
+        let mut request = anonymous.request(method, &fill(&op.path));
+        if let Some(body) = sample_body(&op.id) {
+            request = request.json(&body);
+        }
+        let response = Api::send(request).await;
+        assert_route_exists(&op.id, &response);
+        response.error(401, "Unauthorized");
+        let default = &op.spec["responses"]["default"];
+        assert!(
+            default["headers"].get("x-ms-error-code").is_some(),
+            "{}",
+            op.id
+        );
+        let schema = &default["content"]["application/json"]["schema"];
+        let problems = fits(&doc, schema, &response.body, Direction::Response);
+        assert!(problems.is_empty(), "{}: {problems:?}", op.id);
+    }
+}
+
+fn fill(path: &str) -> String {
+    path.split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => path_value(name),
+                None => segment.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn has_parameter(spec: &Value, name: &str) -> bool {
+    spec["parameters"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == name))
+}
+
+/// Not the router's fallbacks: the route exists and takes the method.
+#[track_caller]
+fn assert_route_exists(id: &str, response: &Resp) {
+    assert_ne!(
+        response.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{id}: {}",
+        response.text
+    );
+    assert!(
+        !(response.status == StatusCode::NOT_FOUND
+            && response.body["error"]["message"] == "There is no such route."),
+        "{id} is documented but not routed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small checker of JSON values against the document's schemas: types, enums, required and
+// unknown fields, arrays, oneOf and allOf, following $refs.
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let name = reference
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("an unexpected $ref {reference}"));
+            let target = &doc["components"]["schemas"][name];
+            assert!(target.is_object(), "{reference} is not defined");
+            resolve(doc, target)
+        }
+        None => schema,
+    }
+}
+
+/// Where a value goes: a request body may leave out read-only fields the schema requires.
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+fn fits(doc: &Value, schema: &Value, value: &Value, direction: Direction) -> Vec<String> {
+    let mut problems = Vec::new();
+    Checker { doc, direction }.check(schema, value, "$", &mut problems);
+    problems
+}
+
+struct Checker<'a> {
+    doc: &'a Value,
+    direction: Direction,
+}
+
+impl Checker<'_> {
+    fn check(&self, schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
+        let schema = resolve(self.doc, schema);
+        if let Some(branches) = schema.get("oneOf").and_then(Value::as_array) {
+            let fitting = branches
+                .iter()
+                .filter(|branch| {
+                    let mut found = Vec::new();
+                    self.check(branch, value, at, &mut found);
+                    found.is_empty()
+                })
+                .count();
+            if fitting != 1 {
+                problems.push(format!("{at} fits {fitting} of the oneOf branches"));
+            }
+            return;
+        }
+        if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+            let mut known = BTreeSet::new();
+            for part in parts {
+                let part = resolve(self.doc, part);
+                self.check_one(part, value, at, problems, false);
+                if let Some(properties) = part.get("properties").and_then(Value::as_object) {
+                    known.extend(properties.keys().cloned());
+                }
+            }
+            if let Some(object) = value.as_object() {
+                for key in object.keys().filter(|k| !known.contains(*k)) {
+                    problems.push(format!("{at}.{key} is not documented"));
+                }
+            }
+            return;
+        }
+        self.check_one(schema, value, at, problems, true);
+    }
+
+    /// One schema without composition; `closed` refuses fields it does not list (unless it
+    /// allows additional properties).
+    fn check_one(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        problems: &mut Vec<String>,
+        closed: bool,
+    ) {
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let type_fits = types.is_empty()
+            || types.contains(&kind)
+            || (kind == "integer" && types.contains(&"number"));
+        if !type_fits {
+            problems.push(format!("{at} is a {kind}, documented as {types:?}"));
+            return;
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            problems.push(format!("{at} is {value}, not one of {allowed:?}"));
+        }
+        match value {
+            Value::Object(object) => self.check_object(schema, object, at, problems, closed),
+            Value::Array(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.check(item_schema, item, &format!("{at}[{i}]"), problems);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_object(
+        &self,
+        schema: &Value,
+        object: &serde_json::Map<String, Value>,
+        at: &str,
+        problems: &mut Vec<String>,
+        closed: bool,
+    ) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        let read_only = |name: &str| {
+            properties
+                .and_then(|p| p.get(name))
+                .is_some_and(|p| resolve(self.doc, p)["readOnly"] == true || p["readOnly"] == true)
+        };
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                let needed = self.direction == Direction::Response || !read_only(name);
+                if needed && !object.contains_key(name) {
+                    problems.push(format!("{at}.{name} is required but missing"));
+                }
+            }
+        }
+        for (key, item) in object {
+            let here = format!("{at}.{key}");
+            match (
+                properties.and_then(|p| p.get(key)),
+                schema.get("additionalProperties"),
+            ) {
+                (Some(property), _) => self.check(property, item, &here, problems),
+                (None, Some(Value::Bool(false))) => {
+                    problems.push(format!("{here} is not documented"))
+                }
+                (None, Some(extra @ Value::Object(_))) => self.check(extra, item, &here, problems),
+                (None, None) if closed && properties.is_some() => {
+                    problems.push(format!("{here} is not documented"))
+                }
+                (None, _) => {}
+            }
+        }
+    }
+}
