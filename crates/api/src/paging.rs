@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::query::query_pairs;
 
 /// Page size when the client gives none (IoT Central's documented default).
 pub const DEFAULT_PAGE_SIZE: usize = 25;
@@ -27,7 +28,7 @@ impl ListQuery {
     pub fn parse(uri: &Uri, caller: &Caller) -> Result<Self, ApiError> {
         let mut after = None;
         let mut size = DEFAULT_PAGE_SIZE;
-        for (key, value) in query_pairs(uri) {
+        for (key, value) in query_pairs(uri.query()) {
             match key.as_str() {
                 "$skiptoken" | "skiptoken" => {
                     let decoded = URL_SAFE_NO_PAD
@@ -106,53 +107,4 @@ fn next_link(uri: &Uri, headers: &HeaderMap, last_id: &str) -> String {
         .collect();
     query.push(format!("$skiptoken={}", URL_SAFE_NO_PAD.encode(last_id)));
     format!("{scheme}://{host}{}?{}", uri.path(), query.join("&"))
-}
-
-/// The query string's pairs, percent-decoded.
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
-            .flatten();
-        match (escaped, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, byte) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_queries() {
-        assert_eq!(percent_decode("%24skiptoken"), "$skiptoken");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%C3%A9"), "é");
-    }
 }

@@ -1,6 +1,7 @@
 //! The `api-version` query parameter every `/api` request carries.
 
 use crate::error::ApiError;
+use crate::query::query_pairs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -27,12 +28,11 @@ impl ApiVersion {
     /// Reads the version from a query string. IoT Central answers a missing or unknown version
     /// with a `NotFound` error that names the value (`"undefined"` when missing); so do we.
     pub fn from_query(query: Option<&str>) -> Result<ApiVersion, ApiError> {
-        let value = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find(|(key, _)| *key == "api-version")
-            .map(|(_, value)| value);
+        let pairs = query_pairs(query);
+        let value = pairs
+            .iter()
+            .find(|(key, _)| key == "api-version")
+            .map(|(_, value)| value.as_str());
         match value {
             Some("2022-07-31") => Ok(ApiVersion::V2022_07_31),
             Some("2022-10-31-preview") => Ok(ApiVersion::V2022_10_31Preview),
@@ -66,5 +66,10 @@ mod tests {
                 .starts_with("\"undefined\" is not a valid API version")
         );
         assert!(ApiVersion::from_query(Some("api-version=1.0")).is_err());
+        assert!(
+            ApiVersion::from_query(Some("api-version=2022-10-31%2Dpreview"))
+                .unwrap()
+                .is_preview()
+        );
     }
 }

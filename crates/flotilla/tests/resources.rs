@@ -488,3 +488,16 @@ async fn data_survives_a_restart() {
     let (groups, _) = api.list_all("/enrollmentGroups").await;
     assert_eq!(groups.len(), 1, "the default group is made once");
 }
+
+#[tokio::test]
+async fn query_parameters_are_percent_decoded() {
+    let server = Server::start().await;
+    let api = server.admin().with_version(None);
+    api.get("/roles?api-version=2022-10-31%2Dpreview")
+        .await
+        .ok(200);
+    let page = api
+        .get("/roles?api-version=2022-10-31-preview&%6Daxpagesize=1")
+        .await;
+    assert_eq!(page.ok(200)["value"].as_array().unwrap().len(), 1);
+}

@@ -389,3 +389,27 @@ fn the_table_covers_every_route() {
     }
     assert_eq!(calls.len(), 35);
 }
+
+/// The role check comes before the body is read: a caller without the role gets 403 whatever it
+/// sent, not a 400 or 415 that would tell it about the route's validation.
+#[tokio::test]
+async fn refusals_come_before_body_validation() {
+    let server = Server::start().await;
+    let admin = server.admin();
+    let operator = server.client(&admin.create_token("op", OPERATOR).await);
+    let malformed = operator
+        .request(reqwest::Method::PUT, "/apiTokens/x")
+        .header("Content-Type", "application/json")
+        .body("{not json");
+    Api::send(malformed).await.error(403, "Forbidden");
+    let text = operator
+        .request(reqwest::Method::PUT, "/enrollmentGroups/x")
+        .header("Content-Type", "text/plain")
+        .body("hello");
+    Api::send(text).await.error(403, "Forbidden");
+    let path = format!("/deviceTemplates/{}", encode(CONTROLLER));
+    operator
+        .put(&path, serde_json::json!({}))
+        .await
+        .error(403, "Forbidden");
+}

@@ -91,9 +91,10 @@ async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::ApiTokens, Access::Write)?;
+    let body = body.into_json()?;
     check_token_id(&id)?;
     flotilla_model::validate::check_read_only(&Value::Null, &body, &["token"])?;
     let spec = ApiTokenSpec::from_json(&body, jiff::Timestamp::now())?;

@@ -111,9 +111,10 @@ async fn create_or_replace(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Write)?;
+    let body = body.into_json()?;
     check_entity_id("deviceGroupId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceGroupSpec::from_json(&id, &body)?;
@@ -156,9 +157,10 @@ async fn update(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Write)?;
+    let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state

@@ -96,9 +96,10 @@ async fn publish(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceTemplates, Access::Write)?;
+    let body = body.into_json()?;
     check_dtmi("deviceTemplateId", &id)?;
     let template = DeviceTemplate::from_json(&id, &body)?;
     let etag = new_etag();
@@ -124,9 +125,10 @@ async fn update(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceTemplates, Access::Write)?;
+    let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
     for _ in 0..UPDATE_ATTEMPTS {
         let stored = state

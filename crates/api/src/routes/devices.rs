@@ -142,9 +142,10 @@ async fn create_or_replace(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let body = body.into_json()?;
     check_device_id(&id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceSpec::from_json(&id, &body)?;
@@ -193,9 +194,10 @@ async fn update(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state
@@ -281,9 +283,10 @@ async fn replace_cloud_properties(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let body = body.into_json()?;
     write_cloud_properties(&state, &id, |_| body.clone()).await
 }
 
@@ -301,9 +304,10 @@ async fn update_cloud_properties(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let patch = patch.into_json()?;
     write_cloud_properties(&state, &id, |current| {
         let mut merged = current.clone();
         merge_patch(&mut merged, &patch);
@@ -451,9 +455,10 @@ async fn replace_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let body = body.into_json()?;
     let attestation = attestation_from_json(&body)?;
     set_attestation(&state, &id, Some(&attestation)).await?;
     Ok(Json(attestation))
@@ -473,9 +478,10 @@ async fn update_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
+    let patch = patch.into_json()?;
     let current = state
         .store
         .attestation(&id)

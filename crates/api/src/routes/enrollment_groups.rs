@@ -111,9 +111,10 @@ async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::EnrollmentGroups, Access::Write)?;
+    let body = body.into_json()?;
     check_enrollment_group_id(&id)?;
     let group = build(&id, EnrollmentGroupSpec::from_json(&id, &body)?);
     state.store.insert_enrollment_group(&group, false).await?;
@@ -136,9 +137,10 @@ async fn update(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    patch: JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::EnrollmentGroups, Access::Write)?;
+    let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state
