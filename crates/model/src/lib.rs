@@ -13,6 +13,7 @@ pub mod keys;
 pub mod roles;
 pub mod schema;
 pub mod template;
+pub mod twin;
 pub mod validate;
 
 pub use validate::Invalid;

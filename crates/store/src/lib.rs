@@ -10,11 +10,13 @@ mod dialect;
 mod enrollment_groups;
 mod error;
 mod settings;
+mod twins;
 
 pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
 pub use error::StoreError;
+pub use twins::CommandRecord;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

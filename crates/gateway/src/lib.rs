@@ -1,0 +1,2 @@
+pub mod sas;
+pub mod topics;
