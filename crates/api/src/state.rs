@@ -9,4 +9,6 @@ pub struct AppState {
     pub id_scope: String,
     /// The application's id, named in API token values (`sr=`).
     pub app_id: String,
+    /// The device gateway: how routes reach connected devices.
+    pub hub: flotilla_gateway::Hub,
 }

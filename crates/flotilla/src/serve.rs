@@ -21,6 +21,25 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// The MQTT-over-TLS listener for devices (IoT Hub and DPS). The Python SDK always dials
+    /// port 8883. The address bound is written to `<data-dir>/mqtt.addr`.
+    #[arg(long, env = "FLOTILLA_MQTT_ADDR", default_value = "0.0.0.0:8883")]
+    pub mqtt_addr: SocketAddr,
+
+    /// A host name or address devices use to reach this server: the development certificate
+    /// covers it (besides localhost and 127.0.0.1), and DPS assigns devices to the first one
+    /// given (default `localhost`). Repeat for several.
+    #[arg(long = "hostname", env = "FLOTILLA_HOSTNAMES", value_delimiter = ',')]
+    pub hostnames: Vec<String>,
+
+    /// The server certificate (PEM chain) to use instead of the development one.
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// `sqlite://...` or `postgres://...`; by default a SQLite file in the data dir.
     #[arg(long, env = "FLOTILLA_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -44,6 +63,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the database {}", redact(&database_url)))?;
     let app = bootstrap::run(&store, &args.data_dir, args.admin_token.as_deref()).await?;
 
+    let tls =
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => flotilla_gateway::tls::server_config(
+                flotilla_gateway::tls::CertificateSource::Files { cert, key },
+            ),
+            _ => flotilla_gateway::tls::server_config(
+                flotilla_gateway::tls::CertificateSource::Development {
+                    data_dir: &args.data_dir,
+                    hostnames: &args.hostnames,
+                },
+            ),
+        }
+        .context("setting up TLS")?;
+    let assigned_hub = args
+        .hostnames
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".to_string());
+    let hub = flotilla_gateway::Hub::new(store.clone(), app.id_scope.clone(), assigned_hub);
+    let mqtt = flotilla_gateway::listener::bind(args.mqtt_addr)
+        .await
+        .with_context(|| format!("binding the MQTT listener to {}", args.mqtt_addr))?;
+    let mqtt_bound = mqtt.local_addr()?;
+    std::fs::write(args.data_dir.join("mqtt.addr"), mqtt_bound.to_string())?;
+    tracing::info!(%mqtt_bound, "device endpoint (MQTT over TLS, IoT Hub and DPS) listening");
+    let gateway = tokio::spawn(flotilla_gateway::listener::run(mqtt, tls, hub.clone()));
+
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", args.http_addr))?;
@@ -55,10 +101,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
+        hub,
     };
     axum::serve(listener, flotilla_api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    gateway.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

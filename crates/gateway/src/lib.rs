@@ -1,2 +1,18 @@
+//! Flotilla's device gateway: an IoT Hub-compatible MQTT 3.1.1 endpoint over TLS, with DPS
+//! provisioning on the same listener, so devices built on the unmodified Azure IoT device SDKs
+//! connect by changing a host name and trusting the server's CA.
+//!
+//! `listener` accepts connections; `connection` runs one (CONNECT, then its packets);
+//! `auth` checks SAS tokens; `device` acts on a client's publishes; `hub` holds who is
+//! connected and is how the rest of the server reaches devices; `topics` names every topic.
+
+pub mod auth;
+pub mod connection;
+mod device;
+pub mod hub;
+pub mod listener;
 pub mod sas;
+pub mod tls;
 pub mod topics;
+
+pub use hub::{Hub, InvokeError};

@@ -97,7 +97,7 @@ pub fn parse_publish(topic: &str, device_id: &str) -> Option<Inbound> {
 }
 
 /// The subscriptions a device may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subscription {
     TwinResponses,
     DesiredPatches,

@@ -92,7 +92,14 @@ impl Server {
         let _ = std::fs::remove_file(&addr_file);
         let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--mqtt-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("FLOTILLA_ADMIN_TOKEN")
             .env_remove("FLOTILLA_DATABASE_URL")

@@ -1,0 +1,349 @@
+//! One device connection: CONNECT and authentication, then a read loop that dispatches each
+//! packet, and a writer task that serializes everything sent to the device. The stream is any
+//! byte stream (TLS over TCP, or a WebSocket's binary messages).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::Error as CodecError;
+use rumqttc::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, QoS, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+
+use crate::auth::{Identity, authenticate};
+use crate::device::DeviceSession;
+use crate::hub::{Hub, Live, Outgoing};
+use crate::topics::{Subscription, parse_filter};
+
+/// Largest packet accepted: IoT Hub's 256 KiB message limit plus room for topic and header.
+pub const MAX_PACKET: usize = 256 * 1024 + 4096;
+/// A client that sends no CONNECT in this time is cut off.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// IoT Hub's keep-alive cap; 0 (no keep-alive) is treated as this.
+const MAX_KEEP_ALIVE: u16 = 1767;
+
+/// Why a connection ended, for the log.
+enum End {
+    Closed,
+    Io(std::io::Error),
+    Malformed(CodecError),
+    Protocol(&'static str),
+    KeepAliveExpired,
+    TakenOver,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Closed => write!(f, "closed by the client"),
+            End::Io(e) => write!(f, "I/O error: {e}"),
+            End::Malformed(e) => write!(f, "malformed packet: {e}"),
+            End::Protocol(what) => write!(f, "protocol violation: {what}"),
+            End::KeepAliveExpired => write!(f, "silent for longer than 1.5 keep-alive periods"),
+            End::TakenOver => write!(f, "another connection took over"),
+        }
+    }
+}
+
+/// Serves one connection to its end.
+pub async fn serve<S>(stream: S, hub: Hub, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buffer = BytesMut::with_capacity(4096);
+
+    // CONNECT first, within the time allowed.
+    let connect =
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut reader, &mut buffer)).await {
+            Ok(Ok(Packet::Connect(connect))) => connect,
+            Ok(Ok(_)) => return tracing::info!(%peer, "refused: the first packet was not CONNECT"),
+            Ok(Err(end)) => return tracing::info!(%peer, %end, "closed before CONNECT"),
+            Err(_) => return tracing::info!(%peer, "cut off: no CONNECT in time"),
+        };
+    let identity = match authenticate(hub.store(), hub.id_scope(), &connect).await {
+        Ok(identity) => identity,
+        Err(code) => {
+            tracing::info!(%peer, client = %connect.client_id, ?code, "refused CONNECT");
+            let _ = write_packets(&mut writer, &[Packet::ConnAck(ConnAck::new(code, false))]).await;
+            return;
+        }
+    };
+    let client_id = identity.client_id().to_string();
+    let keep_alive = match connect.keep_alive {
+        0 => MAX_KEEP_ALIVE,
+        k => k.min(MAX_KEEP_ALIVE),
+    };
+    // Read timeout: one and a half keep-alive periods, as IoT Hub does.
+    let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+
+    // Persistent session: subscriptions survive reconnects unless CleanSession is set.
+    let subscriptions = Arc::new(Mutex::new(HashMap::new()));
+    let mut session_present = false;
+    let persistent = !connect.clean_session && matches!(identity, Identity::Device { .. });
+    if persistent {
+        match hub.store().session_subscriptions(&client_id).await {
+            Ok(saved) => {
+                session_present = !saved.is_empty();
+                let mut subs = subscriptions.lock().unwrap();
+                for (filter, qos) in saved {
+                    if let Some(sub) = parse_filter(&filter, &client_id) {
+                        subs.insert(sub, qos);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "loading a session failed"),
+        }
+    } else if let Err(e) = hub.store().save_session(&client_id, &[]).await {
+        tracing::error!(error = %e, "clearing a session failed");
+    }
+
+    let (tx, rx) = mpsc::channel::<Outgoing>(256);
+    let closed = Arc::new(Notify::new());
+    let connection_id = hub.next_id();
+    let ack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
+    if write_packets(&mut writer, &[ack]).await.is_err() {
+        return;
+    }
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let is_device = matches!(identity, Identity::Device { .. });
+    if is_device {
+        hub.attach(
+            &client_id,
+            Live {
+                id: connection_id,
+                tx: tx.clone(),
+                subscriptions: subscriptions.clone(),
+                closed: closed.clone(),
+            },
+        );
+    }
+    tracing::info!(%peer, client = %client_id, keep_alive, session_present, "connected");
+
+    let mut session = DeviceSession::new(hub.clone(), identity, tx.clone());
+    let end = loop {
+        let next = tokio::select! {
+            packet = tokio::time::timeout(idle_limit, read_packet(&mut reader, &mut buffer)) => packet,
+            _ = closed.notified() => break End::TakenOver,
+        };
+        let packet = match next {
+            Err(_) => break End::KeepAliveExpired,
+            Ok(Err(end)) => break end,
+            Ok(Ok(packet)) => packet,
+        };
+        match packet {
+            Packet::Publish(publish) => {
+                if publish.qos == QoS::ExactlyOnce {
+                    break End::Protocol("QoS 2 publish (IoT Hub closes the connection)");
+                }
+                let (qos, pkid) = (publish.qos, publish.pkid);
+                if !session.handle_publish(publish).await {
+                    break End::Protocol("publish to a topic the device may not use");
+                }
+                if qos == QoS::AtLeastOnce {
+                    let _ = tx.send(packet_out(Packet::PubAck(PubAck::new(pkid)))).await;
+                }
+            }
+            Packet::Subscribe(subscribe) => {
+                let mut codes = Vec::new();
+                {
+                    let mut subs = subscriptions.lock().unwrap();
+                    for filter in &subscribe.filters {
+                        match parse_filter(&filter.path, &client_id) {
+                            Some(sub) => {
+                                let qos = (filter.qos as u8).min(1);
+                                subs.insert(sub, qos);
+                                codes.push(SubscribeReasonCode::Success(if qos == 1 {
+                                    QoS::AtLeastOnce
+                                } else {
+                                    QoS::AtMostOnce
+                                }));
+                            }
+                            None => {
+                                tracing::warn!(client = %client_id, filter = %filter.path, "refused a subscription to a topic the device may not use");
+                                codes.push(SubscribeReasonCode::Failure);
+                            }
+                        }
+                    }
+                }
+                if persistent {
+                    save_session(&hub, &client_id, &subscriptions).await;
+                }
+                let _ = tx
+                    .send(packet_out(Packet::SubAck(SubAck::new(
+                        subscribe.pkid,
+                        codes,
+                    ))))
+                    .await;
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                {
+                    let mut subs = subscriptions.lock().unwrap();
+                    for filter in &unsubscribe.topics {
+                        if let Some(sub) = parse_filter(filter, &client_id) {
+                            subs.remove(&sub);
+                        }
+                    }
+                }
+                if persistent {
+                    save_session(&hub, &client_id, &subscriptions).await;
+                }
+                let _ = tx
+                    .send(packet_out(Packet::UnsubAck(UnsubAck::new(
+                        unsubscribe.pkid,
+                    ))))
+                    .await;
+            }
+            Packet::PingReq => {
+                let _ = tx.send(packet_out(Packet::PingResp)).await;
+            }
+            Packet::PubAck(_) => {}
+            Packet::Disconnect => break End::Closed,
+            Packet::Connect(_) => break End::Protocol("a second CONNECT"),
+            _ => break End::Protocol("a packet a client may not send"),
+        }
+    };
+    match &end {
+        End::Closed | End::TakenOver => {
+            tracing::info!(%peer, client = %client_id, %end, "disconnected")
+        }
+        _ => tracing::warn!(%peer, client = %client_id, %end, "connection cut"),
+    }
+    if is_device {
+        hub.detach(&client_id, connection_id);
+    }
+    let _ = tx.send(Outgoing::Close).await;
+    drop(tx);
+    drop(session);
+    let _ = writer_task.await;
+}
+
+async fn save_session(
+    hub: &Hub,
+    client_id: &str,
+    subscriptions: &Mutex<HashMap<Subscription, u8>>,
+) {
+    let list: Vec<(String, u8)> = subscriptions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(sub, qos)| (filter_of(*sub, client_id), *qos))
+        .collect();
+    if let Err(e) = hub.store().save_session(client_id, &list).await {
+        tracing::error!(error = %e, "saving a session failed");
+    }
+}
+
+/// The topic filter a subscription stands for.
+fn filter_of(sub: Subscription, client_id: &str) -> String {
+    match sub {
+        Subscription::TwinResponses => "$iothub/twin/res/#".into(),
+        Subscription::DesiredPatches => "$iothub/twin/PATCH/properties/desired/#".into(),
+        Subscription::Methods => "$iothub/methods/POST/#".into(),
+        Subscription::DpsResponses => "$dps/registrations/res/#".into(),
+        Subscription::CloudToDevice => format!("devices/{client_id}/messages/devicebound/#"),
+    }
+}
+
+/// A control packet for the writer, wrapped as an outgoing publish would be.
+fn packet_out(packet: Packet) -> Outgoing {
+    Outgoing::Packet(packet)
+}
+
+/// Reads the next whole packet, reading from the stream as needed.
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+) -> Result<Packet, End> {
+    loop {
+        match Packet::read(buffer, MAX_PACKET) {
+            Ok(packet) => return Ok(packet),
+            Err(CodecError::InsufficientBytes(_)) => {}
+            Err(e) => return Err(End::Malformed(e)),
+        }
+        buffer.reserve(4096);
+        match reader.read_buf(buffer).await {
+            Ok(0) => return Err(End::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+async fn write_packets<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packets: &[Packet],
+) -> std::io::Result<()> {
+    let mut buffer = BytesMut::new();
+    for packet in packets {
+        packet
+            .write(&mut buffer, MAX_PACKET)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    writer.write_all(&buffer).await?;
+    writer.flush().await
+}
+
+/// Writes what the connection sends, batching whatever is queued into one write.
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut next_pkid: u16 = 0;
+    let mut buffer = BytesMut::with_capacity(4096);
+    while let Some(first) = rx.recv().await {
+        let mut closing = false;
+        let mut item = Some(first);
+        while let Some(outgoing) = item.take() {
+            match outgoing {
+                Outgoing::Close => {
+                    closing = true;
+                    break;
+                }
+                Outgoing::Packet(packet) => {
+                    if packet.write(&mut buffer, MAX_PACKET).is_err() {
+                        closing = true;
+                        break;
+                    }
+                }
+                Outgoing::Publish {
+                    topic,
+                    payload,
+                    qos,
+                } => {
+                    let mut publish = Publish::from_bytes(
+                        topic,
+                        if qos >= 1 {
+                            QoS::AtLeastOnce
+                        } else {
+                            QoS::AtMostOnce
+                        },
+                        payload,
+                    );
+                    if qos >= 1 {
+                        next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                        publish.pkid = next_pkid;
+                    }
+                    if Packet::Publish(publish)
+                        .write(&mut buffer, MAX_PACKET)
+                        .is_err()
+                    {
+                        tracing::warn!("dropped an outgoing message over the size limit");
+                    }
+                }
+            }
+            item = rx.try_recv().ok();
+        }
+        if !buffer.is_empty() {
+            if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+            buffer.clear();
+        }
+        if closing {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

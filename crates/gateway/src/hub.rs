@@ -1,0 +1,269 @@
+//! The live side of the gateway: which devices are connected (one connection each), what they
+//! subscribed to, and the calls the rest of the server makes on devices: push a desired-property
+//! patch, invoke a direct method and wait for its response.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla_store::Store;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::topics::{self, Subscription};
+
+/// A packet for a connection's writer.
+#[derive(Debug)]
+pub enum Outgoing {
+    Publish {
+        topic: String,
+        payload: Bytes,
+        /// 1 for at-least-once (the writer numbers it), 0 for at-most-once.
+        qos: u8,
+    },
+    /// A control packet (acknowledgements, pings).
+    Packet(rumqttc::Packet),
+    /// Close the connection (another connection took over, or the device was disabled).
+    Close,
+}
+
+/// A connection's subscriptions and their granted QoS.
+pub type Subscriptions = Arc<Mutex<HashMap<Subscription, u8>>>;
+
+/// A live connection, as the hub knows it.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    pub subscriptions: Subscriptions,
+    pub closed: Arc<Notify>,
+}
+
+/// Why a direct method call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the device is not connected")]
+    NotConnected,
+    #[error("the device is connected but has not subscribed to direct methods")]
+    NotSubscribed,
+    #[error("the device did not answer in time")]
+    Timeout,
+}
+
+/// A method call waiting for its response: the device asked, and where the answer goes.
+type PendingMethod = (String, oneshot::Sender<(i64, Value)>);
+
+/// Shared handle to the gateway's live state.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    id_scope: String,
+    assigned_hub: String,
+    live: Mutex<HashMap<String, Live>>,
+    /// Woken whenever a device connects, for calls that wait for one.
+    connected: Notify,
+    pending_methods: Mutex<HashMap<String, PendingMethod>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(store: Store, id_scope: String, assigned_hub: String) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                store,
+                id_scope,
+                assigned_hub,
+                live: Mutex::new(HashMap::new()),
+                connected: Notify::new(),
+                pending_methods: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn id_scope(&self) -> &str {
+        &self.inner.id_scope
+    }
+
+    /// The host name DPS hands devices as their hub.
+    pub fn assigned_hub(&self) -> &str {
+        &self.inner.assigned_hub
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a device's new connection; an older one is told to close (one connection per
+    /// device id, the newest wins).
+    pub(crate) fn attach(&self, device_id: &str, live: Live) {
+        let old = self
+            .inner
+            .live
+            .lock()
+            .unwrap()
+            .insert(device_id.to_string(), live);
+        if let Some(old) = old {
+            tracing::info!(
+                device = device_id,
+                "a new connection takes over from the old one"
+            );
+            old.closed.notify_one();
+            let _ = old.tx.try_send(Outgoing::Close);
+        }
+        self.inner.connected.notify_waiters();
+    }
+
+    /// Forgets a connection that ended, unless a newer one already replaced it.
+    pub(crate) fn detach(&self, device_id: &str, connection_id: u64) {
+        let mut live = self.inner.live.lock().unwrap();
+        if live.get(device_id).is_some_and(|l| l.id == connection_id) {
+            live.remove(device_id);
+        }
+    }
+
+    fn live(&self, device_id: &str) -> Option<Live> {
+        self.inner.live.lock().unwrap().get(device_id).cloned()
+    }
+
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.live(device_id).is_some()
+    }
+
+    /// How many devices are connected now.
+    pub fn connected_count(&self) -> usize {
+        self.inner.live.lock().unwrap().len()
+    }
+
+    /// Closes a device's connection, if it has one (it was disabled or deleted).
+    pub fn disconnect(&self, device_id: &str) {
+        if let Some(live) = self.inner.live.lock().unwrap().remove(device_id) {
+            live.closed.notify_one();
+            let _ = live.tx.try_send(Outgoing::Close);
+        }
+    }
+
+    /// Sends a desired-property patch to a connected device that subscribed to them. A device
+    /// that is offline gets the change from its twin when it next connects (the SDKs GET the
+    /// twin on connecting). Returns whether it was sent.
+    pub async fn push_desired(&self, device_id: &str, message: &Value, version: i64) -> bool {
+        let Some(live) = self.live(device_id) else {
+            return false;
+        };
+        let Some(qos) = live
+            .subscriptions
+            .lock()
+            .unwrap()
+            .get(&Subscription::DesiredPatches)
+            .copied()
+        else {
+            return false;
+        };
+        let outgoing = Outgoing::Publish {
+            topic: topics::desired_patch(version),
+            payload: Bytes::from(message.to_string()),
+            qos: qos.min(1),
+        };
+        live.tx.send(outgoing).await.is_ok()
+    }
+
+    /// Invokes a direct method: waits up to `connect_timeout` for the device to be connected and
+    /// subscribed, then up to `response_timeout` for its response `(status, payload)`.
+    pub async fn invoke(
+        &self,
+        device_id: &str,
+        method: &str,
+        payload: &Value,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<(i64, Value), InvokeError> {
+        let live = self.wait_for_methods(device_id, connect_timeout).await?;
+        let rid = format!("{:x}", self.next_id());
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending_methods
+            .lock()
+            .unwrap()
+            .insert(rid.clone(), (device_id.to_string(), tx));
+        let qos = live
+            .subscriptions
+            .lock()
+            .unwrap()
+            .get(&Subscription::Methods)
+            .copied()
+            .unwrap_or(0);
+        let outgoing = Outgoing::Publish {
+            topic: topics::method_request(method, &rid),
+            payload: Bytes::from(payload.to_string()),
+            qos: qos.min(1),
+        };
+        let sent = live.tx.send(outgoing).await.is_ok();
+        let result = if sent {
+            match tokio::time::timeout(response_timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                _ => Err(InvokeError::Timeout),
+            }
+        } else {
+            Err(InvokeError::NotConnected)
+        };
+        self.inner.pending_methods.lock().unwrap().remove(&rid);
+        result
+    }
+
+    async fn wait_for_methods(
+        &self,
+        device_id: &str,
+        connect_timeout: Duration,
+    ) -> Result<Live, InvokeError> {
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        loop {
+            // Register interest before checking, so a connect in between is not missed.
+            let notified = self.inner.connected.notified();
+            let mut not_subscribed = false;
+            if let Some(live) = self.live(device_id) {
+                if live
+                    .subscriptions
+                    .lock()
+                    .unwrap()
+                    .contains_key(&Subscription::Methods)
+                {
+                    return Ok(live);
+                }
+                not_subscribed = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(if not_subscribed {
+                    InvokeError::NotSubscribed
+                } else {
+                    InvokeError::NotConnected
+                });
+            }
+            // Subscriptions arrive after the connect: poll briefly as well as waiting.
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// A device's answer to a method call; ignored unless that device was the one asked.
+    pub(crate) fn method_response(&self, device_id: &str, rid: &str, status: i64, payload: Value) {
+        let mut pending = self.inner.pending_methods.lock().unwrap();
+        if pending
+            .get(rid)
+            .is_some_and(|(device, _)| device == device_id)
+            && let Some((_, tx)) = pending.remove(rid)
+        {
+            let _ = tx.send((status, payload));
+        }
+    }
+}
