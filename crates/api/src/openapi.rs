@@ -474,6 +474,56 @@ pub struct Role {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The device side: properties, commands, telemetry
+
+/// A device's properties (or one component's): reported values by name, and `$metadata` with,
+/// per writable property, `desiredValue`, `desiredVersion` and the device's acknowledgement
+/// (`ackVersion`, `ackCode`, `ackDescription`). Components appear as nested objects.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DeviceProperties(pub Map<String, Value>);
+
+/// A command run on a device, and the device's answer.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCommand {
+    /// The id of this execution.
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    /// Seconds (0 to 30) to wait for a disconnected device to connect. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, maximum = 30)]
+    pub connection_timeout: Option<i64>,
+    /// Seconds (5 to 30) to wait for the device's answer. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 5, maximum = 30)]
+    pub response_timeout: Option<i64>,
+    /// The command's payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// The device's answer.
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// The status code the device answered with.
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub response_code: Option<i64>,
+}
+
+/// The last value of a telemetry, and when it arrived (absent before the first).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DeviceTelemetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub timestamp: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Collections
 
 macro_rules! collection {
@@ -519,6 +569,10 @@ collection!(
 collection!(
     /// A page of enrollment groups.
     EnrollmentGroupCollection of EnrollmentGroup
+);
+collection!(
+    /// A page of a command's history on a device, oldest first.
+    DeviceCommandCollection of DeviceCommand
 );
 
 #[cfg(test)]

@@ -85,6 +85,66 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "delete",
         "/devices/{deviceId}/attestation",
     ),
+    (
+        "Devices_GetProperties",
+        "get",
+        "/devices/{deviceId}/properties",
+    ),
+    (
+        "Devices_ReplaceProperties",
+        "put",
+        "/devices/{deviceId}/properties",
+    ),
+    (
+        "Devices_UpdateProperties",
+        "patch",
+        "/devices/{deviceId}/properties",
+    ),
+    (
+        "Devices_GetComponentProperties",
+        "get",
+        "/devices/{deviceId}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_ReplaceComponentProperties",
+        "put",
+        "/devices/{deviceId}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_UpdateComponentProperties",
+        "patch",
+        "/devices/{deviceId}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_RunCommand",
+        "post",
+        "/devices/{deviceId}/commands/{commandName}",
+    ),
+    (
+        "Devices_GetCommandHistory",
+        "get",
+        "/devices/{deviceId}/commands/{commandName}",
+    ),
+    (
+        "Devices_RunComponentCommand",
+        "post",
+        "/devices/{deviceId}/components/{componentName}/commands/{commandName}",
+    ),
+    (
+        "Devices_GetComponentCommandHistory",
+        "get",
+        "/devices/{deviceId}/components/{componentName}/commands/{commandName}",
+    ),
+    (
+        "Devices_GetTelemetryValue",
+        "get",
+        "/devices/{deviceId}/telemetry/{telemetryName}",
+    ),
+    (
+        "Devices_GetComponentTelemetryValue",
+        "get",
+        "/devices/{deviceId}/components/{componentName}/telemetry/{telemetryName}",
+    ),
     ("DeviceGroups_List", "get", "/deviceGroups"),
     ("DeviceGroups_Get", "get", "/deviceGroups/{deviceGroupId}"),
     (
@@ -141,8 +201,13 @@ const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const OTHER_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 
 /// The ids the walk over the document fills path parameters with. The PUTs create them.
-fn path_value(name: &str) -> String {
+fn path_value(name: &str, in_component: bool) -> String {
     match name {
+        "componentName" => "thermostat1".into(),
+        "commandName" if in_component => "getMaxMinReport".into(),
+        "commandName" => "reboot".into(),
+        "telemetryName" if in_component => "temperature".into(),
+        "telemetryName" => "workingSet".into(),
         "tokenId" => "openapi-token".into(),
         "roleId" => OPERATOR.into(),
         "deviceTemplateId" => encode(THERMOSTAT),
@@ -180,6 +245,14 @@ fn sample_body(operation_id: &str) -> Option<Value> {
             "attestation": {"type": "symmetricKey"}
         }),
         "EnrollmentGroups_Update" => json!({"enabled": false}),
+        "Devices_ReplaceProperties" | "Devices_UpdateProperties" => {
+            json!({"thermostat1": {"targetTemperature": 21}})
+        }
+        "Devices_ReplaceComponentProperties" | "Devices_UpdateComponentProperties" => {
+            json!({"targetTemperature": 22})
+        }
+        "Devices_RunCommand" => json!({"request": 3}),
+        "Devices_RunComponentCommand" => json!({"request": "2024-01-01T00:00:00Z"}),
         _ => return None,
     })
 }
@@ -438,10 +511,11 @@ async fn every_documented_operation_answers_errors_as_documented() {
 }
 
 fn fill(path: &str) -> String {
+    let in_component = path.contains("/components/");
     path.split('/')
         .map(
             |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => path_value(name),
+                Some(name) => path_value(name, in_component),
                 None => segment.to_string(),
             },
         )

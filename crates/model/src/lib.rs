@@ -10,6 +10,7 @@ pub mod device_group;
 pub mod enrollment_group;
 pub mod ids;
 pub mod keys;
+pub mod properties;
 pub mod roles;
 pub mod schema;
 pub mod template;

@@ -170,6 +170,10 @@ async fn create_or_replace(
                 check_read_only(&current.to_json(), &body, device::READ_ONLY)?;
                 let device = build(&id, spec.clone(), current.provisioned);
                 if state.store.replace_device(&device, &current.etag).await? {
+                    if !device.enabled {
+                        // A disabled device may not stay connected.
+                        state.hub.disconnect(&id);
+                    }
                     return Ok(Json(device.to_json()));
                 }
             }
@@ -216,6 +220,10 @@ async fn update(
         }
         let device = build(&id, spec, current.provisioned);
         if state.store.replace_device(&device, &current.etag).await? {
+            if !device.enabled {
+                // A disabled device may not stay connected.
+                state.hub.disconnect(&id);
+            }
             return Ok(Json(device.to_json()));
         }
     }
@@ -242,6 +250,7 @@ async fn remove(
         StoreError::NotFound => not_found(&id),
         other => other.into(),
     })?;
+    state.hub.disconnect(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

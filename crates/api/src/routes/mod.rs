@@ -2,7 +2,10 @@
 //! validates with the domain model, and reads or writes through the store.
 
 mod api_tokens;
+mod device_commands;
 mod device_groups;
+mod device_properties;
+mod device_telemetry;
 mod device_templates;
 mod devices;
 mod enrollment_groups;
@@ -23,6 +26,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(roles::router())
         .merge(device_templates::router())
         .merge(devices::router())
+        .merge(device_properties::router())
+        .merge(device_commands::router())
+        .merge(device_telemetry::router())
         .merge(device_groups::router())
         .merge(enrollment_groups::router())
 }
