@@ -1,6 +1,7 @@
 //! The `flotilla` binary: `flotilla serve` runs the server.
 
 mod bootstrap;
+mod https;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -26,6 +26,13 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_MQTT_ADDR", default_value = "0.0.0.0:8883")]
     pub mqtt_addr: SocketAddr,
 
+    /// The HTTPS listener: the REST API over TLS, and MQTT over WebSockets at
+    /// `/$iothub/websocket` (the SDKs' `websockets=True` always dials port 443). The address
+    /// bound is written to `<data-dir>/https.addr`. Without this flag the server tries
+    /// `0.0.0.0:443` and, if that port is taken or needs privileges it lacks, runs without HTTPS.
+    #[arg(long, env = "FLOTILLA_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
+
     /// A host name or address devices use to reach this server: the development certificate
     /// covers it (besides localhost and 127.0.0.1), and DPS assigns devices to the first one
     /// given (default `localhost`). Repeat for several.
@@ -48,6 +55,9 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 }
+
+/// Where HTTPS listens unless told otherwise: IoT Hub's WebSocket port.
+const DEFAULT_HTTPS_ADDR: &str = "0.0.0.0:443";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -88,7 +98,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mqtt_bound = mqtt.local_addr()?;
     std::fs::write(args.data_dir.join("mqtt.addr"), mqtt_bound.to_string())?;
     tracing::info!(%mqtt_bound, "device endpoint (MQTT over TLS, IoT Hub and DPS) listening");
-    let gateway = tokio::spawn(flotilla_gateway::listener::run(mqtt, tls, hub.clone()));
+    let gateway = tokio::spawn(flotilla_gateway::listener::run(
+        mqtt,
+        tls.clone(),
+        hub.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -97,16 +111,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::write(args.data_dir.join("http.addr"), bound.to_string())?;
     tracing::info!(%bound, "REST API listening: http://{bound}/api");
 
+    let https = match args.https_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTPS listener to {addr}"))?,
+        ),
+        None => match tokio::net::TcpListener::bind(DEFAULT_HTTPS_ADDR).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "no HTTPS listener (REST over TLS, MQTT over WebSockets): {DEFAULT_HTTPS_ADDR} is unavailable; set --https-addr");
+                None
+            }
+        },
+    };
+    if let Some(https) = &https {
+        let https_bound = https.local_addr()?;
+        std::fs::write(args.data_dir.join("https.addr"), https_bound.to_string())?;
+        tracing::info!(%https_bound, "HTTPS listening: REST API and MQTT over WebSockets (/$iothub/websocket)");
+    }
+
     let state = AppState {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
-        hub,
+        hub: hub.clone(),
     };
-    axum::serve(listener, flotilla_api::app(state))
+    let hub_for_https = hub;
+    let rest = flotilla_api::app(state);
+    let secure = https.map(|https| {
+        tokio::spawn(crate::https::run(
+            https,
+            tls,
+            crate::https::app(rest.clone(), hub_for_https),
+        ))
+    });
+    axum::serve(listener, rest)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     gateway.abort();
+    if let Some(secure) = secure {
+        secure.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

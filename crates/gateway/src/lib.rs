@@ -14,5 +14,6 @@ pub mod listener;
 pub mod sas;
 pub mod tls;
 pub mod topics;
+pub mod websocket;
 
 pub use hub::{Hub, InvokeError};

@@ -1,0 +1,49 @@
+//! MQTT over WebSockets (`/$iothub/websocket`, subprotocol `mqtt`), as IoT Hub serves it on 443:
+//! the WebSocket's binary messages carry the MQTT byte stream, which is bridged into the same
+//! connection handling as MQTT over TLS.
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::connection;
+use crate::hub::Hub;
+
+/// The subprotocol MQTT clients ask for.
+pub const SUBPROTOCOL: &str = "mqtt";
+
+/// Serves an upgraded WebSocket as one MQTT connection.
+pub async fn serve(socket: WebSocket, hub: Hub, peer: String) {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let connection = tokio::spawn(connection::serve(theirs, hub, peer));
+    let (mut from_mqtt, mut to_mqtt) = tokio::io::split(ours);
+    let (mut sink, mut stream) = socket.split();
+    let inbound = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Binary(bytes) if to_mqtt.write_all(&bytes).await.is_err() => break,
+                Message::Close(_) => break,
+                // Pings are answered by the WebSocket layer; MQTT never travels as text.
+                _ => {}
+            }
+        }
+        let _ = to_mqtt.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match from_mqtt.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let message = Message::Binary(buffer[..n].to_vec().into());
+                    if sink.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::join!(inbound, outbound);
+    let _ = connection.await;
+}
