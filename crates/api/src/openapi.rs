@@ -524,6 +524,98 @@ pub struct DeviceTelemetry {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Jobs
+
+/// How a job's devices are split into batches.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobBatch {
+    /// `number` (devices per batch) or `percentage` (of the job's devices, rounded up).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: f64,
+}
+
+/// When failures cancel a job.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobCancellationThreshold {
+    /// `number` or `percentage`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: f64,
+    /// Per batch (true) or over the whole job (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub batch: Option<bool>,
+}
+
+/// One thing a job does to each device: `property`, `command` or `cloudProperty` (with
+/// `target`, `path` and `value`), or `deviceTemplateMigration` (with `template`). The docs'
+/// spellings (`PropertyJobData`, ...) are accepted; answers use the spec's.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobData(pub Map<String, Value>);
+
+/// Counts of a job's devices.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobProgress {
+    pub total: i64,
+    pub pending: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// A job.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scheduled_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub description: Option<String>,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub batch: Option<JobBatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cancellation_threshold: Option<JobCancellationThreshold>,
+    pub data: Vec<JobData>,
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub start: Option<String>,
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub end: Option<String>,
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub progress: Option<JobProgress>,
+    /// pending, running, stopped, complete, cancelled or failed.
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub organizations: Option<Vec<String>>,
+}
+
+/// One device of a job: `id`, `status` (pending, running, completed, failed), and beside the
+/// spec's fields, `reason` for a failure and, for commands, `responseCode` and `response`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobDeviceStatus(pub Map<String, Value>);
+
+// ---------------------------------------------------------------------------------------------
 // Collections
 
 macro_rules! collection {
@@ -569,6 +661,14 @@ collection!(
 collection!(
     /// A page of enrollment groups.
     EnrollmentGroupCollection of EnrollmentGroup
+);
+collection!(
+    /// A page of jobs, newest first.
+    JobCollection of Job
+);
+collection!(
+    /// A page of a job's devices, in the job's order.
+    JobDeviceStatusCollection of JobDeviceStatus
 );
 collection!(
     /// A page of a command's history on a device, oldest first.

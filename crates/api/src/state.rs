@@ -11,4 +11,6 @@ pub struct AppState {
     pub app_id: String,
     /// The device gateway: how routes reach connected devices.
     pub hub: flotilla_gateway::Hub,
+    /// The job engine, woken when jobs change.
+    pub jobs: flotilla_jobs::Engine,
 }

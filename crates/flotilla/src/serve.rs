@@ -51,6 +51,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// How long a job waits for one device: a property job for its acknowledgement, a command
+    /// job for it to connect (an offline device included). Past it, the device fails.
+    #[arg(long, env = "FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", default_value_t = 300)]
+    pub job_device_timeout_secs: u64,
+
+    /// How many devices of one job are worked on at once.
+    #[arg(long, env = "FLOTILLA_JOB_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub job_max_in_flight: usize,
+
     /// An administrator API token to accept instead of generating one at first start.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -131,11 +140,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%https_bound, "HTTPS listening: REST API and MQTT over WebSockets (/$iothub/websocket)");
     }
 
+    let jobs = flotilla_jobs::Engine::start(
+        store.clone(),
+        hub.clone(),
+        flotilla_jobs::EngineConfig {
+            device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
+            max_in_flight_per_job: args.job_max_in_flight.max(1),
+            ..Default::default()
+        },
+    );
+
     let state = AppState {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
         hub: hub.clone(),
+        jobs,
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);

@@ -145,6 +145,13 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "get",
         "/devices/{deviceId}/components/{componentName}/telemetry/{telemetryName}",
     ),
+    ("Jobs_List", "get", "/jobs"),
+    ("Jobs_Get", "get", "/jobs/{jobId}"),
+    ("Jobs_Create", "put", "/jobs/{jobId}"),
+    ("Jobs_GetDevices", "get", "/jobs/{jobId}/devices"),
+    ("Jobs_Stop", "post", "/jobs/{jobId}/stop"),
+    ("Jobs_Resume", "post", "/jobs/{jobId}/resume"),
+    ("Jobs_Rerun", "put", "/jobs/{jobId}/rerun/{rerunId}"),
     ("DeviceGroups_List", "get", "/deviceGroups"),
     ("DeviceGroups_Get", "get", "/deviceGroups/{deviceGroupId}"),
     (
@@ -204,6 +211,8 @@ const OTHER_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 fn path_value(name: &str, in_component: bool) -> String {
     match name {
         "componentName" => "thermostat1".into(),
+        "jobId" => "openapi-job".into(),
+        "rerunId" => "openapi-rerun".into(),
         "commandName" if in_component => "getMaxMinReport".into(),
         "commandName" => "reboot".into(),
         "telemetryName" if in_component => "temperature".into(),
@@ -252,6 +261,11 @@ fn sample_body(operation_id: &str) -> Option<Value> {
             json!({"targetTemperature": 22})
         }
         "Devices_RunCommand" => json!({"request": 3}),
+        "Jobs_Create" => json!({
+            "displayName": "OpenAPI job",
+            "group": "openapi-group",
+            "data": [{"type": "cloudProperty", "target": CONTROLLER, "path": "customerName", "value": "Contoso"}]
+        }),
         "Devices_RunComponentCommand" => json!({"request": "2024-01-01T00:00:00Z"}),
         _ => return None,
     })

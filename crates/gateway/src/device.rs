@@ -114,7 +114,8 @@ impl DeviceSession {
         match self.hub.store().patch_reported(device_id, &patch).await {
             Ok(version) => {
                 self.send(topics::twin_response(204, rid, Some(version)), Value::Null)
-                    .await
+                    .await;
+                self.hub.reported_changed(device_id);
             }
             Err(e) => {
                 tracing::error!(error = %e, "writing reported properties failed");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use flotilla_store::Store;
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::topics::{self, Subscription};
 
@@ -69,6 +69,8 @@ struct Inner {
     /// Woken whenever a device connects, for calls that wait for one.
     connected: Notify,
     pending_methods: Mutex<HashMap<String, PendingMethod>>,
+    /// Device ids whose reported properties just changed (jobs wait for acknowledgements).
+    reported: broadcast::Sender<String>,
     next_id: AtomicU64,
 }
 
@@ -82,6 +84,7 @@ impl Hub {
                 live: Mutex::new(HashMap::new()),
                 connected: Notify::new(),
                 pending_methods: Mutex::new(HashMap::new()),
+                reported: broadcast::channel(4096).0,
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -253,6 +256,17 @@ impl Hub {
             let wait = (deadline - now).min(Duration::from_millis(50));
             let _ = tokio::time::timeout(wait, notified).await;
         }
+    }
+
+    /// Tells listeners that a device's reported properties changed.
+    pub(crate) fn reported_changed(&self, device_id: &str) {
+        let _ = self.inner.reported.send(device_id.to_string());
+    }
+
+    /// Device ids as their reported properties change. A listener that falls behind gets
+    /// `Lagged` and should re-check everything it waits for.
+    pub fn reported_changes(&self) -> broadcast::Receiver<String> {
+        self.inner.reported.subscribe()
     }
 
     /// A device's answer to a method call; ignored unless that device was the one asked.

@@ -9,6 +9,7 @@ pub mod device;
 pub mod device_group;
 pub mod enrollment_group;
 pub mod ids;
+pub mod job;
 pub mod keys;
 pub mod properties;
 pub mod roles;

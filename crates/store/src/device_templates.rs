@@ -183,4 +183,23 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Every template as (id, its capability model's `@id`): few enough (IoT Central allows
+    /// 1,000) to scan, for jobs whose target names either.
+    pub async fn template_model_ids(&self) -> Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query("SELECT id, body FROM device_templates ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let body: Value =
+                    serde_json::from_str(&row.try_get::<String, _>("body")?).map_err(corrupt)?;
+                let model = body
+                    .pointer("/capabilityModel/@id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                Ok((row.try_get("id")?, model))
+            })
+            .collect()
+    }
 }

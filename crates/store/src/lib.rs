@@ -9,6 +9,7 @@ mod devices;
 mod dialect;
 mod enrollment_groups;
 mod error;
+mod jobs;
 mod settings;
 mod twins;
 
@@ -16,6 +17,7 @@ pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
 pub use error::StoreError;
+pub use jobs::{DeviceOutcome, JobDevice, JobPageRequest, JobRecord};
 pub use twins::CommandRecord;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -9,6 +9,7 @@ mod device_telemetry;
 mod device_templates;
 mod devices;
 mod enrollment_groups;
+mod jobs;
 mod roles;
 
 use axum::http::HeaderMap;
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(device_telemetry::router())
         .merge(device_groups::router())
         .merge(enrollment_groups::router())
+        .merge(jobs::router())
 }
 
 /// How many times a read-modify-write retries when another writer got in between.

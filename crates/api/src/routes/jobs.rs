@@ -1,0 +1,393 @@
+//! `/jobs`: create (the job engine runs it), list newest first, get, the devices' states, stop,
+//! resume and rerun on the failed devices.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use flotilla_jobs::templates::Templates;
+use flotilla_model::api_token::format_time;
+use flotilla_model::ids::check_entity_id;
+use flotilla_model::job::{self, JobSpec};
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::validate::Fields;
+use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page, StoreError};
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, ListParams};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create))
+        .routes(routes!(devices))
+        .routes(routes!(stop))
+        .routes(routes!(resume))
+        .routes(routes!(rerun))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The job '{id}' was not found."))
+}
+
+/// A job as the API shows it: its definition, id, status, progress and times.
+pub fn render(job: &JobRecord) -> Value {
+    let mut body = job.definition.clone();
+    body["id"] = json!(job.id);
+    if let Some(schedule) = &job.scheduled_job_id {
+        body["scheduledJobId"] = json!(schedule);
+    }
+    body["status"] = json!(job.status);
+    let pending = (job.total - job.completed - job.failed).max(0);
+    body["progress"] = json!({
+        "total": job.total,
+        "pending": pending,
+        "completed": job.completed,
+        "failed": job.failed,
+    });
+    let time = |ms: i64| format_time(jiff::Timestamp::from_millisecond(ms).unwrap_or_default());
+    if let Some(start) = job.start_ms {
+        body["start"] = json!(time(start));
+    }
+    if let Some(end) = job.end_ms {
+        body["end"] = json!(time(end));
+    }
+    body
+}
+
+/// A new job's creation-order key: time first, then a random tie-breaker.
+fn sort_key() -> String {
+    format!(
+        "{:013}-{}",
+        jiff::Timestamp::now().as_millisecond(),
+        flotilla_model::keys::random_hex::<6>()
+    )
+}
+
+/// Validates a job definition against the templates and the groups; the spec, as stored.
+pub async fn validate_definition(state: &AppState, body: &Value) -> ApiResult<JobSpec> {
+    let templates = Templates::load(&state.store).await?;
+    let spec = JobSpec::from_json(body, &templates)?;
+    if state.store.device_group(&spec.group).await?.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "The field 'group' names the device group '{}', which does not exist.",
+            spec.group
+        )));
+    }
+    Ok(spec)
+}
+
+async fn insert(state: &AppState, mut job: JobRecord) -> ApiResult<JobRecord> {
+    for _ in 0..3 {
+        match state.store.insert_job(&job).await {
+            Ok(()) => {
+                state.jobs.wake();
+                return Ok(job);
+            }
+            // Two jobs created in the same millisecond with the same tie-breaker: draw again.
+            Err(StoreError::Conflict(_)) if state.store.job(&job.id).await?.is_none() => {
+                job.sort_key = sort_key();
+            }
+            Err(StoreError::Conflict(_)) => {
+                return Err(ApiError::conflict(format!(
+                    "A job with the id '{}' already exists.",
+                    job.id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal())
+}
+
+fn new_record(id: &str, definition: Value, rerun_of: Option<String>) -> JobRecord {
+    JobRecord {
+        id: id.to_string(),
+        sort_key: sort_key(),
+        scheduled_job_id: None,
+        definition,
+        status: job::PENDING.into(),
+        reason: None,
+        start_ms: None,
+        end_ms: None,
+        total: 0,
+        completed: 0,
+        failed: 0,
+        batch_size: 0,
+        rerun_of,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    operation_id = "Jobs_List",
+    tag = "Jobs",
+    summary = "Get the list of jobs in an application",
+    description = "Newest first.",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::JobCollection)),
+)]
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = query.page();
+    let jobs = state
+        .store
+        .list_jobs(JobPageRequest {
+            before: page.after,
+            size: page.size,
+            scheduled_job_id: None,
+        })
+        .await?;
+    Ok(Json(list_body(
+        jobs,
+        |j| &j.sort_key,
+        render,
+        &uri,
+        &headers,
+    )))
+}
+
+#[utoipa::path(
+    get,
+    path = "/jobs/{jobId}",
+    operation_id = "Jobs_Get",
+    tag = "Jobs",
+    summary = "Get a job by ID",
+    params(("jobId" = String, Path, description = "Unique ID of the job.")),
+    responses((status = 200, description = "Success", body = openapi::Job)),
+)]
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(render(&job)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/jobs/{jobId}",
+    operation_id = "Jobs_Create",
+    tag = "Jobs",
+    summary = "Execute a new job",
+    description = "The job starts as `pending`; the job engine fixes its devices and runs it.",
+    params(("jobId" = String, Path, description = "Unique ID of the job.")),
+    request_body(content = openapi::Job, description = "The job's definition."),
+    responses((status = 200, description = "Success", body = openapi::Job)),
+)]
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let body = body.into_json()?;
+    check_entity_id("jobId", &id)?;
+    Fields::of(&body)?.check_path_id("id", &id)?;
+    let spec = validate_definition(&state, &body).await?;
+    let definition = Value::Object(spec.to_json());
+    let job = insert(&state, new_record(&id, definition, None)).await?;
+    tracing::info!(job = %id, by = %caller.token.id, "job created");
+    Ok(Json(render(&job)))
+}
+
+fn render_device(device: &JobDevice) -> Value {
+    let mut body = json!({"id": device.device_id, "status": device.status});
+    if let Some(reason) = &device.reason {
+        body["reason"] = json!(reason);
+    }
+    if let Some(Value::Object(detail)) = &device.detail {
+        for (key, value) in detail {
+            body[key] = value.clone();
+        }
+    }
+    body
+}
+
+#[utoipa::path(
+    get,
+    path = "/jobs/{jobId}/devices",
+    operation_id = "Jobs_GetDevices",
+    tag = "Jobs",
+    summary = "Get device statuses",
+    description = "In the job's order. Beside the spec's `id` and `status`: `reason` for a failed device, and for command jobs the device's `responseCode` and `response`.",
+    params(("jobId" = String, Path, description = "Unique ID of the job."), ListParams),
+    responses((status = 200, description = "Success", body = openapi::JobDeviceStatusCollection)),
+)]
+async fn devices(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    let page = query.page();
+    let after =
+        match page.after {
+            Some(token) => Some(token.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("The $skiptoken is not one this server issued.")
+            })?),
+            None => None,
+        };
+    let devices: Page<JobDevice> = state.store.job_devices(&id, after, page.size).await?;
+    let positions: Vec<String> = devices
+        .items
+        .iter()
+        .map(|d| d.position.to_string())
+        .collect();
+    let page = Page {
+        items: devices.items.into_iter().zip(positions).collect::<Vec<_>>(),
+        more: devices.more,
+    };
+    Ok(Json(list_body(
+        page,
+        |(_, position)| position,
+        |(device, _)| render_device(device),
+        &uri,
+        &headers,
+    )))
+}
+
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/stop",
+    operation_id = "Jobs_Stop",
+    tag = "Jobs",
+    summary = "Stop a running job",
+    description = "No further device starts; devices in flight finish. 409 unless the job is pending or running.",
+    params(("jobId" = String, Path, description = "Unique ID of the job.")),
+    responses(
+        (status = 204, description = "Success"),
+        (status = 409, description = "The job is not pending or running (code `Conflict`)", body = openapi::Error),
+    ),
+)]
+async fn stop(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    if !state
+        .store
+        .set_job_status(
+            &id,
+            &[job::PENDING, job::RUNNING],
+            job::STOPPED,
+            None,
+            false,
+        )
+        .await?
+    {
+        return Err(ApiError::conflict(format!(
+            "The job '{id}' is {}; only a pending or running job can be stopped.",
+            job.status
+        )));
+    }
+    tracing::info!(job = %id, by = %caller.token.id, "job stopped");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/resume",
+    operation_id = "Jobs_Resume",
+    tag = "Jobs",
+    summary = "Resume execution of an existing stopped job",
+    description = "409 unless the job is stopped.",
+    params(("jobId" = String, Path, description = "Unique ID of the job.")),
+    responses(
+        (status = 204, description = "Success"),
+        (status = 409, description = "The job is not stopped (code `Conflict`)", body = openapi::Error),
+    ),
+)]
+async fn resume(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    // A job stopped before it started goes back to pending.
+    let to = if job.start_ms.is_some() {
+        job::RUNNING
+    } else {
+        job::PENDING
+    };
+    if !state
+        .store
+        .set_job_status(&id, &[job::STOPPED], to, None, false)
+        .await?
+    {
+        return Err(ApiError::conflict(format!(
+            "The job '{id}' is {}; only a stopped job can be resumed.",
+            job.status
+        )));
+    }
+    state.jobs.wake();
+    tracing::info!(job = %id, by = %caller.token.id, "job resumed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    put,
+    path = "/jobs/{jobId}/rerun/{rerunId}",
+    operation_id = "Jobs_Rerun",
+    tag = "Jobs",
+    summary = "Rerun a job on failed devices",
+    description = "A new job (id `rerunId`) with the original's data, batch and threshold, over the devices that failed in the original. 409 when the original has no failed device or has not finished.",
+    params(
+        ("jobId" = String, Path, description = "Unique ID of the job."),
+        ("rerunId" = String, Path, description = "Unique ID of the job rerun."),
+    ),
+    responses(
+        (status = 200, description = "Success", body = openapi::Job),
+        (status = 409, description = "The job has not finished or has no failed device (code `Conflict`)", body = openapi::Error),
+    ),
+)]
+async fn rerun(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, rerun_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let original = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    check_entity_id("rerunId", &rerun_id)?;
+    if original.status == job::PENDING || original.status == job::RUNNING {
+        return Err(ApiError::conflict(format!(
+            "The job '{id}' is {}; rerun it when it has finished.",
+            original.status
+        )));
+    }
+    if original.failed == 0 {
+        return Err(ApiError::conflict(format!(
+            "The job '{id}' has no failed devices to rerun."
+        )));
+    }
+    let job = insert(
+        &state,
+        new_record(&rerun_id, original.definition.clone(), Some(id.clone())),
+    )
+    .await?;
+    tracing::info!(job = %rerun_id, original = %id, by = %caller.token.id, "job rerun created");
+    Ok(Json(render(&job)))
+}

@@ -1,0 +1,28 @@
+//! The job engine's timings and limits.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long one device's operation may take, from its start: a property job waits this long
+    /// for the acknowledgement (an offline device included), a command job this long for the
+    /// device to connect. Default 5 minutes.
+    pub device_timeout: Duration,
+    /// How long a command job waits for a connected device's answer (IoT Central's fixed 30 s).
+    pub command_response_timeout: Duration,
+    /// Devices of one job in flight at once.
+    pub max_in_flight_per_job: usize,
+    /// How often the engine looks for work when nothing wakes it.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            device_timeout: Duration::from_secs(300),
+            command_response_timeout: Duration::from_secs(30),
+            max_in_flight_per_job: 1000,
+            tick: Duration::from_millis(500),
+        }
+    }
+}

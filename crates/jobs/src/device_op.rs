@@ -1,0 +1,314 @@
+//! What a job does to one device: its property writes (as one desired patch, then waiting for
+//! the device's acknowledgement), commands, cloud-property writes and template migration.
+//! Each step that must not be repeated is recorded before it is taken, so a restart resumes the
+//! device rather than redoing it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_gateway::{Hub, InvokeError};
+use flotilla_model::job::{CapabilityTarget, Operation};
+use flotilla_model::twin::{ack_of, desired_patch_message, plain_values};
+use flotilla_model::validate::merge_patch;
+use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::config::EngineConfig;
+
+/// How a device's operations ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed {
+        detail: Option<Value>,
+    },
+    Failed {
+        reason: String,
+        detail: Option<Value>,
+    },
+}
+
+fn failed(reason: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        reason: reason.into(),
+        detail: None,
+    }
+}
+
+pub struct DeviceRun<'a> {
+    pub store: &'a Store,
+    pub hub: &'a Hub,
+    pub config: &'a EngineConfig,
+    pub job_id: &'a str,
+    pub device: &'a JobDevice,
+    pub deadline_ms: i64,
+    /// Woken when the device's reported properties change.
+    pub reported: Arc<Notify>,
+    pub components: Vec<String>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl DeviceRun<'_> {
+    fn remaining(&self) -> Duration {
+        Duration::from_millis((self.deadline_ms - now_ms()).max(0) as u64)
+    }
+
+    pub async fn run(&self, operations: &[Operation]) -> Outcome {
+        let properties: Vec<&CapabilityTarget> = operations
+            .iter()
+            .filter_map(|op| match op {
+                Operation::Property(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut detail = Map::new();
+        for operation in operations {
+            let outcome = match operation {
+                Operation::Property(_) => continue,
+                Operation::CloudProperty(c) => self.cloud_property(c).await,
+                Operation::TemplateMigration { template } => self.migrate(template).await,
+                Operation::Command(c) => self.command(c).await,
+            };
+            match outcome {
+                Outcome::Completed { detail: Some(d) } => {
+                    detail.insert("response".into(), d);
+                }
+                Outcome::Completed { detail: None } => {}
+                failure => return failure,
+            }
+        }
+        if !properties.is_empty() {
+            let outcome = self.properties(&properties).await;
+            if !matches!(outcome, Outcome::Completed { .. }) {
+                return outcome;
+            }
+        }
+        Outcome::Completed {
+            detail: (!detail.is_empty()).then_some(Value::Object(detail)),
+        }
+    }
+
+    /// Writes every property of the job as one desired patch (once: the version it made is
+    /// recorded), then waits for the device to accept them all.
+    async fn properties(&self, properties: &[&CapabilityTarget]) -> Outcome {
+        let version = match self.device.desired_version {
+            Some(version) => version,
+            None => {
+                let mut change = Value::Object(Map::new());
+                for p in properties {
+                    let value = p.effective_value.clone().unwrap_or(Value::Null);
+                    let piece = match &p.component {
+                        Some(c) => json!({ c: { &p.name: value } }),
+                        None => json!({ &p.name: value }),
+                    };
+                    merge_patch(&mut change, &piece);
+                }
+                let twin = match self
+                    .store
+                    .patch_desired(&self.device.device_id, &change)
+                    .await
+                {
+                    Ok(twin) => twin,
+                    Err(flotilla_store::StoreError::NotFound) => {
+                        return failed("the device was deleted");
+                    }
+                    Err(e) => return failed(format!("writing desired properties failed: {e}")),
+                };
+                if let Err(e) = self
+                    .store
+                    .note_job_device(
+                        self.job_id,
+                        &self.device.device_id,
+                        Some(twin.desired_version),
+                        false,
+                    )
+                    .await
+                {
+                    return failed(format!("recording progress failed: {e}"));
+                }
+                let message =
+                    desired_patch_message(&change, twin.desired_version, &self.components);
+                self.hub
+                    .push_desired(&self.device.device_id, &message, twin.desired_version)
+                    .await;
+                twin.desired_version
+            }
+        };
+        loop {
+            let notified = self.reported.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.acknowledged(properties, version).await {
+                Some(outcome) => return outcome,
+                None if now_ms() >= self.deadline_ms => {
+                    let state = if self.hub.is_connected(&self.device.device_id) {
+                        "the device did not acknowledge it"
+                    } else {
+                        "the device was offline"
+                    };
+                    return failed(format!(
+                        "no acknowledgement of desired version {version} within {} s: {state}",
+                        self.config.device_timeout.as_secs()
+                    ));
+                }
+                None => {}
+            }
+            let _ = tokio::time::timeout(self.remaining(), notified).await;
+        }
+    }
+
+    /// `Some` once every property is accepted, or one is refused.
+    async fn acknowledged(
+        &self,
+        properties: &[&CapabilityTarget],
+        version: i64,
+    ) -> Option<Outcome> {
+        let twin = match self.store.twin(&self.device.device_id).await {
+            Ok(Some(twin)) => twin,
+            Ok(None) => return Some(failed("the device was deleted")),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a twin failed");
+                return None;
+            }
+        };
+        let plain = plain_values(&twin.reported);
+        for p in properties {
+            match ack_of(&twin.reported, p.component.as_deref(), &p.name) {
+                Some(ack) if ack.version.is_some_and(|v| v >= version) => match ack.code {
+                    Some(code) if (200..300).contains(&code) && code != 202 => continue,
+                    Some(202) | None => return None,
+                    Some(code) => {
+                        return Some(Outcome::Failed {
+                            reason: format!(
+                                "the device refused '{}' with ac {code}{}",
+                                p.path,
+                                ack.description
+                                    .map(|d| format!(": {d}"))
+                                    .unwrap_or_default()
+                            ),
+                            detail: Some(json!({"ackCode": code, "value": ack.value})),
+                        });
+                    }
+                },
+                _ => {
+                    // A device that reports the value itself (no acknowledgement) also took it.
+                    let reported = match &p.component {
+                        Some(c) => plain.get(c).and_then(|o| o.get(&p.name)),
+                        None => plain.get(&p.name),
+                    };
+                    if reported.is_some() && reported == p.effective_value.as_ref() {
+                        continue;
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(Outcome::Completed { detail: None })
+    }
+
+    /// Runs a command, unless it was already sent before a restart (then it is not sent again:
+    /// the device may have run it).
+    async fn command(&self, c: &CapabilityTarget) -> Outcome {
+        if self.device.sent {
+            return failed(
+                "the server restarted after sending the command and before its answer; it was not sent again",
+            );
+        }
+        if let Err(e) = self
+            .store
+            .note_job_device(self.job_id, &self.device.device_id, None, true)
+            .await
+        {
+            return failed(format!("recording progress failed: {e}"));
+        }
+        let method = match &c.component {
+            Some(component) => format!("{component}*{}", c.name),
+            None => c.name.clone(),
+        };
+        let remaining = self.remaining();
+        let response_timeout = self
+            .config
+            .command_response_timeout
+            .min(remaining.max(Duration::from_secs(1)));
+        let result = self
+            .hub
+            .invoke(
+                &self.device.device_id,
+                &method,
+                c.effective_value.as_ref().unwrap_or(&Value::Null),
+                remaining,
+                response_timeout,
+            )
+            .await;
+        match result {
+            Ok((code, response)) => {
+                let detail = json!({"responseCode": code, "response": response});
+                if (200..300).contains(&code) {
+                    Outcome::Completed {
+                        detail: Some(detail),
+                    }
+                } else {
+                    Outcome::Failed {
+                        reason: format!("the device answered '{method}' with status {code}"),
+                        detail: Some(detail),
+                    }
+                }
+            }
+            Err(InvokeError::Timeout) => failed(format!(
+                "the device did not answer '{method}' within {} s",
+                response_timeout.as_secs()
+            )),
+            Err(e) => failed(format!(
+                "the command '{method}' could not reach the device within {} s: {e}",
+                self.config.device_timeout.as_secs()
+            )),
+        }
+    }
+
+    async fn cloud_property(&self, c: &CapabilityTarget) -> Outcome {
+        for _ in 0..10 {
+            let Ok(Some((mut properties, etag))) =
+                self.store.cloud_properties(&self.device.device_id).await
+            else {
+                return failed("the device was deleted");
+            };
+            merge_patch(
+                &mut properties,
+                &json!({ &c.name: c.effective_value.clone().unwrap_or(Value::Null) }),
+            );
+            let new_etag = flotilla_model::new_etag();
+            let update = CloudPropertiesUpdate {
+                device_id: &self.device.device_id,
+                expected_etag: &etag,
+                new_etag: &new_etag,
+                properties: &properties,
+            };
+            match self.store.set_cloud_properties(update).await {
+                Ok(true) => return Outcome::Completed { detail: None },
+                Ok(false) => continue,
+                Err(e) => return failed(format!("writing the cloud property failed: {e}")),
+            }
+        }
+        failed("the device kept changing while its cloud property was written")
+    }
+
+    async fn migrate(&self, template: &str) -> Outcome {
+        for _ in 0..10 {
+            let Ok(Some(mut device)) = self.store.device(&self.device.device_id).await else {
+                return failed("the device was deleted");
+            };
+            let expected = device.etag.clone();
+            device.template = Some(template.to_string());
+            device.etag = flotilla_model::new_etag();
+            match self.store.replace_device(&device, &expected).await {
+                Ok(true) => return Outcome::Completed { detail: None },
+                Ok(false) => continue,
+                Err(e) => return failed(format!("migrating the device failed: {e}")),
+            }
+        }
+        failed("the device kept changing while it was migrated")
+    }
+}

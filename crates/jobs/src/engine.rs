@@ -1,0 +1,448 @@
+//! The job engine's loop: start pending jobs (fix their devices and batches), and drive running
+//! ones batch by batch, a task per device in flight, cancelling a job whose failures reach its
+//! threshold. All state is in the database; the memory here only says which devices already
+//! have a task, so a restart picks up every running device where it stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use flotilla_gateway::Hub;
+use flotilla_model::job::{self, JobSpec, Threshold};
+use flotilla_store::{DeviceOutcome, JobDevice, JobRecord, Store};
+use tokio::sync::{Notify, broadcast};
+
+use crate::config::EngineConfig;
+use crate::device_op::{DeviceRun, Outcome};
+use crate::templates::Templates;
+
+/// Handle to the running engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hub: Hub,
+    config: EngineConfig,
+    wake: Notify,
+    /// (job, device) pairs that have a task now.
+    in_flight: Mutex<HashSet<(String, String)>>,
+    /// Jobs whose running devices were picked up since this process started.
+    recovered: Mutex<HashSet<String>>,
+    /// Per device, woken when its reported properties change.
+    reported: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Each job's parsed definition (a job's definition never changes).
+    contexts: Mutex<HashMap<String, Arc<JobContext>>>,
+}
+
+/// What a job's device tasks share.
+struct JobContext {
+    id: String,
+    operations: Vec<job::Operation>,
+    threshold: Option<Threshold>,
+    components: Vec<String>,
+}
+
+impl Engine {
+    /// Starts the engine's loop and its listener for device acknowledgements.
+    pub fn start(store: Store, hub: Hub, config: EngineConfig) -> Engine {
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                config,
+                wake: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+                recovered: Mutex::new(HashSet::new()),
+                reported: Mutex::new(HashMap::new()),
+                contexts: Mutex::new(HashMap::new()),
+            }),
+        };
+        tokio::spawn(engine.clone().listen_for_reports());
+        tokio::spawn(engine.clone().run());
+        engine
+    }
+
+    /// Asks the engine to look at the jobs now (a job was created, stopped or resumed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    async fn run(self) {
+        // Devices of stopped or cancelled jobs that a restart left mid-operation finish too.
+        match self
+            .inner
+            .store
+            .jobs_with_status(&[job::STOPPED, job::CANCELLED])
+            .await
+        {
+            Ok(jobs) => {
+                for record in jobs {
+                    if let Err(e) = self.drive(&record).await {
+                        tracing::error!(job = %record.id, error = %e, "recovering a job failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "listing jobs to recover failed"),
+        }
+        loop {
+            let notified = self.inner.wake.notified();
+            if let Err(e) = self.pass().await {
+                tracing::error!(error = %e, "job engine pass failed");
+            }
+            let _ = tokio::time::timeout(self.inner.config.tick, notified).await;
+        }
+    }
+
+    async fn listen_for_reports(self) {
+        let mut changes = self.inner.hub.reported_changes();
+        loop {
+            match changes.recv().await {
+                Ok(device) => {
+                    let notify = self.inner.reported.lock().unwrap().get(&device).cloned();
+                    if let Some(notify) = notify {
+                        notify.notify_waiters();
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for notify in self.inner.reported.lock().unwrap().values() {
+                        notify.notify_waiters();
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn pass(&self) -> flotilla_store::Result<()> {
+        let jobs = self
+            .inner
+            .store
+            .jobs_with_status(&[job::PENDING, job::RUNNING])
+            .await?;
+        for record in jobs {
+            let result = match record.status.as_str() {
+                job::PENDING => self.start_job(&record).await,
+                _ => self.drive(&record).await,
+            };
+            if let Err(e) = result {
+                tracing::error!(job = %record.id, error = %e, "driving a job failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn context(
+        &self,
+        record: &JobRecord,
+    ) -> flotilla_store::Result<Result<JobContext, String>> {
+        let templates = Templates::load(&self.inner.store).await?;
+        let spec = match JobSpec::from_json(&record.definition, &templates) {
+            Ok(spec) => spec,
+            Err(invalid) => return Ok(Err(invalid.message)),
+        };
+        let components = spec
+            .target()
+            .and_then(|t| flotilla_model::job::TemplateLookup::capabilities(&templates, t))
+            .map(|caps| {
+                let mut names: Vec<String> = caps.into_iter().filter_map(|c| c.component).collect();
+                names.dedup();
+                names
+            })
+            .unwrap_or_default();
+        Ok(Ok(JobContext {
+            id: record.id.clone(),
+            operations: spec.data,
+            threshold: spec.threshold,
+            components,
+        }))
+    }
+
+    /// Fixes a pending job's devices (the group's devices of the target template, by id; for a
+    /// rerun, the original's failed devices) and batches, and marks it running.
+    async fn start_job(&self, record: &JobRecord) -> flotilla_store::Result<()> {
+        let store = &self.inner.store;
+        let templates = Templates::load(store).await?;
+        let fail = |reason: String| async move {
+            tracing::warn!(job = %record.id, %reason, "job failed to start");
+            store
+                .set_job_status(
+                    &record.id,
+                    &[job::PENDING],
+                    job::FAILED,
+                    Some(&reason),
+                    true,
+                )
+                .await
+                .map(|_| ())
+        };
+        let spec = match JobSpec::from_json(&record.definition, &templates) {
+            Ok(spec) => spec,
+            Err(invalid) => return fail(invalid.message).await,
+        };
+        let devices = if let Some(original) = &record.rerun_of {
+            store.failed_job_devices(original).await?
+        } else {
+            let Some(group) = store.device_group(&spec.group).await? else {
+                return fail(format!(
+                    "the device group '{}' no longer exists",
+                    spec.group
+                ))
+                .await;
+            };
+            let filter = match flotilla_filter::parse(&group.filter) {
+                Ok(filter) => filter,
+                Err(e) => return fail(format!("the device group's filter is invalid: {e}")).await,
+            };
+            let condition =
+                flotilla_filter::sql::condition(&filter, store.dialect().filter_dialect());
+            match spec.target() {
+                Some(target) => {
+                    let ids = templates.resolve(target);
+                    if ids.is_empty() {
+                        vec![]
+                    } else {
+                        store.device_ids(&condition, &ids).await?
+                    }
+                }
+                None => store.device_ids(&condition, &[]).await?,
+            }
+        };
+        let total = devices.len() as u64;
+        let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1);
+        if store
+            .start_job(&record.id, &devices, batch_size as i64)
+            .await?
+        {
+            tracing::info!(job = %record.id, devices = total, batch_size, "job started");
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Starts the next devices of a running job's current batch, resumes devices a restart left
+    /// running, and completes the job when every device has finished.
+    async fn drive(&self, record: &JobRecord) -> flotilla_store::Result<()> {
+        let store = &self.inner.store;
+        let first_visit = self
+            .inner
+            .recovered
+            .lock()
+            .unwrap()
+            .insert(record.id.clone());
+        let cached = self.inner.contexts.lock().unwrap().get(&record.id).cloned();
+        let context = match cached {
+            Some(context) => context,
+            None => match self.context(record).await? {
+                Ok(context) => {
+                    let context = Arc::new(context);
+                    self.inner
+                        .contexts
+                        .lock()
+                        .unwrap()
+                        .insert(record.id.clone(), context.clone());
+                    context
+                }
+                Err(reason) => {
+                    store
+                        .set_job_status(
+                            &record.id,
+                            &[job::RUNNING],
+                            job::FAILED,
+                            Some(&reason),
+                            true,
+                        )
+                        .await?;
+                    return Ok(());
+                }
+            },
+        };
+        if first_visit {
+            // Devices this process has no task for, left running by a restart: pick them up.
+            for device in store
+                .job_devices_with_status(&record.id, "running", usize::MAX >> 1)
+                .await?
+            {
+                self.spawn_device(context.clone(), device);
+            }
+        }
+        if record.status != job::RUNNING {
+            return Ok(());
+        }
+        let in_flight = self.in_flight_of(&record.id);
+        let room = self
+            .inner
+            .config
+            .max_in_flight_per_job
+            .saturating_sub(in_flight);
+        match store
+            .current_batch(&record.id, room.max(1) + in_flight)
+            .await?
+        {
+            None => {
+                if store
+                    .set_job_status(&record.id, &[job::RUNNING], job::COMPLETE, None, true)
+                    .await?
+                {
+                    tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
+                    self.inner.contexts.lock().unwrap().remove(&record.id);
+                }
+            }
+            Some((_, pending)) => {
+                let mut started = 0;
+                for device in pending {
+                    if started >= room {
+                        break;
+                    }
+                    let key = (record.id.clone(), device.device_id.clone());
+                    if self.inner.in_flight.lock().unwrap().contains(&key) {
+                        continue;
+                    }
+                    if store
+                        .earlier_job_holds_device(&record.sort_key, &device.device_id)
+                        .await?
+                    {
+                        continue;
+                    }
+                    self.spawn_device(context.clone(), device);
+                    started += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn in_flight_of(&self, job_id: &str) -> usize {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(job, _)| job == job_id)
+            .count()
+    }
+
+    fn spawn_device(&self, context: Arc<JobContext>, device: JobDevice) {
+        let key = (context.id.clone(), device.device_id.clone());
+        if !self.inner.in_flight.lock().unwrap().insert(key.clone()) {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.run_device(&context, device).await {
+                tracing::error!(job = %context.id, error = %e, "a device's operation failed to record");
+            }
+            engine.inner.in_flight.lock().unwrap().remove(&key);
+            engine.wake();
+        });
+    }
+
+    async fn run_device(
+        &self,
+        context: &JobContext,
+        mut device: JobDevice,
+    ) -> flotilla_store::Result<()> {
+        let store = &self.inner.store;
+        let deadline_ms = match device.deadline_ms {
+            Some(deadline) if device.status == "running" => deadline,
+            _ => {
+                let deadline = jiff::Timestamp::now().as_millisecond()
+                    + self.inner.config.device_timeout.as_millis() as i64;
+                if !store
+                    .start_job_device(&context.id, &device.device_id, deadline)
+                    .await?
+                {
+                    return Ok(());
+                }
+                device.status = "running".into();
+                deadline
+            }
+        };
+        let notify = self
+            .inner
+            .reported
+            .lock()
+            .unwrap()
+            .entry(device.device_id.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        let run = DeviceRun {
+            store,
+            hub: &self.inner.hub,
+            config: &self.inner.config,
+            job_id: &context.id,
+            device: &device,
+            deadline_ms,
+            reported: notify.clone(),
+            components: context.components.clone(),
+        };
+        let outcome = run.run(&context.operations).await;
+        {
+            let mut reported = self.inner.reported.lock().unwrap();
+            if Arc::strong_count(&notify) <= 2 {
+                reported.remove(&device.device_id);
+            }
+        }
+        let (result, reason, detail) = match &outcome {
+            Outcome::Completed { detail } => (DeviceOutcome::Completed, None, detail.as_ref()),
+            Outcome::Failed { reason, detail } => (
+                DeviceOutcome::Failed,
+                Some(reason.as_str()),
+                detail.as_ref(),
+            ),
+        };
+        let counted = store
+            .finish_job_device(&context.id, &device.device_id, result, reason, detail)
+            .await?;
+        if counted && result == DeviceOutcome::Failed {
+            tracing::info!(job = %context.id, device = %device.device_id, reason, "device failed");
+            self.check_threshold(context, device.batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Cancels the job when its failures reach the cancellation threshold.
+    async fn check_threshold(
+        &self,
+        context: &JobContext,
+        batch: i64,
+    ) -> flotilla_store::Result<()> {
+        let Some(threshold) = context.threshold else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let (failed, size) = if threshold.per_batch {
+            let (total, failed) = store.batch_counts(&context.id, batch).await?;
+            (failed, total)
+        } else {
+            let Some(job) = store.job(&context.id).await? else {
+                return Ok(());
+            };
+            (job.failed, job.total)
+        };
+        if threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
+            let scope = if threshold.per_batch { "batch" } else { "job" };
+            let reason = format!(
+                "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
+            );
+            if store
+                .set_job_status(
+                    &context.id,
+                    &[job::RUNNING, job::STOPPED],
+                    job::CANCELLED,
+                    Some(&reason),
+                    true,
+                )
+                .await?
+            {
+                tracing::info!(job = %context.id, %reason, "job cancelled");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! Flotilla's job engine: runs jobs (set writable properties, run commands, set cloud
+//! properties, migrate templates) across a device group's devices, in batches, with
+//! cancellation thresholds, stop and resume, durable in the database so that a restart goes on
+//! where the last process stopped.
+//!
+//! `engine` drives jobs; `device_op` is what a job does to one device; `templates` resolves a
+//! job's target template; `config` holds the timings.
+
+pub mod config;
+mod device_op;
+pub mod engine;
+pub mod templates;
+
+pub use config::EngineConfig;
+pub use engine::Engine;

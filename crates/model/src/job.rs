@@ -1,0 +1,535 @@
+//! Jobs as the REST API shows and takes them: what a job does to each device (`data`), how its
+//! devices are split into batches, when failures cancel it, and the checks a job passes at
+//! create time. Checks that need the store (the group, the templates) take what they need as
+//! arguments.
+
+use serde_json::{Map, Value, json};
+
+use crate::Invalid;
+use crate::schema::check_value;
+use crate::template::{Capability, CapabilityKind, find};
+use crate::validate::Fields;
+
+/// What a job does to a device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Set a writable property (as a desired property) and wait for the device to accept it.
+    Property(CapabilityTarget),
+    /// Run a command and wait for a 2xx answer.
+    Command(CapabilityTarget),
+    /// Write a cloud property (the device is not involved).
+    CloudProperty(CapabilityTarget),
+    /// Move the device to another template.
+    TemplateMigration { template: String },
+}
+
+/// A capability of a template, and the value a job applies to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapabilityTarget {
+    /// The template (by its id or its capability model's id) that defines the capability.
+    pub target: String,
+    /// The path as the client wrote it (echoed back).
+    pub path: String,
+    pub component: Option<String>,
+    pub name: String,
+    /// The value as sent, and as the device gets it (numbers written as strings, as in IoT
+    /// Central's own examples, become numbers).
+    pub value: Option<Value>,
+    pub effective_value: Option<Value>,
+}
+
+impl Operation {
+    /// The spec's discriminator value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Property(_) => "property",
+            Operation::Command(_) => "command",
+            Operation::CloudProperty(_) => "cloudProperty",
+            Operation::TemplateMigration { .. } => "deviceTemplateMigration",
+        }
+    }
+
+    pub fn capability(&self) -> Option<&CapabilityTarget> {
+        match self {
+            Operation::Property(c) | Operation::Command(c) | Operation::CloudProperty(c) => Some(c),
+            Operation::TemplateMigration { .. } => None,
+        }
+    }
+
+    /// The data entry as the API answers it (always with the spec's type names).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Operation::TemplateMigration { template } => {
+                json!({"type": self.kind(), "template": template})
+            }
+            _ => {
+                let c = self.capability().expect("capability operations have one");
+                let mut entry = json!({"type": self.kind(), "target": c.target, "path": c.path});
+                if let Some(value) = &c.value {
+                    entry["value"] = value.clone();
+                }
+                entry
+            }
+        }
+    }
+}
+
+/// How a job's devices are split into batches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Batch {
+    /// That many devices per batch.
+    Number(u64),
+    /// ceil(total × value / 100) devices per batch.
+    Percentage(f64),
+}
+
+impl Batch {
+    /// Devices per batch for a job of `total` devices (at least 1).
+    pub fn size(self, total: u64) -> u64 {
+        match self {
+            Batch::Number(n) => n.max(1),
+            Batch::Percentage(p) => ((total as f64 * p / 100.0).ceil() as u64).max(1),
+        }
+    }
+
+    pub fn to_json(self) -> Value {
+        match self {
+            Batch::Number(n) => json!({"type": "number", "value": n}),
+            Batch::Percentage(p) => json!({"type": "percentage", "value": p}),
+        }
+    }
+}
+
+/// When failures cancel a job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    /// Counted per batch (each batch against its own size) or over the whole job.
+    pub per_batch: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdKind {
+    Number(u64),
+    Percentage(f64),
+}
+
+impl Threshold {
+    /// Whether `failed` failures among `size` devices reach the threshold. A number is reached
+    /// when `failed >= value`; a percentage when `failed * 100 >= value * size` (so 10% of 25
+    /// devices is reached at the 3rd failure: 300 >= 250, not at the 2nd: 200 < 250).
+    pub fn reached(self, failed: u64, size: u64) -> bool {
+        if failed == 0 {
+            return false;
+        }
+        match self.kind {
+            ThresholdKind::Number(n) => failed >= n,
+            ThresholdKind::Percentage(p) => failed as f64 * 100.0 >= p * size as f64,
+        }
+    }
+
+    pub fn to_json(self) -> Value {
+        let (kind, value) = match self.kind {
+            ThresholdKind::Number(n) => ("number", json!(n)),
+            ThresholdKind::Percentage(p) => ("percentage", json!(p)),
+        };
+        json!({"type": kind, "value": value, "batch": self.per_batch})
+    }
+}
+
+/// A validated job definition (what `PUT /jobs/{id}` and scheduled jobs carry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub group: String,
+    pub batch: Option<Batch>,
+    pub threshold: Option<Threshold>,
+    pub data: Vec<Operation>,
+    pub organizations: Vec<String>,
+}
+
+/// The statuses a job goes through.
+pub const PENDING: &str = "pending";
+pub const RUNNING: &str = "running";
+pub const STOPPED: &str = "stopped";
+pub const COMPLETE: &str = "complete";
+pub const CANCELLED: &str = "cancelled";
+pub const FAILED: &str = "failed";
+
+/// Read-only fields of a job body: the server sets them.
+pub const READ_ONLY: &[&str] = &["start", "end", "progress", "status"];
+
+/// The templates a job's checks consult: by id, its capability model's `@id` and capabilities.
+pub trait TemplateLookup {
+    /// The capabilities of the template whose id, or whose capability model's id, is `target`.
+    fn capabilities(&self, target: &str) -> Option<Vec<Capability>>;
+    fn exists(&self, template: &str) -> bool;
+}
+
+impl JobSpec {
+    /// Parses a job body. `preview` allows the preview version's data types (none supported
+    /// yet beyond the stable ones: `deviceManifestMigration` is refused with a clear message).
+    pub fn from_json(body: &Value, templates: &dyn TemplateLookup) -> Result<Self, Invalid> {
+        let fields = Fields::of(body)?;
+        for field in READ_ONLY {
+            if fields.contains(field) && !fields.get(field).is_none_or(Value::is_null) {
+                // Clients that PUT back what they read send these; only `status` of a new job
+                // would mean something, and it is the server's to set.
+                if *field == "status" && fields.get(field) != Some(&json!(PENDING)) {
+                    return Err(Invalid::field(field, "is read-only"));
+                }
+            }
+        }
+        let group = fields
+            .bounded_string("group", 255)?
+            .ok_or_else(|| Invalid::field("group", "is required"))?
+            .to_string();
+        let batch = fields.object("batch")?.map(parse_batch).transpose()?;
+        let threshold = fields
+            .object("cancellationThreshold")?
+            .map(parse_threshold)
+            .transpose()?;
+        let entries = fields
+            .array("data")?
+            .ok_or_else(|| Invalid::field("data", "is required"))?;
+        if entries.is_empty() {
+            return Err(Invalid::field("data", "must hold at least one entry"));
+        }
+        let data = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| parse_operation(entry, &format!("data[{i}]"), templates))
+            .collect::<Result<Vec<_>, _>>()?;
+        let targets: Vec<&str> = data
+            .iter()
+            .filter_map(|op| op.capability().map(|c| c.target.as_str()))
+            .collect();
+        if targets.windows(2).any(|w| w[0] != w[1]) {
+            return Err(Invalid::field(
+                "data",
+                "must name one target template in all its entries (a job acts on the devices of one template)",
+            ));
+        }
+        Ok(JobSpec {
+            display_name: fields
+                .bounded_string("displayName", 200)?
+                .map(str::to_string),
+            description: fields
+                .bounded_string("description", 1000)?
+                .map(str::to_string),
+            group,
+            batch,
+            threshold,
+            data,
+            organizations: fields.organizations()?,
+        })
+    }
+
+    /// The template a job's devices must have, if its data names one.
+    pub fn target(&self) -> Option<&str> {
+        self.data
+            .iter()
+            .find_map(|op| op.capability().map(|c| c.target.as_str()))
+    }
+
+    /// The body fields a job definition shows (without id, status, progress and times).
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        if let Some(name) = &self.display_name {
+            out.insert("displayName".into(), json!(name));
+        }
+        if let Some(description) = &self.description {
+            out.insert("description".into(), json!(description));
+        }
+        out.insert("group".into(), json!(self.group));
+        if let Some(batch) = self.batch {
+            out.insert("batch".into(), batch.to_json());
+        }
+        if let Some(threshold) = self.threshold {
+            out.insert("cancellationThreshold".into(), threshold.to_json());
+        }
+        out.insert(
+            "data".into(),
+            Value::Array(self.data.iter().map(Operation::to_json).collect()),
+        );
+        if !self.organizations.is_empty() {
+            out.insert("organizations".into(), json!(self.organizations));
+        }
+        out
+    }
+}
+
+fn kind_and_value(value: &Value, at: &str) -> Result<(String, f64), Invalid> {
+    let fields = Fields::nested(value, at)?;
+    let kind = fields.required_string("type")?.to_string();
+    let number = fields
+        .number("value")?
+        .ok_or_else(|| Invalid::field(&format!("{at}.value"), "is required"))?;
+    Ok((kind, number))
+}
+
+fn parse_batch(value: &Value) -> Result<Batch, Invalid> {
+    let (kind, number) = kind_and_value(value, "batch")?;
+    match kind.as_str() {
+        "number" if number >= 1.0 && number.fract() == 0.0 => Ok(Batch::Number(number as u64)),
+        "number" => Err(Invalid::field(
+            "batch.value",
+            "must be a whole number of devices, at least 1",
+        )),
+        "percentage" if number > 0.0 && number <= 100.0 => Ok(Batch::Percentage(number)),
+        "percentage" => Err(Invalid::field(
+            "batch.value",
+            "must be a percentage greater than 0 and at most 100",
+        )),
+        _ => Err(Invalid::field(
+            "batch.type",
+            "must be \"number\" or \"percentage\"",
+        )),
+    }
+}
+
+fn parse_threshold(value: &Value) -> Result<Threshold, Invalid> {
+    let (kind, number) = kind_and_value(value, "cancellationThreshold")?;
+    let per_batch = Fields::nested(value, "cancellationThreshold")?
+        .bool("batch")?
+        .unwrap_or(false);
+    let kind = match kind.as_str() {
+        "number" if number >= 1.0 && number.fract() == 0.0 => ThresholdKind::Number(number as u64),
+        "number" => {
+            return Err(Invalid::field(
+                "cancellationThreshold.value",
+                "must be a whole number of devices, at least 1",
+            ));
+        }
+        "percentage" if number > 0.0 && number <= 100.0 => ThresholdKind::Percentage(number),
+        "percentage" => {
+            return Err(Invalid::field(
+                "cancellationThreshold.value",
+                "must be a percentage greater than 0 and at most 100",
+            ));
+        }
+        _ => {
+            return Err(Invalid::field(
+                "cancellationThreshold.type",
+                "must be \"number\" or \"percentage\"",
+            ));
+        }
+    };
+    Ok(Threshold { kind, per_batch })
+}
+
+/// The data type names the spec uses, and the spellings in IoT Central's docs examples.
+fn canonical_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "property" | "PropertyJobData" => "property",
+        "command" | "CommandJobData" => "command",
+        "cloudProperty" | "CloudPropertyJobData" => "cloudProperty",
+        "deviceTemplateMigration" | "DeviceTemplateMigrationJobData" => "deviceTemplateMigration",
+        "deviceManifestMigration" | "DeviceManifestMigrationJobData" => "deviceManifestMigration",
+        _ => return None,
+    })
+}
+
+/// A capability path: `name`, or `component.name` / `component/name` for a component's.
+pub fn split_path(path: &str) -> (Option<&str>, &str) {
+    match path.split_once(['.', '/']) {
+        Some((component, name)) => (Some(component), name),
+        None => (None, path),
+    }
+}
+
+fn parse_operation(
+    entry: &Value,
+    at: &str,
+    templates: &dyn TemplateLookup,
+) -> Result<Operation, Invalid> {
+    let fields = Fields::nested(entry, at)?;
+    let kind_text = fields.required_string("type")?;
+    let kind = canonical_kind(kind_text).ok_or_else(|| {
+        Invalid::field(
+            &format!("{at}.type"),
+            format_args!("is \"{kind_text}\"; it must be one of property, command, cloudProperty, deviceTemplateMigration"),
+        )
+    })?;
+    match kind {
+        "deviceManifestMigration" => Err(Invalid::field(
+            &format!("{at}.type"),
+            "deviceManifestMigration needs deployment manifests, which this server does not support yet",
+        )),
+        "deviceTemplateMigration" => {
+            let template = fields
+                .string("template")?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Invalid::field(&format!("{at}.template"), "is required"))?;
+            if !templates.exists(template) {
+                return Err(Invalid::field(
+                    &format!("{at}.template"),
+                    format_args!("names the device template '{template}', which does not exist"),
+                ));
+            }
+            Ok(Operation::TemplateMigration {
+                template: template.to_string(),
+            })
+        }
+        _ => {
+            let target = fields
+                .string("target")?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Invalid::field(&format!("{at}.target"), "is required"))?;
+            let path = fields
+                .string("path")?
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| Invalid::field(&format!("{at}.path"), "is required"))?;
+            let capabilities = templates.capabilities(target).ok_or_else(|| {
+                Invalid::field(
+                    &format!("{at}.target"),
+                    format_args!("names the device template '{target}', which does not exist"),
+                )
+            })?;
+            let (component, name) = split_path(path);
+            let capability = find(&capabilities, component, name).ok_or_else(|| {
+                Invalid::field(
+                    &format!("{at}.path"),
+                    format_args!("names '{path}', which the template '{target}' does not define"),
+                )
+            })?;
+            let wanted = match kind {
+                "property" => CapabilityKind::WritableProperty,
+                "command" => CapabilityKind::Command,
+                _ => CapabilityKind::CloudProperty,
+            };
+            if capability.kind != wanted {
+                let why = match capability.kind {
+                    CapabilityKind::ReadOnlyProperty => {
+                        "is a read-only property; only the device sets it"
+                    }
+                    CapabilityKind::WritableProperty => "is a writable property, not a",
+                    CapabilityKind::CloudProperty => "is a cloud property, not a",
+                    CapabilityKind::Command => "is a command, not a",
+                    CapabilityKind::Telemetry => "is telemetry, not a",
+                };
+                let message = if capability.kind == CapabilityKind::ReadOnlyProperty {
+                    format!("names '{path}', which {why}")
+                } else {
+                    format!("names '{path}', which {why} {}", wanted_name(wanted))
+                };
+                return Err(Invalid::field(&format!("{at}.path"), message));
+            }
+            let value = fields.get("value").cloned();
+            let effective_value = match &value {
+                None if kind != "command" => {
+                    return Err(Invalid::field(&format!("{at}.value"), "is required"));
+                }
+                None => None,
+                Some(v) if capability.schema.is_null() => Some(v.clone()),
+                Some(v) => Some(
+                    coerce(&capability.schema, v)
+                        .map_err(|problem| Invalid::field(&format!("{at}.value"), problem))?,
+                ),
+            };
+            let target = CapabilityTarget {
+                target: target.to_string(),
+                path: path.to_string(),
+                component: component.map(str::to_string),
+                name: name.to_string(),
+                value,
+                effective_value,
+            };
+            Ok(match kind {
+                "property" => Operation::Property(target),
+                "command" => Operation::Command(target),
+                _ => Operation::CloudProperty(target),
+            })
+        }
+    }
+}
+
+fn wanted_name(kind: CapabilityKind) -> &'static str {
+    match kind {
+        CapabilityKind::WritableProperty => "writable property",
+        CapabilityKind::Command => "command",
+        CapabilityKind::CloudProperty => "cloud property",
+        _ => "capability",
+    }
+}
+
+/// A job value for a schema: IoT Central's own examples send numbers as strings (`"55"` for a
+/// double), so a string that reads as a number is taken for a numeric schema, and "true"/"false"
+/// for a boolean one; anything else must fit the schema as it is.
+pub fn coerce(schema: &Value, value: &Value) -> Result<Value, String> {
+    if let (Some(kind), Some(text)) = (schema.as_str(), value.as_str()) {
+        let converted = match kind {
+            "double" | "float" => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number)),
+            "integer" | "long" => text.trim().parse::<i64>().ok().map(|n| json!(n)),
+            "boolean" => text.trim().parse::<bool>().ok().map(Value::Bool),
+            _ => None,
+        };
+        if let Some(converted) = converted {
+            return Ok(converted);
+        }
+    }
+    check_value(schema, value)?;
+    Ok(value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes() {
+        assert_eq!(Batch::Percentage(25.0).size(10), 3);
+        assert_eq!(Batch::Percentage(25.0).size(4), 1);
+        assert_eq!(Batch::Percentage(100.0).size(7), 7);
+        assert_eq!(Batch::Percentage(0.1).size(5), 1);
+        assert_eq!(Batch::Number(3).size(10), 3);
+    }
+
+    #[test]
+    fn thresholds_at_the_exact_edge() {
+        let ten_percent = Threshold {
+            kind: ThresholdKind::Percentage(10.0),
+            per_batch: false,
+        };
+        assert!(!ten_percent.reached(2, 25));
+        assert!(ten_percent.reached(3, 25));
+        assert!(ten_percent.reached(1, 10));
+        assert!(!ten_percent.reached(0, 10));
+        let two = Threshold {
+            kind: ThresholdKind::Number(2),
+            per_batch: true,
+        };
+        assert!(!two.reached(1, 100));
+        assert!(two.reached(2, 100));
+    }
+
+    #[test]
+    fn numeric_strings_become_numbers() {
+        assert_eq!(coerce(&json!("double"), &json!("55")).unwrap(), json!(55.0));
+        assert_eq!(coerce(&json!("integer"), &json!("7")).unwrap(), json!(7));
+        assert!(coerce(&json!("double"), &json!("hot")).is_err());
+        assert!(coerce(&json!("double"), &json!(true)).is_err());
+        assert_eq!(
+            coerce(&json!("dateTime"), &json!("2021-06-15T05:00:00.000Z")).unwrap(),
+            json!("2021-06-15T05:00:00.000Z")
+        );
+    }
+
+    #[test]
+    fn paths_name_components_with_a_dot_or_a_slash() {
+        assert_eq!(
+            split_path("thermostat1.targetTemperature"),
+            (Some("thermostat1"), "targetTemperature")
+        );
+        assert_eq!(
+            split_path("thermostat1/targetTemperature"),
+            (Some("thermostat1"), "targetTemperature")
+        );
+        assert_eq!(split_path("targetTemperature"), (None, "targetTemperature"));
+    }
+}

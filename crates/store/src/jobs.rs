@@ -1,0 +1,448 @@
+//! SQL for `jobs` and `job_devices`. Every device state change is conditional on the state it
+//! leaves (`... WHERE status = 'running'`) and moves the job's counters in the same transaction,
+//! so a device is counted once and ends in exactly one final state, across crashes and retries.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::error::corrupt;
+use crate::{Page, Result, Store, StoreError, inserted, into_page, now_ms};
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub sort_key: String,
+    pub scheduled_job_id: Option<String>,
+    /// The job's definition as the API shows it (displayName, group, batch, data, ...).
+    pub definition: Value,
+    pub status: String,
+    /// Why a job failed as a whole (its group vanished, say).
+    pub reason: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub batch_size: i64,
+    pub rerun_of: Option<String>,
+}
+
+/// One device of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDevice {
+    pub device_id: String,
+    pub position: i64,
+    pub batch: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub detail: Option<Value>,
+    pub deadline_ms: Option<i64>,
+    pub desired_version: Option<i64>,
+    pub sent: bool,
+}
+
+/// A page of jobs, newest first: the keyset is the `sort_key`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobPageRequest<'a> {
+    pub before: Option<&'a str>,
+    pub size: usize,
+    pub scheduled_job_id: Option<&'a str>,
+}
+
+fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        sort_key: row.try_get("sort_key")?,
+        scheduled_job_id: row.try_get("scheduled_job_id")?,
+        definition: serde_json::from_str(&row.try_get::<String, _>("definition")?)
+            .map_err(corrupt)?,
+        status: row.try_get("status")?,
+        reason: row.try_get("reason")?,
+        start_ms: row.try_get("start_ms")?,
+        end_ms: row.try_get("end_ms")?,
+        total: row.try_get("total")?,
+        completed: row.try_get("completed")?,
+        failed: row.try_get("failed")?,
+        batch_size: row.try_get("batch_size")?,
+        rerun_of: row.try_get("rerun_of")?,
+    })
+}
+
+fn device_from_row(row: &AnyRow) -> Result<JobDevice> {
+    Ok(JobDevice {
+        device_id: row.try_get("device_id")?,
+        position: row.try_get("position")?,
+        batch: row.try_get("batch")?,
+        status: row.try_get("status")?,
+        reason: row.try_get("reason")?,
+        detail: row
+            .try_get::<Option<String>, _>("detail")?
+            .map(|t| serde_json::from_str(&t).map_err(corrupt))
+            .transpose()?,
+        deadline_ms: row.try_get("deadline_ms")?,
+        desired_version: row.try_get("desired_version")?,
+        sent: row.try_get::<i64, _>("sent")? != 0,
+    })
+}
+
+/// The ends a device's operation can come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    Completed,
+    Failed,
+}
+
+impl Store {
+    /// Stores a new job (status pending). `Conflict` when the id is taken.
+    pub async fn insert_job(&self, job: &JobRecord) -> Result<()> {
+        let result = sqlx::query(&self.sql(
+            "INSERT INTO jobs (id, sort_key, scheduled_job_id, definition, status, rerun_of, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&job.id)
+        .bind(&job.sort_key)
+        .bind(job.scheduled_job_id.as_deref())
+        .bind(job.definition.to_string())
+        .bind(&job.status)
+        .bind(job.rerun_of.as_deref())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        inserted(result, "job", &job.id)
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.row_by_id("jobs", "*", id, job_from_row).await
+    }
+
+    /// A page of jobs, newest first (optionally only one scheduled job's runs).
+    pub async fn list_jobs(&self, page: JobPageRequest<'_>) -> Result<Page<JobRecord>> {
+        let by_schedule = if page.scheduled_job_id.is_some() {
+            " AND scheduled_job_id = ?"
+        } else {
+            ""
+        };
+        let sql = self.sql(&format!(
+            "SELECT * FROM jobs WHERE sort_key < ?{by_schedule} ORDER BY sort_key DESC LIMIT ?"
+        ));
+        let mut query = sqlx::query(&sql).bind(page.before.unwrap_or("\u{10FFFF}"));
+        if let Some(schedule) = page.scheduled_job_id {
+            query = query.bind(schedule);
+        }
+        let rows = query
+            .bind(page.size as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, page.size))
+    }
+
+    /// Jobs in any of these statuses, oldest first (the engine's work list).
+    pub async fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<JobRecord>> {
+        let marks = vec!["?"; statuses.len()].join(", ");
+        let sql = self.sql(&format!(
+            "SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY sort_key"
+        ));
+        let mut query = sqlx::query(&sql);
+        for status in statuses {
+            query = query.bind(*status);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Moves a job from one of `from` to `to`; `Ok(false)` if it was in none of them.
+    pub async fn set_job_status(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        reason: Option<&str>,
+        ended: bool,
+    ) -> Result<bool> {
+        let marks = vec!["?"; from.len()].join(", ");
+        let end = if ended { ", end_ms = ?" } else { "" };
+        let sql = self.sql(&format!(
+            "UPDATE jobs SET status = ?, reason = COALESCE(?, reason){end} WHERE id = ? AND status IN ({marks})"
+        ));
+        let mut query = sqlx::query(&sql).bind(to).bind(reason);
+        if ended {
+            query = query.bind(now_ms());
+        }
+        query = query.bind(id);
+        for status in from {
+            query = query.bind(*status);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    /// Starts a pending job: fixes its devices (in this order), numbers their batches, and
+    /// marks it running. `Ok(false)` if it was no longer pending.
+    pub async fn start_job(&self, id: &str, devices: &[String], batch_size: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let started = sqlx::query(&self.sql(
+            "UPDATE jobs SET status = 'running', start_ms = ?, total = ?, batch_size = ? \
+             WHERE id = ? AND status = 'pending'",
+        ))
+        .bind(now_ms())
+        .bind(devices.len() as i64)
+        .bind(batch_size)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if started.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // Many rows per statement: a 100,000-device job is a few hundred statements.
+        for (chunk_index, chunk) in devices.chunks(200).enumerate() {
+            let values = vec!["(?, ?, ?, ?, 'pending')"; chunk.len()].join(", ");
+            let sql = self.sql(&format!(
+                "INSERT INTO job_devices (job_id, device_id, position, batch, status) VALUES {values}"
+            ));
+            let mut query = sqlx::query(&sql);
+            for (i, device) in chunk.iter().enumerate() {
+                let position = (chunk_index * 200 + i) as i64;
+                query = query
+                    .bind(id)
+                    .bind(device)
+                    .bind(position)
+                    .bind(position / batch_size.max(1));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A page of a job's devices, in the job's order (keyset on the position).
+    pub async fn job_devices(
+        &self,
+        job_id: &str,
+        after_position: Option<i64>,
+        size: usize,
+    ) -> Result<Page<JobDevice>> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT * FROM job_devices WHERE job_id = ? AND position > ? ORDER BY position LIMIT ?",
+        ))
+        .bind(job_id)
+        .bind(after_position.unwrap_or(-1))
+        .bind(size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(device_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(into_page(items, size))
+    }
+
+    /// A job's devices in one status, in order, at most `limit`.
+    pub async fn job_devices_with_status(
+        &self,
+        job_id: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<JobDevice>> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT * FROM job_devices WHERE job_id = ? AND status = ? ORDER BY position LIMIT ?",
+        ))
+        .bind(job_id)
+        .bind(status)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    /// The first batch that still has devices to finish, and its pending devices (in order, at
+    /// most `limit`). `None` when every device has finished.
+    pub async fn current_batch(
+        &self,
+        job_id: &str,
+        limit: usize,
+    ) -> Result<Option<(i64, Vec<JobDevice>)>> {
+        let row = sqlx::query(&self.sql(
+            "SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status IN ('pending', 'running')",
+        ))
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(batch) = row.try_get::<Option<i64>, _>("batch")? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(&self.sql(
+            "SELECT * FROM job_devices WHERE job_id = ? AND batch = ? AND status = 'pending' \
+             ORDER BY position LIMIT ?",
+        ))
+        .bind(job_id)
+        .bind(batch)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let devices = rows
+            .iter()
+            .map(device_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((batch, devices)))
+    }
+
+    /// Whether an earlier job that is pending or running still has this device to do: a device
+    /// gets the operations of the jobs that target it in the order the jobs were created.
+    pub async fn earlier_job_holds_device(&self, sort_key: &str, device_id: &str) -> Result<bool> {
+        let row = sqlx::query(&self.sql(
+            "SELECT 1 AS one FROM job_devices d JOIN jobs j ON j.id = d.job_id \
+             WHERE d.device_id = ? AND d.status IN ('pending', 'running') \
+             AND j.sort_key < ? AND j.status IN ('pending', 'running') LIMIT 1",
+        ))
+        .bind(device_id)
+        .bind(sort_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Marks a pending device running, with its deadline. `Ok(false)` if it was not pending.
+    pub async fn start_job_device(
+        &self,
+        job_id: &str,
+        device_id: &str,
+        deadline_ms: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE job_devices SET status = 'running', started_ms = ?, deadline_ms = ? \
+             WHERE job_id = ? AND device_id = ? AND status = 'pending'",
+        ))
+        .bind(now_ms())
+        .bind(deadline_ms)
+        .bind(job_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records progress of a running device: the desired version its property write made, or
+    /// that its command was sent (so a restart never sends it again).
+    pub async fn note_job_device(
+        &self,
+        job_id: &str,
+        device_id: &str,
+        desired_version: Option<i64>,
+        sent: bool,
+    ) -> Result<()> {
+        sqlx::query(&self.sql(
+            "UPDATE job_devices SET desired_version = COALESCE(?, desired_version), \
+             sent = CASE WHEN ? THEN 1 ELSE sent END WHERE job_id = ? AND device_id = ?",
+        ))
+        .bind(desired_version)
+        .bind(sent)
+        .bind(job_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a running device's operation and counts it in the job, once. `Ok(false)` if the
+    /// device was not running (already finished).
+    pub async fn finish_job_device(
+        &self,
+        job_id: &str,
+        device_id: &str,
+        outcome: DeviceOutcome,
+        reason: Option<&str>,
+        detail: Option<&Value>,
+    ) -> Result<bool> {
+        let (status, counter) = match outcome {
+            DeviceOutcome::Completed => ("completed", "completed"),
+            DeviceOutcome::Failed => ("failed", "failed"),
+        };
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&self.sql(
+            "UPDATE job_devices SET status = ?, reason = ?, detail = ?, finished_ms = ? \
+             WHERE job_id = ? AND device_id = ? AND status = 'running'",
+        ))
+        .bind(status)
+        .bind(reason)
+        .bind(detail.map(Value::to_string))
+        .bind(now_ms())
+        .bind(job_id)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(&self.sql(&format!(
+            "UPDATE jobs SET {counter} = {counter} + 1 WHERE id = ?"
+        )))
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// How many of a batch's devices there are, and how many failed.
+    pub async fn batch_counts(&self, job_id: &str, batch: i64) -> Result<(i64, i64)> {
+        let row = sqlx::query(&self.sql(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
+             FROM job_devices WHERE job_id = ? AND batch = ?",
+        ))
+        .bind(job_id)
+        .bind(batch)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("total")?, row.try_get("failed")?))
+    }
+
+    /// The ids of a job's failed devices, in order (what a rerun targets).
+    pub async fn failed_job_devices(&self, job_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT device_id FROM job_devices WHERE job_id = ? AND status = 'failed' ORDER BY position",
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("device_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The ids of devices matching a condition, in id order (a job's membership).
+    pub async fn device_ids(
+        &self,
+        condition: &flotilla_filter::sql::SqlCondition,
+        templates: &[String],
+    ) -> Result<Vec<String>> {
+        let in_templates = if templates.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND template IN ({})",
+                vec!["?"; templates.len()].join(", ")
+            )
+        };
+        let sql = self.sql(&format!(
+            "SELECT id FROM devices WHERE ({}){in_templates} ORDER BY id",
+            condition.sql
+        ));
+        let mut query = sqlx::query(&sql);
+        for param in &condition.params {
+            query = match param {
+                flotilla_filter::sql::SqlParam::Text(s) => query.bind(s.clone()),
+                flotilla_filter::sql::SqlParam::Real(n) => query.bind(*n),
+                flotilla_filter::sql::SqlParam::Bool(b) => query.bind(*b),
+            };
+        }
+        for template in templates {
+            query = query.bind(template.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
+    }
+}
