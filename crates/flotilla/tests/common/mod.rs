@@ -98,6 +98,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--mqtt-addr",
                 "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(&self.data_dir)
