@@ -15,3 +15,11 @@ cargo test --workspace --locked
 
 # The end-to-end tests again, each server on a fresh PostgreSQL database instead of SQLite.
 FLOTILLA_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432 cargo test --locked -p flotilla --tests
+
+# The device end-to-end tests: the real Azure IoT Python device SDK (azure-iot-device, from
+# PyPI) against the built binary, each test on its own server and loopback address.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -r tests/sdk/requirements.txt
+cargo build --locked -p flotilla
+# pytest exits 5 when it collects no test; `set -e` makes that, like any failure, fail the run.
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/sdk

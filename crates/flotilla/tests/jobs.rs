@@ -250,7 +250,7 @@ async fn batch_sizes_by_percentage_round_up() {
     let (_server, api) = server("1").await;
     devices(&api, "tc-", 5, CONTROLLER).await;
     group(&api, "controllers", "SELECT * FROM devices").await;
-    // 25% of 5 devices is 1.25: batches of 2, so three batches of about 1 s.
+    // 25% of 5 devices is 1.25: batches of 2 ([0,1], [2,3], [4]), never more at once.
     api.put(
         "/jobs/quarter",
         property_job(
@@ -260,13 +260,26 @@ async fn batch_sizes_by_percentage_round_up() {
     )
     .await
     .ok(200);
-    let started = Instant::now();
-    wait_for(&api, "quarter", &["complete"]).await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_millis(3900),
-        "{elapsed:?}"
-    );
+    let mut largest = 0;
+    loop {
+        let states = job_devices(&api, "quarter").await;
+        let running: Vec<usize> = states
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d["status"] == "running")
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            running.iter().all(|i| i / 2 == running[0] / 2),
+            "devices of two batches ran at once: {running:?}"
+        );
+        largest = largest.max(running.len());
+        if api.get("/jobs/quarter").await.body["status"] == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(largest, 2, "a batch is two devices, rounded up from 1.25");
 }
 
 /// Per-job percentage threshold: 10 offline devices in batches of 2. Reaching 20% (2 of 10)

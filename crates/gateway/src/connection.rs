@@ -254,12 +254,44 @@ fn packet_out(packet: Packet) -> Outgoing {
     Outgoing::Packet(packet)
 }
 
+/// Checks what the codec does not: the fixed header's flag bits (MQTT-2.2.2-1: SUBSCRIBE,
+/// UNSUBSCRIBE and PUBREL carry 0b0010, the other non-PUBLISH packets 0) and CONNECT's reserved
+/// flag bit (MQTT-3.1.2-3). Either wrong makes the packet malformed, and the connection closes.
+fn check_reserved_bits(buffer: &[u8]) -> Result<(), End> {
+    let Some(&first) = buffer.first() else {
+        return Ok(());
+    };
+    let (kind, flags) = (first >> 4, first & 0x0F);
+    let expected = match kind {
+        3 => return Ok(()), // PUBLISH: DUP, QoS and RETAIN; the codec checks the QoS.
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    if flags != expected {
+        return Err(End::Protocol("reserved fixed-header flags are wrong"));
+    }
+    if kind == 1 {
+        // Skip the remaining-length varint, then "MQTT" (2 + 4 bytes) and the level byte.
+        let length_bytes = buffer[1..].iter().take(4).position(|b| b & 0x80 == 0);
+        if let Some(n) = length_bytes {
+            let flags_at = 1 + n + 1 + 7;
+            if let Some(connect_flags) = buffer.get(flags_at)
+                && connect_flags & 0x01 != 0
+            {
+                return Err(End::Protocol("CONNECT's reserved flag is set"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the next whole packet, reading from the stream as needed.
 async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
 ) -> Result<Packet, End> {
     loop {
+        check_reserved_bits(buffer)?;
         match Packet::read(buffer, MAX_PACKET) {
             Ok(packet) => return Ok(packet),
             Err(CodecError::InsufficientBytes(_)) => {}
@@ -346,4 +378,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_bits_are_checked() {
+        assert!(check_reserved_bits(&[0x82, 0x05]).is_ok());
+        assert!(check_reserved_bits(&[0x80, 0x05]).is_err());
+        assert!(check_reserved_bits(&[0xC0, 0x00]).is_ok());
+        assert!(check_reserved_bits(&[0xC1, 0x00]).is_err());
+        assert!(check_reserved_bits(&[0x3B, 0x05]).is_ok());
+        // CONNECT: header, length 0x10, "\0\x04MQTT", level 4, flags.
+        let connect = |flags: u8| [0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, flags];
+        assert!(check_reserved_bits(&connect(0xC2)).is_ok());
+        assert!(check_reserved_bits(&connect(0xC3)).is_err());
+        assert!(check_reserved_bits(&[]).is_ok());
+    }
 }
