@@ -610,6 +610,57 @@ pub struct Job {
     pub organizations: Option<Vec<String>>,
 }
 
+/// A scheduled job: a job definition plus its schedule.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledJob {
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub description: Option<String>,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub batch: Option<JobBatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cancellation_threshold: Option<JobCancellationThreshold>,
+    pub data: Vec<JobData>,
+    pub schedule: JobSchedule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub enabled: Option<bool>,
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub completed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub organizations: Option<Vec<String>>,
+}
+
+/// When a scheduled job runs: at `start`, then daily, weekly or monthly until `end`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobSchedule {
+    pub start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub recurrence: Option<String>,
+    /// `{"type": "date", "date": "2022-12-30"}` or `{"type": "occurrences", "occurrences": 5}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub end: Option<Map<String, Value>>,
+}
+
 /// One device of a job: `id`, `status` (pending, running, completed, failed), and beside the
 /// spec's fields, `reason` for a failure and, for commands, `responseCode` and `response`.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -661,6 +712,10 @@ collection!(
 collection!(
     /// A page of enrollment groups.
     EnrollmentGroupCollection of EnrollmentGroup
+);
+collection!(
+    /// A page of scheduled jobs.
+    ScheduledJobCollection of ScheduledJob
 );
 collection!(
     /// A page of jobs, newest first.

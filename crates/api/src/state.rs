@@ -13,4 +13,6 @@ pub struct AppState {
     pub hub: flotilla_gateway::Hub,
     /// The job engine, woken when jobs change.
     pub jobs: flotilla_jobs::Engine,
+    /// The time schedules go by (the system clock, or a test's).
+    pub clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock>,
 }

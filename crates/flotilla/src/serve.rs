@@ -60,6 +60,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_JOB_MAX_IN_FLIGHT", default_value_t = 1000)]
     pub job_max_in_flight: usize,
 
+    /// For tests only: read the scheduler's current time from this file (an RFC 3339 time) instead
+    /// of the system clock, so that schedules can be driven without waiting.
+    #[arg(long, env = "FLOTILLA_CLOCK_FILE", hide = true)]
+    pub clock_file: Option<PathBuf>,
+
     /// An administrator API token to accept instead of generating one at first start.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -150,12 +155,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
+    let clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock> = match &args.clock_file {
+        Some(path) => {
+            tracing::warn!(path = %path.display(), "schedules follow the time in this file, not the system clock");
+            std::sync::Arc::new(flotilla_jobs::clock::FileClock(path.clone()))
+        }
+        None => std::sync::Arc::new(flotilla_jobs::clock::SystemClock),
+    };
+    flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
+
     let state = AppState {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
         hub: hub.clone(),
         jobs,
+        clock,
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);

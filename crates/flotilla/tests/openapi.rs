@@ -152,6 +152,32 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("Jobs_Stop", "post", "/jobs/{jobId}/stop"),
     ("Jobs_Resume", "post", "/jobs/{jobId}/resume"),
     ("Jobs_Rerun", "put", "/jobs/{jobId}/rerun/{rerunId}"),
+    ("ScheduledJobs_List", "get", "/scheduledJobs"),
+    (
+        "ScheduledJobs_Get",
+        "get",
+        "/scheduledJobs/{scheduledJobId}",
+    ),
+    (
+        "ScheduledJobs_Create",
+        "put",
+        "/scheduledJobs/{scheduledJobId}",
+    ),
+    (
+        "ScheduledJobs_Update",
+        "patch",
+        "/scheduledJobs/{scheduledJobId}",
+    ),
+    (
+        "ScheduledJobs_Remove",
+        "delete",
+        "/scheduledJobs/{scheduledJobId}",
+    ),
+    (
+        "ScheduledJobs_ListJobs",
+        "get",
+        "/scheduledJobs/{scheduledJobId}/jobs",
+    ),
     ("DeviceGroups_List", "get", "/deviceGroups"),
     ("DeviceGroups_Get", "get", "/deviceGroups/{deviceGroupId}"),
     (
@@ -212,6 +238,7 @@ fn path_value(name: &str, in_component: bool) -> String {
     match name {
         "componentName" => "thermostat1".into(),
         "jobId" => "openapi-job".into(),
+        "scheduledJobId" => "openapi-schedule".into(),
         "rerunId" => "openapi-rerun".into(),
         "commandName" if in_component => "getMaxMinReport".into(),
         "commandName" => "reboot".into(),
@@ -261,6 +288,15 @@ fn sample_body(operation_id: &str) -> Option<Value> {
             json!({"targetTemperature": 22})
         }
         "Devices_RunCommand" => json!({"request": 3}),
+        "ScheduledJobs_Create" => json!({
+            "displayName": "OpenAPI schedule",
+            "group": "openapi-group",
+            "data": [{"type": "cloudProperty", "target": CONTROLLER, "path": "customerName", "value": "Contoso"}],
+            "schedule": {"start": "2030-01-01T00:00:00Z", "recurrence": "daily", "end": {"type": "occurrences", "occurrences": 3}}
+        }),
+        "ScheduledJobs_Update" => {
+            json!({"schedule": {"start": "2030-01-01T00:00:00Z", "recurrence": "weekly"}})
+        }
         "Jobs_Create" => json!({
             "displayName": "OpenAPI job",
             "group": "openapi-group",

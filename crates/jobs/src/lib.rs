@@ -3,12 +3,15 @@
 //! cancellation thresholds, stop and resume, durable in the database so that a restart goes on
 //! where the last process stopped.
 //!
-//! `engine` drives jobs; `device_op` is what a job does to one device; `templates` resolves a
+//! `engine` drives jobs; `scheduler` creates the jobs of scheduled jobs at their occurrences
+//! (by `clock`); `device_op` is what a job does to one device; `templates` resolves a
 //! job's target template; `config` holds the timings.
 
+pub mod clock;
 pub mod config;
 mod device_op;
 pub mod engine;
+pub mod scheduler;
 pub mod templates;
 
 pub use config::EngineConfig;

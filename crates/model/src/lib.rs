@@ -13,6 +13,7 @@ pub mod job;
 pub mod keys;
 pub mod properties;
 pub mod roles;
+pub mod schedule;
 pub mod schema;
 pub mod template;
 pub mod twin;

@@ -10,6 +10,7 @@ mod dialect;
 mod enrollment_groups;
 mod error;
 mod jobs;
+mod scheduled_jobs;
 mod settings;
 mod twins;
 
@@ -18,6 +19,7 @@ pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
 pub use error::StoreError;
 pub use jobs::{DeviceOutcome, JobDevice, JobPageRequest, JobRecord};
+pub use scheduled_jobs::ScheduledJobRecord;
 pub use twins::CommandRecord;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

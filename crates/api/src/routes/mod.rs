@@ -11,6 +11,7 @@ mod devices;
 mod enrollment_groups;
 mod jobs;
 mod roles;
+mod scheduled_jobs;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(device_groups::router())
         .merge(enrollment_groups::router())
         .merge(jobs::router())
+        .merge(scheduled_jobs::router())
 }
 
 /// How many times a read-modify-write retries when another writer got in between.

@@ -1,0 +1,297 @@
+//! `/scheduledJobs`: jobs that run at a future time and recur (once, daily, weekly, monthly),
+//! with ETags, enable and disable, and the jobs their occurrences created.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use flotilla_model::ids::check_entity_id;
+use flotilla_model::job::Operation;
+use flotilla_model::new_etag;
+use flotilla_model::roles::{Access, Area};
+use flotilla_model::schedule::Schedule;
+use flotilla_model::validate::{Fields, check_read_only, merge_patch};
+use flotilla_store::{JobPageRequest, ScheduledJobRecord, StoreError};
+use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::jobs::{render as render_job, validate_definition};
+use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, IfMatch, ListParams};
+use crate::paging::{ListQuery, list_body};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, create, update, remove))
+        .routes(routes!(jobs))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("The scheduled job '{id}' was not found."))
+}
+
+/// Fields the server sets.
+const READ_ONLY: &[&str] = &["id", "completed"];
+
+pub fn render(job: &ScheduledJobRecord) -> Value {
+    let mut body = job.definition.clone();
+    body["id"] = json!(job.id);
+    body["schedule"] = job.schedule.clone();
+    body["enabled"] = json!(job.enabled);
+    body["completed"] = json!(job.completed);
+    body["etag"] = json!(job.etag);
+    body
+}
+
+/// Validates a whole scheduled-job body: the job definition (as a job's), the schedule, and that
+/// all data entries have one type. Returns (definition, schedule, enabled).
+async fn validate(state: &AppState, id: &str, body: &Value) -> ApiResult<(Value, Schedule, bool)> {
+    let fields = Fields::of(body)?;
+    fields.check_path_id("id", id)?;
+    let schedule_value = fields
+        .object("schedule")?
+        .ok_or_else(|| flotilla_model::Invalid::field("schedule", "is required"))?;
+    let schedule = Schedule::from_json(schedule_value)?;
+    let enabled = fields.bool("enabled")?.unwrap_or(false);
+    let mut job_body: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+    for key in ["schedule", "enabled", "completed", "etag", "id"] {
+        job_body.remove(key);
+    }
+    let spec = validate_definition(state, &Value::Object(job_body)).await?;
+    let kinds: Vec<&str> = spec.data.iter().map(Operation::kind).collect();
+    if kinds.windows(2).any(|w| w[0] != w[1]) {
+        return Err(ApiError::bad_request(
+            "The field 'data' must hold entries of one type in a scheduled job.",
+        ));
+    }
+    Ok((Value::Object(spec.to_json()), schedule, enabled))
+}
+
+#[utoipa::path(
+    get,
+    path = "/scheduledJobs",
+    operation_id = "ScheduledJobs_List",
+    tag = "ScheduledJobs",
+    summary = "Get the list of scheduled job definitions in an application",
+    params(ListParams),
+    responses((status = 200, description = "Success", body = openapi::ScheduledJobCollection)),
+)]
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = state.store.list_scheduled_jobs(query.page()).await?;
+    Ok(Json(list_body(page, |j| &j.id, render, &uri, &headers)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/scheduledJobs/{scheduledJobId}",
+    operation_id = "ScheduledJobs_Get",
+    tag = "ScheduledJobs",
+    summary = "Get details about a scheduled job by ID",
+    params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job.")),
+    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+)]
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let job = state
+        .store
+        .scheduled_job(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(render(&job)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/scheduledJobs/{scheduledJobId}",
+    operation_id = "ScheduledJobs_Create",
+    tag = "ScheduledJobs",
+    summary = "Create or update a scheduled job by ID",
+    description = "`enabled` defaults to false, as in IoT Central. An existing id is replaced (with If-Match or the body's etag checked).",
+    params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), IfMatch),
+    request_body(content = openapi::ScheduledJob, description = "The scheduled job."),
+    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+)]
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let body = body.into_json()?;
+    check_entity_id("scheduledJobId", &id)?;
+    let expected = expected_etag(&headers, Some(&body))?;
+    let (definition, schedule, enabled) = validate(&state, &id, &body).await?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let record = ScheduledJobRecord {
+            id: id.clone(),
+            etag: new_etag(),
+            definition: definition.clone(),
+            schedule: schedule.to_json(),
+            enabled,
+            completed: false,
+            next_occurrence: schedule.first_at_or_after(state.clock.now()) as i64,
+        };
+        match state.store.scheduled_job(&id).await? {
+            None => match state.store.insert_scheduled_job(&record).await {
+                Ok(()) => return Ok(Json(render(&record))),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Some(current) => {
+                check_etag(expected.as_deref(), &current.etag)?;
+                check_read_only(&render(&current), &body, READ_ONLY)?;
+                if state
+                    .store
+                    .replace_scheduled_job(&record, &current.etag)
+                    .await?
+                {
+                    return Ok(Json(render(&record)));
+                }
+            }
+        }
+    }
+    Err(concurrent_update())
+}
+
+#[utoipa::path(
+    patch,
+    path = "/scheduledJobs/{scheduledJobId}",
+    operation_id = "ScheduledJobs_Update",
+    tag = "ScheduledJobs",
+    summary = "Update a scheduled job by ID",
+    description = "A JSON merge patch. A stale If-Match (or body etag) is 412. Enabling a schedule, or changing it, does not replay past occurrences.",
+    params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), IfMatch),
+    request_body(description = "A JSON merge patch of the scheduled job.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
+    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+)]
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    patch: JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let patch = patch.into_json()?;
+    let expected = expected_etag(&headers, Some(&patch))?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = state
+            .store
+            .scheduled_job(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        check_etag(expected.as_deref(), &current.etag)?;
+        let current_json = render(&current);
+        check_read_only(&current_json, &patch, READ_ONLY)?;
+        let mut merged = current_json;
+        merge_patch(&mut merged, &patch);
+        let (definition, schedule, enabled) = validate(&state, &id, &merged).await?;
+        let schedule_json = schedule.to_json();
+        // A changed schedule, or one switched back on, starts from now: the past is not replayed.
+        let restart = schedule_json != current.schedule || (enabled && !current.enabled);
+        let next_occurrence = if restart {
+            schedule.first_at_or_after(state.clock.now()) as i64
+        } else {
+            current.next_occurrence
+        };
+        let record = ScheduledJobRecord {
+            id: id.clone(),
+            etag: new_etag(),
+            definition,
+            completed: if restart { false } else { current.completed },
+            schedule: schedule_json,
+            enabled,
+            next_occurrence,
+        };
+        if state
+            .store
+            .replace_scheduled_job(&record, &current.etag)
+            .await?
+        {
+            return Ok(Json(render(&record)));
+        }
+    }
+    Err(concurrent_update())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/scheduledJobs/{scheduledJobId}",
+    operation_id = "ScheduledJobs_Remove",
+    tag = "ScheduledJobs",
+    summary = "Delete a scheduled job by ID",
+    description = "Future occurrences no longer run; the jobs of past ones stay.",
+    params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job.")),
+    responses((status = 204, description = "Success")),
+)]
+async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Area::Jobs, Access::Write)?;
+    state
+        .store
+        .delete_scheduled_job(&id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(&id),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get,
+    path = "/scheduledJobs/{scheduledJobId}/jobs",
+    operation_id = "ScheduledJobs_ListJobs",
+    tag = "ScheduledJobs",
+    summary = "Get the list of jobs for a scheduled job definition",
+    description = "Newest first. Also after the scheduled job is deleted.",
+    params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), ListParams),
+    responses((status = 200, description = "Success", body = openapi::JobCollection)),
+)]
+async fn jobs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    caller.require(Area::Jobs, Access::Read)?;
+    let query = ListQuery::parse(&uri, &caller)?;
+    let page = query.page();
+    let jobs = state
+        .store
+        .list_jobs(JobPageRequest {
+            before: page.after,
+            size: page.size,
+            scheduled_job_id: Some(&id),
+        })
+        .await?;
+    Ok(Json(list_body(
+        jobs,
+        |j| &j.sort_key,
+        render_job,
+        &uri,
+        &headers,
+    )))
+}

@@ -1,0 +1,99 @@
+//! The scheduler: at each occurrence of an enabled scheduled job, it creates a job (named
+//! "{displayName} - {n}", with `scheduledJobId`) that the engine runs over the group as it is at
+//! that moment. Each occurrence runs once: the run, the job and the schedule's progress are
+//! written in one transaction keyed by (schedule, occurrence). After downtime only the latest
+//! missed occurrence runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_model::job;
+use flotilla_model::schedule::Schedule;
+use flotilla_store::{JobRecord, ScheduledJobRecord, Store};
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::engine::Engine;
+
+/// How often the scheduler looks at the schedules: occurrences start within this of their time.
+const TICK: Duration = Duration::from_millis(250);
+
+pub fn start(store: Store, engine: Engine, clock: Arc<dyn Clock>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = pass(&store, &engine, clock.as_ref()).await {
+                tracing::error!(error = %e, "scheduler pass failed");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    });
+}
+
+async fn pass(store: &Store, engine: &Engine, clock: &dyn Clock) -> flotilla_store::Result<()> {
+    let now = clock.now();
+    for scheduled in store.active_scheduled_jobs().await? {
+        let schedule = match Schedule::from_json(&scheduled.schedule) {
+            Ok(schedule) => schedule,
+            Err(e) => {
+                tracing::error!(scheduled_job = %scheduled.id, error = %e.message, "a stored schedule no longer parses");
+                continue;
+            }
+        };
+        let next = scheduled.next_occurrence.max(0) as u32;
+        match schedule.due(next, now) {
+            Some(occurrence) => {
+                let job = occurrence_job(&scheduled, occurrence, now);
+                let completed = !schedule.has_more(occurrence + 1);
+                if store
+                    .fire_occurrence(&scheduled.id, occurrence as i64, &job, completed)
+                    .await?
+                {
+                    if occurrence > next {
+                        tracing::warn!(scheduled_job = %scheduled.id, skipped = occurrence - next, "missed occurrences skipped; ran the latest");
+                    }
+                    tracing::info!(scheduled_job = %scheduled.id, occurrence, job = %job.id, "scheduled job ran");
+                    engine.wake();
+                }
+            }
+            None if !schedule.has_more(next) => store.complete_scheduled_job(&scheduled.id).await?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// The job an occurrence creates: the schedule's definition, numbered.
+fn occurrence_job(
+    scheduled: &ScheduledJobRecord,
+    occurrence: u32,
+    now: jiff::Timestamp,
+) -> JobRecord {
+    let mut definition = scheduled.definition.clone();
+    let number = occurrence + 1;
+    let name = definition
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(&scheduled.id)
+        .to_string();
+    definition["displayName"] = json!(format!("{name} - {number}"));
+    JobRecord {
+        id: format!("{}-{number}", scheduled.id),
+        sort_key: format!(
+            "{:013}-{}",
+            now.as_millisecond()
+                .max(jiff::Timestamp::now().as_millisecond()),
+            flotilla_model::keys::random_hex::<6>()
+        ),
+        scheduled_job_id: Some(scheduled.id.clone()),
+        definition,
+        status: job::PENDING.into(),
+        reason: None,
+        start_ms: None,
+        end_ms: None,
+        total: 0,
+        completed: 0,
+        failed: 0,
+        batch_size: 0,
+        rerun_of: None,
+    }
+}

@@ -1,0 +1,176 @@
+//! SQL for `scheduled_jobs` and their runs.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::devices::bool_column;
+use crate::error::corrupt;
+use crate::jobs::JobRecord;
+use crate::{Page, PageRequest, Result, Store, StoreError, inserted, now_ms};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledJobRecord {
+    pub id: String,
+    pub etag: String,
+    /// The job definition (displayName, group, batch, data, ...).
+    pub definition: Value,
+    pub schedule: Value,
+    pub enabled: bool,
+    pub completed: bool,
+    pub next_occurrence: i64,
+}
+
+const COLUMNS: &str = "id, etag, definition, schedule, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, \
+     CAST(CASE WHEN completed THEN 1 ELSE 0 END AS BIGINT) AS completed, next_occurrence";
+
+fn from_row(row: &AnyRow) -> Result<ScheduledJobRecord> {
+    Ok(ScheduledJobRecord {
+        id: row.try_get("id")?,
+        etag: row.try_get("etag")?,
+        definition: serde_json::from_str(&row.try_get::<String, _>("definition")?)
+            .map_err(corrupt)?,
+        schedule: serde_json::from_str(&row.try_get::<String, _>("schedule")?).map_err(corrupt)?,
+        enabled: bool_column(row, "enabled")?,
+        completed: bool_column(row, "completed")?,
+        next_occurrence: row.try_get("next_occurrence")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_scheduled_job(&self, job: &ScheduledJobRecord) -> Result<()> {
+        let result = sqlx::query(&self.sql(
+            "INSERT INTO scheduled_jobs (id, etag, definition, schedule, enabled, completed, next_occurrence, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&job.id)
+        .bind(&job.etag)
+        .bind(job.definition.to_string())
+        .bind(job.schedule.to_string())
+        .bind(job.enabled)
+        .bind(job.completed)
+        .bind(job.next_occurrence)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        inserted(result, "scheduled job", &job.id)
+    }
+
+    /// Replaces a scheduled job if its etag is still `expected_etag`; `Ok(false)` if not.
+    pub async fn replace_scheduled_job(
+        &self,
+        job: &ScheduledJobRecord,
+        expected_etag: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE scheduled_jobs SET etag = ?, definition = ?, schedule = ?, enabled = ?, completed = ?, \
+             next_occurrence = ? WHERE id = ? AND etag = ?",
+        ))
+        .bind(&job.etag)
+        .bind(job.definition.to_string())
+        .bind(job.schedule.to_string())
+        .bind(job.enabled)
+        .bind(job.completed)
+        .bind(job.next_occurrence)
+        .bind(&job.id)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn scheduled_job(&self, id: &str) -> Result<Option<ScheduledJobRecord>> {
+        self.row_by_id("scheduled_jobs", COLUMNS, id, from_row)
+            .await
+    }
+
+    pub async fn list_scheduled_jobs(
+        &self,
+        page: PageRequest<'_>,
+    ) -> Result<Page<ScheduledJobRecord>> {
+        self.page_of("scheduled_jobs", COLUMNS, page, from_row)
+            .await
+    }
+
+    /// The enabled, unfinished scheduled jobs (the scheduler's work list).
+    pub async fn active_scheduled_jobs(&self) -> Result<Vec<ScheduledJobRecord>> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {COLUMNS} FROM scheduled_jobs WHERE enabled = ? AND completed = ? ORDER BY id"
+        )))
+        .bind(true)
+        .bind(false)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn delete_scheduled_job(&self, id: &str) -> Result<()> {
+        self.delete_by_id("scheduled_jobs", id).await
+    }
+
+    /// Runs occurrence `occurrence` of a scheduled job: records the run, creates its job and
+    /// moves the schedule on, all or nothing. `Ok(false)` when that occurrence already ran (or
+    /// the schedule moved on meanwhile): an occurrence never creates two jobs.
+    pub async fn fire_occurrence(
+        &self,
+        scheduled_job_id: &str,
+        occurrence: i64,
+        job: &JobRecord,
+        completed: bool,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(&self.sql(
+            "UPDATE scheduled_jobs SET next_occurrence = ?, completed = ? \
+             WHERE id = ? AND next_occurrence <= ? AND enabled = ?",
+        ))
+        .bind(occurrence + 1)
+        .bind(completed)
+        .bind(scheduled_job_id)
+        .bind(occurrence)
+        .bind(true)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let run = sqlx::query(&self.sql(
+            "INSERT INTO scheduled_job_runs (scheduled_job_id, occurrence, job_id) VALUES (?, ?, ?)",
+        ))
+        .bind(scheduled_job_id)
+        .bind(occurrence)
+        .bind(&job.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from);
+        match run {
+            Err(e) if e.is_unique_violation() => return Ok(false),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        sqlx::query(&self.sql(
+            "INSERT INTO jobs (id, sort_key, scheduled_job_id, definition, status, rerun_of, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&job.id)
+        .bind(&job.sort_key)
+        .bind(job.scheduled_job_id.as_deref())
+        .bind(job.definition.to_string())
+        .bind(&job.status)
+        .bind(job.rerun_of.as_deref())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a scheduled job completed (no occurrence remains).
+    pub async fn complete_scheduled_job(&self, id: &str) -> Result<()> {
+        sqlx::query(&self.sql("UPDATE scheduled_jobs SET completed = ? WHERE id = ?"))
+            .bind(true)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
