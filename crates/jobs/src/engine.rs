@@ -280,10 +280,10 @@ impl Engine {
             .config
             .max_in_flight_per_job
             .saturating_sub(in_flight);
-        match store
-            .current_batch(&record.id, room.max(1) + in_flight)
-            .await?
-        {
+        if room == 0 {
+            return Ok(());
+        }
+        match store.current_batch(&record.id, room).await? {
             None => {
                 if store
                     .set_job_status(&record.id, &[job::RUNNING], job::COMPLETE, None, true)
@@ -295,6 +295,8 @@ impl Engine {
             }
             Some((_, pending)) => {
                 let mut started = 0;
+                // Only when an older job is still active can it hold one of our devices.
+                let check_order = store.earlier_active_job_exists(&record.sort_key).await?;
                 for device in pending {
                     if started >= room {
                         break;
@@ -303,9 +305,10 @@ impl Engine {
                     if self.inner.in_flight.lock().unwrap().contains(&key) {
                         continue;
                     }
-                    if store
-                        .earlier_job_holds_device(&record.sort_key, &device.device_id)
-                        .await?
+                    if check_order
+                        && store
+                            .earlier_job_holds_device(&record.sort_key, &device.device_id)
+                            .await?
                     {
                         continue;
                     }
@@ -396,52 +399,21 @@ impl Engine {
                 detail.as_ref(),
             ),
         };
-        let counted = store
-            .finish_job_device(&context.id, &device.device_id, result, reason, detail)
+        let finish = store
+            .finish_job_device(
+                &context.id,
+                &device.device_id,
+                result,
+                reason,
+                detail,
+                context.threshold.map(|t| (t, device.batch)),
+            )
             .await?;
-        if counted && result == DeviceOutcome::Failed {
+        if finish.counted && result == DeviceOutcome::Failed {
             tracing::info!(job = %context.id, device = %device.device_id, reason, "device failed");
-            self.check_threshold(context, device.batch).await?;
         }
-        Ok(())
-    }
-
-    /// Cancels the job when its failures reach the cancellation threshold.
-    async fn check_threshold(
-        &self,
-        context: &JobContext,
-        batch: i64,
-    ) -> flotilla_store::Result<()> {
-        let Some(threshold) = context.threshold else {
-            return Ok(());
-        };
-        let store = &self.inner.store;
-        let (failed, size) = if threshold.per_batch {
-            let (total, failed) = store.batch_counts(&context.id, batch).await?;
-            (failed, total)
-        } else {
-            let Some(job) = store.job(&context.id).await? else {
-                return Ok(());
-            };
-            (job.failed, job.total)
-        };
-        if threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
-            let scope = if threshold.per_batch { "batch" } else { "job" };
-            let reason = format!(
-                "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
-            );
-            if store
-                .set_job_status(
-                    &context.id,
-                    &[job::RUNNING, job::STOPPED],
-                    job::CANCELLED,
-                    Some(&reason),
-                    true,
-                )
-                .await?
-            {
-                tracing::info!(job = %context.id, %reason, "job cancelled");
-            }
+        if let Some(reason) = finish.cancelled {
+            tracing::info!(job = %context.id, %reason, "job cancelled");
         }
         Ok(())
     }

@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use flotilla_model::job::Threshold;
+
 use crate::error::corrupt;
 use crate::{Page, Result, Store, StoreError, inserted, into_page, now_ms};
 
@@ -85,6 +87,15 @@ fn device_from_row(row: &AnyRow) -> Result<JobDevice> {
         desired_version: row.try_get("desired_version")?,
         sent: row.try_get::<i64, _>("sent")? != 0,
     })
+}
+
+/// What finishing a device did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finish {
+    /// The device was running and is now counted (false: it had already finished).
+    pub counted: bool,
+    /// The job was cancelled by this failure, and why.
+    pub cancelled: Option<String>,
 }
 
 /// The ends a device's operation can come to.
@@ -288,6 +299,18 @@ impl Store {
         Ok(Some((batch, devices)))
     }
 
+    /// Whether any job created before this one is still pending or running (when none is, no
+    /// device of this job can be held back by another job).
+    pub async fn earlier_active_job_exists(&self, sort_key: &str) -> Result<bool> {
+        let row = sqlx::query(&self.sql(
+            "SELECT 1 AS one FROM jobs WHERE sort_key < ? AND status IN ('pending', 'running') LIMIT 1",
+        ))
+        .bind(sort_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether an earlier job that is pending or running still has this device to do: a device
     /// gets the operations of the jobs that target it in the order the jobs were created.
     pub async fn earlier_job_holds_device(&self, sort_key: &str, device_id: &str) -> Result<bool> {
@@ -303,7 +326,8 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Marks a pending device running, with its deadline. `Ok(false)` if it was not pending.
+    /// Marks a pending device running, with its deadline, if its job is running (a stopped or
+    /// cancelled job starts no device, whatever the engine read before). `Ok(false)` if not.
     pub async fn start_job_device(
         &self,
         job_id: &str,
@@ -312,12 +336,14 @@ impl Store {
     ) -> Result<bool> {
         let done = sqlx::query(&self.sql(
             "UPDATE job_devices SET status = 'running', started_ms = ?, deadline_ms = ? \
-             WHERE job_id = ? AND device_id = ? AND status = 'pending'",
+             WHERE job_id = ? AND device_id = ? AND status = 'pending' \
+             AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND status = 'running')",
         ))
         .bind(now_ms())
         .bind(deadline_ms)
         .bind(job_id)
         .bind(device_id)
+        .bind(job_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -345,8 +371,9 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a running device's operation and counts it in the job, once. `Ok(false)` if the
-    /// device was not running (already finished).
+    /// Ends a running device's operation and counts it in the job, once; with a threshold
+    /// (and the device's batch), cancels the job in the same transaction when its failures reach
+    /// it, so no device can start between the failure and the cancel.
     pub async fn finish_job_device(
         &self,
         job_id: &str,
@@ -354,7 +381,8 @@ impl Store {
         outcome: DeviceOutcome,
         reason: Option<&str>,
         detail: Option<&Value>,
-    ) -> Result<bool> {
+        threshold: Option<(Threshold, i64)>,
+    ) -> Result<Finish> {
         let (status, counter) = match outcome {
             DeviceOutcome::Completed => ("completed", "completed"),
             DeviceOutcome::Failed => ("failed", "failed"),
@@ -373,29 +401,65 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(Finish::default());
         }
+        // Updating the job's row first locks it (PostgreSQL), so concurrent finishers of one job
+        // count their failures one after another.
         sqlx::query(&self.sql(&format!(
             "UPDATE jobs SET {counter} = {counter} + 1 WHERE id = ?"
         )))
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
+        let mut cancelled = None;
+        if let (DeviceOutcome::Failed, Some((threshold, batch))) = (outcome, threshold) {
+            let (failed, size) = if threshold.per_batch {
+                let row = sqlx::query(&self.sql(
+                    "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
+                     FROM job_devices WHERE job_id = ? AND batch = ?",
+                ))
+                .bind(job_id)
+                .bind(batch)
+                .fetch_one(&mut *tx)
+                .await?;
+                (
+                    row.try_get::<i64, _>("failed")?,
+                    row.try_get::<i64, _>("total")?,
+                )
+            } else {
+                let row = sqlx::query(&self.sql("SELECT failed, total FROM jobs WHERE id = ?"))
+                    .bind(job_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (
+                    row.try_get::<i64, _>("failed")?,
+                    row.try_get::<i64, _>("total")?,
+                )
+            };
+            if threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
+                let scope = if threshold.per_batch { "batch" } else { "job" };
+                let why = format!(
+                    "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
+                );
+                let moved = sqlx::query(&self.sql(
+                    "UPDATE jobs SET status = 'cancelled', reason = ?, end_ms = ? \
+                     WHERE id = ? AND status IN ('running', 'stopped')",
+                ))
+                .bind(&why)
+                .bind(now_ms())
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() == 1 {
+                    cancelled = Some(why);
+                }
+            }
+        }
         tx.commit().await?;
-        Ok(true)
-    }
-
-    /// How many of a batch's devices there are, and how many failed.
-    pub async fn batch_counts(&self, job_id: &str, batch: i64) -> Result<(i64, i64)> {
-        let row = sqlx::query(&self.sql(
-            "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
-             FROM job_devices WHERE job_id = ? AND batch = ?",
-        ))
-        .bind(job_id)
-        .bind(batch)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get("total")?, row.try_get("failed")?))
+        Ok(Finish {
+            counted: true,
+            cancelled,
+        })
     }
 
     /// The ids of a job's failed devices, in order (what a rerun targets).

@@ -18,7 +18,7 @@ pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
 pub use error::StoreError;
-pub use jobs::{DeviceOutcome, JobDevice, JobPageRequest, JobRecord};
+pub use jobs::{DeviceOutcome, Finish, JobDevice, JobPageRequest, JobRecord};
 pub use scheduled_jobs::ScheduledJobRecord;
 pub use twins::CommandRecord;
 
