@@ -23,8 +23,8 @@ def flotilla_bin() -> Path:
     return path
 
 
-def _server(flotilla_bin: Path) -> Iterator[Server]:
-    server = start_server(flotilla_bin)
+def _server(flotilla_bin: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    server = start_server(flotilla_bin, env=env)
     try:
         yield server
     finally:
@@ -37,8 +37,12 @@ def _server(flotilla_bin: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def server(flotilla_bin: Path) -> Iterator[Server]:
-    yield from _server(flotilla_bin)
+def server(flotilla_bin: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """`@pytest.mark.server_env(NAME="value", ...)` adds to the server's environment (e.g.
+    FLOTILLA_JOB_DEVICE_TIMEOUT_SECS); the closest marker wins."""
+    marker = request.node.get_closest_marker("server_env")
+    env = {k: str(v) for k, v in marker.kwargs.items()} if marker else None
+    yield from _server(flotilla_bin, env)
 
 
 @pytest.fixture(scope="module")

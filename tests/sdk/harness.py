@@ -225,6 +225,11 @@ class Server:
     id_scope: str
     group_key: str
     rest: Rest = field(repr=False)
+    binary: Path | None = None
+    # Extra environment for the server process (FLOTILLA_JOB_DEVICE_TIMEOUT_SECS, ...), kept for
+    # a restart.
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
 
     def device_key(self, device_id: str) -> str:
         return derive_device_key(self.group_key, device_id)
@@ -242,6 +247,44 @@ class Server:
             return f"the server (pid {self.proc.pid}) is running"
         return f"the server (pid {self.proc.pid}) has exited with {code} (a negative code is the signal that ended it)"
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish anything (a crash)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self, timeout: float = 30) -> None:
+        """Starts the server again on the same data dir and the same MQTT address (after `kill`
+        or `stop`). The REST port is a new one: `base_url` and `rest` follow it."""
+        assert self.proc.poll() is not None, "restart() needs the old process to be gone"
+        assert self.binary is not None
+        for name in ("http.addr", "mqtt.addr"):
+            (self.data_dir / name).unlink(missing_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = _launch(self.binary, self.data_dir, self.host, self.alias, self.env, append=True)
+            if _wait_up(proc, self.data_dir, 15):
+                break
+            # The address may still be held for a moment after the kill: try again.
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=5)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"flotilla did not restart:\n{self.log(40)}")
+            time.sleep(0.2)
+        mqtt_addr = (self.data_dir / "mqtt.addr").read_text().strip()
+        assert mqtt_addr == f"{self.host}:{MQTT_PORT}", mqtt_addr
+        http_addr = (self.data_dir / "http.addr").read_text().strip()
+        self.proc = proc
+        self.base_url = f"http://{http_addr}/api"
+        self.rest.base_url = self.base_url
+        assert (self.data_dir / "admin-token").read_text().strip() == self.token
+        self.restarts += 1
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -252,30 +295,44 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
-def start_server(binary: Path, attempts: int = 3) -> Server:
+def _launch(binary: Path, data_dir: Path, host: str, alias: str, extra_env: dict[str, str],
+            append: bool = False) -> subprocess.Popen:
+    log = open(data_dir / "server.log", "ab" if append else "wb")
+    env = dict(os.environ)
+    env.setdefault("FLOTILLA_LOG", "info,flotilla_gateway=debug")
+    for var in ("FLOTILLA_DATA_DIR", "FLOTILLA_HTTP_ADDR", "FLOTILLA_MQTT_ADDR",
+                "FLOTILLA_HOSTNAMES", "FLOTILLA_DATABASE_URL", "FLOTILLA_ADMIN_TOKEN",
+                "FLOTILLA_TLS_CERT", "FLOTILLA_TLS_KEY"):
+        env.pop(var, None)
+    env.update(extra_env)
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0",
+         "--mqtt-addr", f"{host}:{MQTT_PORT}", "--hostname", host, "--hostname", alias],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+    )
+    log.close()
+    return proc
+
+
+def _wait_up(proc: subprocess.Popen, data_dir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (data_dir / "http.addr").exists() and (data_dir / "mqtt.addr").exists():
+            break
+        time.sleep(0.05)
+    return proc.poll() is None and (data_dir / "http.addr").exists() \
+        and (data_dir / "mqtt.addr").exists()
+
+
+def start_server(binary: Path, attempts: int = 3, env: dict[str, str] | None = None) -> Server:
+    """Starts a server on a fresh data dir; `env` adds to (or overrides) its environment."""
+    env = dict(env or {})
     last_error = ""
     for _ in range(attempts):
         host, alias = free_loopback_address(), free_loopback_address()
         data_dir = Path(tempfile.mkdtemp(prefix="flotilla-sdk-"))
-        log = open(data_dir / "server.log", "wb")
-        env = dict(os.environ)
-        env.setdefault("FLOTILLA_LOG", "info,flotilla_gateway=debug")
-        for var in ("FLOTILLA_DATA_DIR", "FLOTILLA_HTTP_ADDR", "FLOTILLA_MQTT_ADDR",
-                    "FLOTILLA_HOSTNAMES", "FLOTILLA_DATABASE_URL", "FLOTILLA_ADMIN_TOKEN",
-                    "FLOTILLA_TLS_CERT", "FLOTILLA_TLS_KEY"):
-            env.pop(var, None)
-        proc = subprocess.Popen(
-            [str(binary), "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0",
-             "--mqtt-addr", f"{host}:{MQTT_PORT}", "--hostname", host, "--hostname", alias],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (data_dir / "http.addr").exists() and (data_dir / "mqtt.addr").exists():
-                break
-            time.sleep(0.05)
-        if proc.poll() is None and (data_dir / "http.addr").exists():
+        proc = _launch(binary, data_dir, host, alias, env)
+        if _wait_up(proc, data_dir, 30):
             http_addr = (data_dir / "http.addr").read_text().strip()
             mqtt_addr = (data_dir / "mqtt.addr").read_text().strip()
             assert mqtt_addr == f"{host}:{MQTT_PORT}", mqtt_addr
@@ -289,6 +346,7 @@ def start_server(binary: Path, attempts: int = 3) -> Server:
                 base_url=rest.base_url, token=token, ca=ca,
                 id_scope=group.body["idScope"],
                 group_key=group.body["attestation"]["symmetricKey"]["primaryKey"], rest=rest,
+                binary=binary, env=env,
             )
             for path, template_id in ((THERMOSTAT_TEMPLATE, THERMOSTAT_ID),
                                       (CONTROLLER_TEMPLATE, CONTROLLER_ID)):

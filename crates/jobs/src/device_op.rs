@@ -73,9 +73,11 @@ impl DeviceRun<'_> {
                 Operation::Command(c) => self.command(c).await,
             };
             match outcome {
-                Outcome::Completed { detail: Some(d) } => {
-                    detail.insert("response".into(), d);
-                }
+                // A command's answer: `responseCode` and `response`, beside the device's status.
+                Outcome::Completed {
+                    detail: Some(Value::Object(fields)),
+                } => detail.extend(fields),
+                Outcome::Completed { detail: Some(_) } => {}
                 Outcome::Completed { detail: None } => {}
                 failure => return failure,
             }
