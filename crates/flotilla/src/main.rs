@@ -1,8 +1,10 @@
-//! The `flotilla` binary: `flotilla serve` runs the server.
+//! The `flotilla` binary: `flotilla serve` runs the server; `flotilla sim` simulates a fleet of
+//! devices against one.
 
 mod bootstrap;
 mod https;
 mod serve;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Simulate a fleet of devices (DPS, MQTT over TLS, twin acknowledgements, direct methods).
+    Sim(sim::SimArgs),
 }
 
 #[tokio::main]
@@ -34,5 +38,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Sim(args) => sim::run(args).await,
     }
 }

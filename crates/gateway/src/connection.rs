@@ -34,6 +34,8 @@ enum End {
     Protocol(&'static str),
     KeepAliveExpired,
     TakenOver,
+    SlowConsumer,
+    TokenExpired,
 }
 
 impl std::fmt::Display for End {
@@ -45,6 +47,8 @@ impl std::fmt::Display for End {
             End::Protocol(what) => write!(f, "protocol violation: {what}"),
             End::KeepAliveExpired => write!(f, "silent for longer than 1.5 keep-alive periods"),
             End::TakenOver => write!(f, "another connection took over"),
+            End::SlowConsumer => write!(f, "the client stopped reading what it was sent"),
+            End::TokenExpired => write!(f, "the SAS token expired (IoT Hub severs the connection)"),
         }
     }
 }
@@ -98,7 +102,9 @@ where
             }
             Err(e) => tracing::error!(error = %e, "loading a session failed"),
         }
-    } else if let Err(e) = hub.store().save_session(&client_id, &[]).await {
+    } else if matches!(identity, Identity::Device { .. })
+        && let Err(e) = hub.store().save_session(&client_id, &[]).await
+    {
         tracing::error!(error = %e, "clearing a session failed");
     }
 
@@ -119,16 +125,28 @@ where
                 tx: tx.clone(),
                 subscriptions: subscriptions.clone(),
                 closed: closed.clone(),
+                desired_version: Default::default(),
             },
         );
     }
     tracing::info!(%peer, client = %client_id, keep_alive, session_present, "connected");
 
     let mut session = DeviceSession::new(hub.clone(), identity, tx.clone());
+    let token_expiry = connect
+        .login
+        .as_ref()
+        .and_then(|login| crate::sas::SasToken::parse(&login.password).ok())
+        .map(|token| token.expiry)
+        .unwrap_or(i64::MAX);
+    let expires_in =
+        Duration::from_secs((token_expiry - jiff::Timestamp::now().as_second()).max(0) as u64);
+    let expired = tokio::time::sleep(expires_in);
+    tokio::pin!(expired);
     let end = loop {
         let next = tokio::select! {
             packet = tokio::time::timeout(idle_limit, read_packet(&mut reader, &mut buffer)) => packet,
             _ = closed.notified() => break End::TakenOver,
+            _ = &mut expired => break End::TokenExpired,
         };
         let packet = match next {
             Err(_) => break End::KeepAliveExpired,
@@ -144,8 +162,8 @@ where
                 if !session.handle_publish(publish).await {
                     break End::Protocol("publish to a topic the device may not use");
                 }
-                if qos == QoS::AtLeastOnce {
-                    let _ = tx.send(packet_out(Packet::PubAck(PubAck::new(pkid)))).await;
+                if qos == QoS::AtLeastOnce && !reply(&tx, Packet::PubAck(PubAck::new(pkid))) {
+                    break End::SlowConsumer;
                 }
             }
             Packet::Subscribe(subscribe) => {
@@ -173,12 +191,9 @@ where
                 if persistent {
                     save_session(&hub, &client_id, &subscriptions).await;
                 }
-                let _ = tx
-                    .send(packet_out(Packet::SubAck(SubAck::new(
-                        subscribe.pkid,
-                        codes,
-                    ))))
-                    .await;
+                if !reply(&tx, Packet::SubAck(SubAck::new(subscribe.pkid, codes))) {
+                    break End::SlowConsumer;
+                }
             }
             Packet::Unsubscribe(unsubscribe) => {
                 {
@@ -192,14 +207,14 @@ where
                 if persistent {
                     save_session(&hub, &client_id, &subscriptions).await;
                 }
-                let _ = tx
-                    .send(packet_out(Packet::UnsubAck(UnsubAck::new(
-                        unsubscribe.pkid,
-                    ))))
-                    .await;
+                if !reply(&tx, Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))) {
+                    break End::SlowConsumer;
+                }
             }
             Packet::PingReq => {
-                let _ = tx.send(packet_out(Packet::PingResp)).await;
+                if !reply(&tx, Packet::PingResp) {
+                    break End::SlowConsumer;
+                }
             }
             Packet::PubAck(_) => {}
             Packet::Disconnect => break End::Closed,
@@ -216,7 +231,7 @@ where
     if is_device {
         hub.detach(&client_id, connection_id);
     }
-    let _ = tx.send(Outgoing::Close).await;
+    let _ = tx.try_send(Outgoing::Close);
     drop(tx);
     drop(session);
     let _ = writer_task.await;
@@ -249,9 +264,10 @@ fn filter_of(sub: Subscription, client_id: &str) -> String {
     }
 }
 
-/// A control packet for the writer, wrapped as an outgoing publish would be.
-fn packet_out(packet: Packet) -> Outgoing {
-    Outgoing::Packet(packet)
+/// Queues a control packet for the writer without waiting: a full queue means the client has
+/// stopped reading, and waiting would stall this connection's reader for good.
+fn reply(tx: &mpsc::Sender<Outgoing>, packet: Packet) -> bool {
+    tx.try_send(Outgoing::Packet(packet)).is_ok()
 }
 
 /// Checks what the codec does not: the fixed header's flag bits (MQTT-2.2.2-1: SUBSCRIBE,

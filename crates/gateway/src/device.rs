@@ -35,14 +35,13 @@ impl DeviceSession {
         } else {
             Bytes::from(payload.to_string())
         };
-        let _ = self
-            .tx
-            .send(Outgoing::Publish {
-                topic,
-                payload,
-                qos: 0,
-            })
-            .await;
+        // Never wait on a client that stopped reading: the reader would stall with it (its next
+        // acknowledgement finds the queue full and closes the connection).
+        let _ = self.tx.try_send(Outgoing::Publish {
+            topic,
+            payload,
+            qos: 0,
+        });
     }
 
     /// Handles one publish; `false` when the topic is not one this client may publish to.

@@ -39,6 +39,9 @@ pub(crate) struct Live {
     pub tx: mpsc::Sender<Outgoing>,
     pub subscriptions: Subscriptions,
     pub closed: Arc<Notify>,
+    /// The newest desired version pushed on this connection: an older one arriving late (two
+    /// writers racing) is not pushed after it.
+    pub desired_version: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why a direct method call failed.
@@ -50,6 +53,23 @@ pub enum InvokeError {
     NotSubscribed,
     #[error("the device did not answer in time")]
     Timeout,
+}
+
+/// Removes a method call's pending entry when the call ends, however it ends.
+struct Forget<'a> {
+    hub: &'a Hub,
+    rid: String,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .inner
+            .pending_methods
+            .lock()
+            .unwrap()
+            .remove(&self.rid);
+    }
 }
 
 /// A method call waiting for its response: the device asked, and where the answer goes.
@@ -172,12 +192,32 @@ impl Hub {
         else {
             return false;
         };
+        if live.desired_version.fetch_max(version, Ordering::SeqCst) >= version {
+            return false;
+        }
         let outgoing = Outgoing::Publish {
             topic: topics::desired_patch(version),
             payload: Bytes::from(message.to_string()),
             qos: qos.min(1),
         };
-        live.tx.send(outgoing).await.is_ok()
+        self.send_or_cut(device_id, &live, outgoing)
+    }
+
+    /// Queues a message for a connection without waiting; a connection whose queue is full has
+    /// stopped reading and is closed (it gets its twin again when it reconnects).
+    fn send_or_cut(&self, device_id: &str, live: &Live, outgoing: Outgoing) -> bool {
+        match live.tx.try_send(outgoing) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    device = device_id,
+                    "closing a connection that stopped reading"
+                );
+                self.disconnect(device_id);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// Invokes a direct method: waits up to `connect_timeout` for the device to be connected and
@@ -210,17 +250,29 @@ impl Hub {
             payload: Bytes::from(payload.to_string()),
             qos: qos.min(1),
         };
-        let sent = live.tx.send(outgoing).await.is_ok();
-        let result = if sent {
+        // Whatever happens to this call (its caller may go away), the pending entry goes.
+        let _forget = Forget {
+            hub: self,
+            rid: rid.clone(),
+        };
+        let sent = self.send_or_cut(device_id, &live, outgoing);
+        if sent {
             match tokio::time::timeout(response_timeout, rx).await {
                 Ok(Ok(response)) => Ok(response),
                 _ => Err(InvokeError::Timeout),
             }
         } else {
             Err(InvokeError::NotConnected)
-        };
-        self.inner.pending_methods.lock().unwrap().remove(&rid);
-        result
+        }
+    }
+
+    /// Waits up to `timeout` for the device to be connected and subscribed to methods.
+    pub async fn wait_until_reachable(
+        &self,
+        device_id: &str,
+        timeout: Duration,
+    ) -> Result<(), InvokeError> {
+        self.wait_for_methods(device_id, timeout).await.map(|_| ())
     }
 
     async fn wait_for_methods(

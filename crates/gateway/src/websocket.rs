@@ -44,6 +44,10 @@ pub async fn serve(socket: WebSocket, hub: Hub, peer: String) {
         }
         let _ = sink.close().await;
     };
-    tokio::join!(inbound, outbound);
+    // Either side ending ends the bridge (a vanished client must not hold it open).
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
     let _ = connection.await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use flotilla_gateway::{Hub, InvokeError};
 use flotilla_model::job::{CapabilityTarget, Operation};
-use flotilla_model::twin::{ack_of, desired_patch_message, plain_values};
+use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
 use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store};
 use serde_json::{Map, Value, json};
@@ -108,29 +108,18 @@ impl DeviceRun<'_> {
                     };
                     merge_patch(&mut change, &piece);
                 }
-                let twin = match self
+                mark_components(&mut change, &self.components);
+                let write = self
                     .store
-                    .patch_desired(&self.device.device_id, &change)
-                    .await
-                {
+                    .patch_desired_for(&self.device.device_id, &change, Some(self.job_id))
+                    .await;
+                let twin = match write {
                     Ok(twin) => twin,
                     Err(flotilla_store::StoreError::NotFound) => {
                         return failed("the device was deleted");
                     }
                     Err(e) => return failed(format!("writing desired properties failed: {e}")),
                 };
-                if let Err(e) = self
-                    .store
-                    .note_job_device(
-                        self.job_id,
-                        &self.device.device_id,
-                        Some(twin.desired_version),
-                        false,
-                    )
-                    .await
-                {
-                    return failed(format!("recording progress failed: {e}"));
-                }
                 let message =
                     desired_patch_message(&change, twin.desired_version, &self.components);
                 self.hub
@@ -219,6 +208,21 @@ impl DeviceRun<'_> {
                 "the server restarted after sending the command and before its answer; it was not sent again",
             );
         }
+        let method = match &c.component {
+            Some(component) => format!("{component}*{}", c.name),
+            None => c.name.clone(),
+        };
+        // Wait for the device first: only a command about to be sent is recorded as sent.
+        if let Err(e) = self
+            .hub
+            .wait_until_reachable(&self.device.device_id, self.remaining())
+            .await
+        {
+            return failed(format!(
+                "the command '{method}' could not reach the device within {} s: {e}",
+                self.config.device_timeout.as_secs()
+            ));
+        }
         if let Err(e) = self
             .store
             .note_job_device(self.job_id, &self.device.device_id, None, true)
@@ -226,10 +230,6 @@ impl DeviceRun<'_> {
         {
             return failed(format!("recording progress failed: {e}"));
         }
-        let method = match &c.component {
-            Some(component) => format!("{component}*{}", c.name),
-            None => c.name.clone(),
-        };
         let remaining = self.remaining();
         let response_timeout = self
             .config
@@ -241,7 +241,7 @@ impl DeviceRun<'_> {
                 &self.device.device_id,
                 &method,
                 c.effective_value.as_ref().unwrap_or(&Value::Null),
-                remaining,
+                Duration::from_secs(1),
                 response_timeout,
             )
             .await;

@@ -229,12 +229,6 @@ impl Engine {
     /// running, and completes the job when every device has finished.
     async fn drive(&self, record: &JobRecord) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
-        let first_visit = self
-            .inner
-            .recovered
-            .lock()
-            .unwrap()
-            .insert(record.id.clone());
         let cached = self.inner.contexts.lock().unwrap().get(&record.id).cloned();
         let context = match cached {
             Some(context) => context,
@@ -262,13 +256,28 @@ impl Engine {
                 }
             },
         };
+        let first_visit = self
+            .inner
+            .recovered
+            .lock()
+            .unwrap()
+            .insert(record.id.clone());
         if first_visit {
             // Devices this process has no task for, left running by a restart: pick them up.
-            for device in store
+            let running = store
                 .job_devices_with_status(&record.id, "running", usize::MAX >> 1)
-                .await?
-            {
-                self.spawn_device(context.clone(), device);
+                .await;
+            match running {
+                Ok(devices) => {
+                    for device in devices {
+                        self.spawn_device(context.clone(), device);
+                    }
+                }
+                Err(e) => {
+                    // Try again on the next pass.
+                    self.inner.recovered.lock().unwrap().remove(&record.id);
+                    return Err(e);
+                }
             }
         }
         if record.status != job::RUNNING {
@@ -385,6 +394,7 @@ impl Engine {
             components: context.components.clone(),
         };
         let outcome = run.run(&context.operations).await;
+        drop(run);
         {
             let mut reported = self.inner.reported.lock().unwrap();
             if Arc::strong_count(&notify) <= 2 {
@@ -399,16 +409,29 @@ impl Engine {
                 detail.as_ref(),
             ),
         };
-        let finish = store
-            .finish_job_device(
-                &context.id,
-                &device.device_id,
-                result,
-                reason,
-                detail,
-                context.threshold.map(|t| (t, device.batch)),
-            )
-            .await?;
+        // The outcome must be recorded, or the device would stay running and hold its batch:
+        // retry through passing database trouble.
+        let mut backoff = std::time::Duration::from_millis(100);
+        let finish = loop {
+            let attempt = store
+                .finish_job_device(
+                    &context.id,
+                    &device.device_id,
+                    result,
+                    reason,
+                    detail,
+                    context.threshold.map(|t| (t, device.batch)),
+                )
+                .await;
+            match attempt {
+                Ok(finish) => break finish,
+                Err(e) => {
+                    tracing::warn!(job = %context.id, device = %device.device_id, error = %e, "recording a device's outcome failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        };
         if finish.counted && result == DeviceOutcome::Failed {
             tracing::info!(job = %context.id, device = %device.device_id, reason, "device failed");
         }

@@ -32,32 +32,57 @@ pub fn start(store: Store, engine: Engine, clock: Arc<dyn Clock>) {
 async fn pass(store: &Store, engine: &Engine, clock: &dyn Clock) -> flotilla_store::Result<()> {
     let now = clock.now();
     for scheduled in store.active_scheduled_jobs().await? {
-        let schedule = match Schedule::from_json(&scheduled.schedule) {
-            Ok(schedule) => schedule,
-            Err(e) => {
-                tracing::error!(scheduled_job = %scheduled.id, error = %e.message, "a stored schedule no longer parses");
-                continue;
-            }
-        };
-        let next = scheduled.next_occurrence.max(0) as u32;
-        match schedule.due(next, now) {
-            Some(occurrence) => {
-                let job = occurrence_job(&scheduled, occurrence, now);
-                let completed = !schedule.has_more(occurrence + 1);
-                if store
-                    .fire_occurrence(&scheduled.id, occurrence as i64, &job, completed)
-                    .await?
-                {
-                    if occurrence > next {
-                        tracing::warn!(scheduled_job = %scheduled.id, skipped = occurrence - next, "missed occurrences skipped; ran the latest");
-                    }
-                    tracing::info!(scheduled_job = %scheduled.id, occurrence, job = %job.id, "scheduled job ran");
-                    engine.wake();
-                }
-            }
-            None if !schedule.has_more(next) => store.complete_scheduled_job(&scheduled.id).await?,
-            None => {}
+        // One schedule's trouble must not hold back the others.
+        if let Err(e) = visit(store, engine, &scheduled, now).await {
+            tracing::error!(scheduled_job = %scheduled.id, error = %e, "running a schedule failed");
         }
+    }
+    Ok(())
+}
+
+async fn visit(
+    store: &Store,
+    engine: &Engine,
+    scheduled: &ScheduledJobRecord,
+    now: jiff::Timestamp,
+) -> flotilla_store::Result<()> {
+    let schedule = match Schedule::from_json(&scheduled.schedule) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            tracing::error!(scheduled_job = %scheduled.id, error = %e.message, "a stored schedule no longer parses");
+            return Ok(());
+        }
+    };
+    let next = scheduled.next_occurrence.max(0) as u32;
+    match schedule.due(next, now) {
+        Some(occurrence) => {
+            let at = schedule.nth(occurrence).unwrap_or(now);
+            let job = occurrence_job(scheduled, occurrence, now);
+            let completed = !schedule.has_more(occurrence + 1);
+            let fired = store
+                .fire_occurrence(
+                    &scheduled.id,
+                    occurrence as i64,
+                    at.as_millisecond(),
+                    &job,
+                    completed,
+                    &flotilla_model::new_etag(),
+                )
+                .await?;
+            if let Some(job_id) = fired {
+                if occurrence > next {
+                    tracing::warn!(scheduled_job = %scheduled.id, skipped = occurrence - next, "missed occurrences skipped; ran the latest");
+                }
+                tracing::info!(scheduled_job = %scheduled.id, occurrence, job = %job_id, "scheduled job ran");
+                engine.wake();
+            }
+        }
+        None if !schedule.has_more(next) => {
+            store
+                .complete_scheduled_job(&scheduled.id, &flotilla_model::new_etag())
+                .await?
+        }
+        None => {}
     }
     Ok(())
 }

@@ -74,6 +74,12 @@ impl Operation {
     }
 }
 
+/// Slack for decimal percentages in floating point (far below a device's worth).
+const EPSILON: f64 = 1e-6;
+
+/// The largest batch size accepted (beyond any fleet a server holds).
+const MAX_BATCH: f64 = 1e9;
+
 /// How a job's devices are split into batches.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Batch {
@@ -88,7 +94,11 @@ impl Batch {
     pub fn size(self, total: u64) -> u64 {
         match self {
             Batch::Number(n) => n.max(1),
-            Batch::Percentage(p) => ((total as f64 * p / 100.0).ceil() as u64).max(1),
+            // The tolerance keeps decimal percentages exact: 16.1% of 1,000 is 161, although
+            // 1000.0 * 16.1 / 100.0 is 161.00000000000003 in floating point.
+            Batch::Percentage(p) => {
+                (((total as f64 * p / 100.0) - EPSILON).ceil().max(0.0) as u64).max(1)
+            }
         }
     }
 
@@ -124,7 +134,9 @@ impl Threshold {
         }
         match self.kind {
             ThresholdKind::Number(n) => failed >= n,
-            ThresholdKind::Percentage(p) => failed as f64 * 100.0 >= p * size as f64,
+            ThresholdKind::Percentage(p) => {
+                failed as f64 * 100.0 + EPSILON * size as f64 >= p * size as f64
+            }
         }
     }
 
@@ -272,7 +284,9 @@ fn kind_and_value(value: &Value, at: &str) -> Result<(String, f64), Invalid> {
 fn parse_batch(value: &Value) -> Result<Batch, Invalid> {
     let (kind, number) = kind_and_value(value, "batch")?;
     match kind.as_str() {
-        "number" if number >= 1.0 && number.fract() == 0.0 => Ok(Batch::Number(number as u64)),
+        "number" if (1.0..=MAX_BATCH).contains(&number) && number.fract() == 0.0 => {
+            Ok(Batch::Number(number as u64))
+        }
         "number" => Err(Invalid::field(
             "batch.value",
             "must be a whole number of devices, at least 1",
@@ -295,7 +309,9 @@ fn parse_threshold(value: &Value) -> Result<Threshold, Invalid> {
         .bool("batch")?
         .unwrap_or(false);
     let kind = match kind.as_str() {
-        "number" if number >= 1.0 && number.fract() == 0.0 => ThresholdKind::Number(number as u64),
+        "number" if (1.0..=MAX_BATCH).contains(&number) && number.fract() == 0.0 => {
+            ThresholdKind::Number(number as u64)
+        }
         "number" => {
             return Err(Invalid::field(
                 "cancellationThreshold.value",
@@ -505,6 +521,14 @@ mod tests {
             per_batch: true,
         };
         assert!(!two.reached(1, 100));
+        // Decimal percentages are exact: 16.1% of 1,000 is reached at 161, not 162.
+        let decimal = Threshold {
+            kind: ThresholdKind::Percentage(16.1),
+            per_batch: false,
+        };
+        assert!(!decimal.reached(160, 1000));
+        assert!(decimal.reached(161, 1000));
+        assert_eq!(Batch::Percentage(16.1).size(1000), 161);
         assert!(two.reached(2, 100));
     }
 

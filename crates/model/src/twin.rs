@@ -47,6 +47,18 @@ pub fn apply_reported_patch(reported: &mut Value, patch: &Value) {
     merge_patch(reported, &patch);
 }
 
+/// Marks the components' objects in a desired change (`"__t": "c"`), so the stored desired
+/// document, which devices read with a twin GET, carries the marker as a live patch does.
+pub fn mark_components(change: &mut Value, components: &[String]) {
+    if let Value::Object(map) = change {
+        for component in components {
+            if let Some(Value::Object(inner)) = map.get_mut(component) {
+                inner.insert(COMPONENT_MARKER.into(), json!("c"));
+            }
+        }
+    }
+}
+
 /// The desired patch a device receives: the change plus `$version`, with component objects
 /// marked `"__t": "c"`.
 pub fn desired_patch_message(change: &Value, version: i64, components: &[String]) -> Value {

@@ -303,7 +303,8 @@ impl Store {
     /// device of this job can be held back by another job).
     pub async fn earlier_active_job_exists(&self, sort_key: &str) -> Result<bool> {
         let row = sqlx::query(&self.sql(
-            "SELECT 1 AS one FROM jobs WHERE sort_key < ? AND status IN ('pending', 'running') LIMIT 1",
+            "SELECT 1 AS one FROM jobs j WHERE j.sort_key < ? AND (j.status IN ('pending', 'running') \
+             OR EXISTS (SELECT 1 FROM job_devices d WHERE d.job_id = j.id AND d.status = 'running')) LIMIT 1",
         ))
         .bind(sort_key)
         .fetch_optional(&self.pool)
@@ -311,13 +312,15 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Whether an earlier job that is pending or running still has this device to do: a device
-    /// gets the operations of the jobs that target it in the order the jobs were created.
+    /// Whether an earlier job still has this device to do: a device gets the operations of the
+    /// jobs that target it in the order the jobs were created. An earlier job holds the device
+    /// while its operation on it runs (whatever that job's status), or while it is pending in a
+    /// job that is pending or running (a stopped job does not hold later ones back).
     pub async fn earlier_job_holds_device(&self, sort_key: &str, device_id: &str) -> Result<bool> {
         let row = sqlx::query(&self.sql(
             "SELECT 1 AS one FROM job_devices d JOIN jobs j ON j.id = d.job_id \
-             WHERE d.device_id = ? AND d.status IN ('pending', 'running') \
-             AND j.sort_key < ? AND j.status IN ('pending', 'running') LIMIT 1",
+             WHERE d.device_id = ? AND j.sort_key < ? AND (d.status = 'running' \
+             OR (d.status = 'pending' AND j.status IN ('pending', 'running'))) LIMIT 1",
         ))
         .bind(device_id)
         .bind(sort_key)
@@ -334,18 +337,29 @@ impl Store {
         device_id: &str,
         deadline_ms: i64,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Touching the job's row locks it (PostgreSQL) against a concurrent stop or cancel, so
+        // the check and the start are one step.
+        let running = sqlx::query(
+            &self.sql("UPDATE jobs SET status = status WHERE id = ? AND status = 'running'"),
+        )
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        if running.rows_affected() == 0 {
+            return Ok(false);
+        }
         let done = sqlx::query(&self.sql(
             "UPDATE job_devices SET status = 'running', started_ms = ?, deadline_ms = ? \
-             WHERE job_id = ? AND device_id = ? AND status = 'pending' \
-             AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND status = 'running')",
+             WHERE job_id = ? AND device_id = ? AND status = 'pending'",
         ))
         .bind(now_ms())
         .bind(deadline_ms)
         .bind(job_id)
         .bind(device_id)
-        .bind(job_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use crate::devices::bool_column;
 use crate::error::corrupt;
 use crate::jobs::JobRecord;
-use crate::{Page, PageRequest, Result, Store, StoreError, inserted, now_ms};
+use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledJobRecord {
@@ -108,50 +108,64 @@ impl Store {
         self.delete_by_id("scheduled_jobs", id).await
     }
 
-    /// Runs occurrence `occurrence` of a scheduled job: records the run, creates its job and
-    /// moves the schedule on, all or nothing. `Ok(false)` when that occurrence already ran (or
-    /// the schedule moved on meanwhile): an occurrence never creates two jobs.
+    /// Runs occurrence `occurrence` (due at `occurrence_ms`) of a scheduled job: moves the
+    /// schedule on (with a new etag), records the run and creates its job, all or nothing.
+    /// Runs are keyed by the occurrence's time, so an occurrence never creates two jobs, across
+    /// restarts, replicas and reschedules. `Ok(None)` when the schedule moved on meanwhile, or
+    /// that moment already ran (the schedule still moves on); else the id of the job created
+    /// (the job's own id, unless a job already holds it: then a suffixed one).
     pub async fn fire_occurrence(
         &self,
         scheduled_job_id: &str,
         occurrence: i64,
+        occurrence_ms: i64,
         job: &JobRecord,
         completed: bool,
-    ) -> Result<bool> {
+        new_etag: &str,
+    ) -> Result<Option<String>> {
         let mut tx = self.pool.begin().await?;
+        // Moving the schedule first locks its row (PostgreSQL): one replica fires at a time.
         let moved = sqlx::query(&self.sql(
-            "UPDATE scheduled_jobs SET next_occurrence = ?, completed = ? \
+            "UPDATE scheduled_jobs SET next_occurrence = ?, completed = ?, etag = ? \
              WHERE id = ? AND next_occurrence <= ? AND enabled = ?",
         ))
         .bind(occurrence + 1)
         .bind(completed)
+        .bind(new_etag)
         .bind(scheduled_job_id)
         .bind(occurrence)
         .bind(true)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
+        }
+        let mut job_id = job.id.clone();
+        let taken = sqlx::query(&self.sql("SELECT 1 AS one FROM jobs WHERE id = ?"))
+            .bind(&job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            job_id = format!("{}-{}", job.id, flotilla_model::keys::random_hex::<3>());
         }
         let run = sqlx::query(&self.sql(
-            "INSERT INTO scheduled_job_runs (scheduled_job_id, occurrence, job_id) VALUES (?, ?, ?)",
+            "INSERT INTO scheduled_job_runs (scheduled_job_id, occurrence, job_id) VALUES (?, ?, ?) \
+             ON CONFLICT (scheduled_job_id, occurrence) DO NOTHING",
         ))
         .bind(scheduled_job_id)
-        .bind(occurrence)
-        .bind(&job.id)
+        .bind(occurrence_ms)
+        .bind(&job_id)
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from);
-        match run {
-            Err(e) if e.is_unique_violation() => return Ok(false),
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        .await?;
+        if run.rows_affected() == 0 {
+            tx.commit().await?;
+            return Ok(None);
         }
         sqlx::query(&self.sql(
             "INSERT INTO jobs (id, sort_key, scheduled_job_id, definition, status, rerun_of, created_ms) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         ))
-        .bind(&job.id)
+        .bind(&job_id)
         .bind(&job.sort_key)
         .bind(job.scheduled_job_id.as_deref())
         .bind(job.definition.to_string())
@@ -161,16 +175,20 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(job_id))
     }
 
-    /// Marks a scheduled job completed (no occurrence remains).
-    pub async fn complete_scheduled_job(&self, id: &str) -> Result<()> {
-        sqlx::query(&self.sql("UPDATE scheduled_jobs SET completed = ? WHERE id = ?"))
-            .bind(true)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    /// Marks a scheduled job completed (no occurrence remains), with a new etag.
+    pub async fn complete_scheduled_job(&self, id: &str, new_etag: &str) -> Result<()> {
+        sqlx::query(&self.sql(
+            "UPDATE scheduled_jobs SET completed = ?, etag = ? WHERE id = ? AND completed = ?",
+        ))
+        .bind(true)
+        .bind(new_etag)
+        .bind(id)
+        .bind(false)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

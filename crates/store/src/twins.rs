@@ -80,11 +80,23 @@ impl Store {
 
     /// Merges a change into a device's desired properties; returns the twin after the change.
     pub async fn patch_desired(&self, device_id: &str, change: &Value) -> Result<Twin> {
+        self.patch_desired_for(device_id, change, None).await
+    }
+
+    /// The same, recording in the same transaction the desired version a job's device write
+    /// made (so a restart never writes it twice).
+    pub async fn patch_desired_for(
+        &self,
+        device_id: &str,
+        change: &Value,
+        job_id: Option<&str>,
+    ) -> Result<Twin> {
         for _ in 0..CAS_ATTEMPTS {
             let mut twin = self.twin(device_id).await?.ok_or(StoreError::NotFound)?;
             let previous = twin.desired_version;
             merge_patch(&mut twin.desired, change);
             twin.desired_version += 1;
+            let mut tx = self.pool.begin().await?;
             let done = sqlx::query(&self.sql(
                 "UPDATE devices SET desired = ?, desired_version = ? WHERE id = ? AND desired_version = ?",
             ))
@@ -92,9 +104,20 @@ impl Store {
             .bind(twin.desired_version)
             .bind(device_id)
             .bind(previous)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
+                if let Some(job_id) = job_id {
+                    sqlx::query(&self.sql(
+                        "UPDATE job_devices SET desired_version = ? WHERE job_id = ? AND device_id = ?",
+                    ))
+                    .bind(twin.desired_version)
+                    .bind(job_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 return Ok(twin);
             }
         }

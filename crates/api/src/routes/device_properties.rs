@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use flotilla_model::properties::{desired_change, view};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::Capability;
-use flotilla_model::twin::desired_patch_message;
+use flotilla_model::twin::{desired_patch_message, mark_components};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -71,12 +71,14 @@ async fn write(
             "The device '{id}' has no device template, so it has no writable properties."
         )));
     }
-    let change = desired_change(&capabilities, component, &body).map_err(ApiError::bad_request)?;
-    let twin = state.store.patch_desired(id, &change).await?;
+    let mut change =
+        desired_change(&capabilities, component, &body).map_err(ApiError::bad_request)?;
     let components: Vec<String> = capabilities
         .iter()
         .filter_map(|c| c.component.clone())
         .collect();
+    mark_components(&mut change, &components);
+    let twin = state.store.patch_desired(id, &change).await?;
     let message = desired_patch_message(&change, twin.desired_version, &components);
     let pushed = state
         .hub
