@@ -302,12 +302,13 @@ def _launch(binary: Path, data_dir: Path, host: str, alias: str, extra_env: dict
     env.setdefault("FLOTILLA_LOG", "info,flotilla_gateway=debug")
     for var in ("FLOTILLA_DATA_DIR", "FLOTILLA_HTTP_ADDR", "FLOTILLA_MQTT_ADDR",
                 "FLOTILLA_HOSTNAMES", "FLOTILLA_DATABASE_URL", "FLOTILLA_ADMIN_TOKEN",
-                "FLOTILLA_TLS_CERT", "FLOTILLA_TLS_KEY"):
+                "FLOTILLA_TLS_CERT", "FLOTILLA_TLS_KEY", "FLOTILLA_HTTPS_ADDR"):
         env.pop(var, None)
     env.update(extra_env)
     proc = subprocess.Popen(
         [str(binary), "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0",
-         "--mqtt-addr", f"{host}:{MQTT_PORT}", "--hostname", host, "--hostname", alias],
+         "--mqtt-addr", f"{host}:{MQTT_PORT}", "--https-addr", f"{host}:443",
+         "--hostname", host, "--hostname", alias],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )
     log.close()
@@ -337,7 +338,8 @@ def start_server(binary: Path, attempts: int = 3, env: dict[str, str] | None = N
             mqtt_addr = (data_dir / "mqtt.addr").read_text().strip()
             assert mqtt_addr == f"{host}:{MQTT_PORT}", mqtt_addr
             token = (data_dir / "admin-token").read_text().strip()
-            ca = (data_dir / "ca.pem").read_text()
+            # With an operator's own certificate there is no development CA.
+            ca = (data_dir / "ca.pem").read_text() if (data_dir / "ca.pem").exists() else ""
             rest = Rest(f"http://{http_addr}/api", token)
             group = rest.get("/enrollmentGroups/sas-iot-devices")
             assert group.status == 200, group
