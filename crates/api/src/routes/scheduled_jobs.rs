@@ -49,14 +49,21 @@ pub fn render(job: &ScheduledJobRecord) -> Value {
 }
 
 /// Validates a whole scheduled-job body: the job definition (as a job's), the schedule, and that
-/// all data entries have one type. Returns (definition, schedule, enabled).
-async fn validate(state: &AppState, id: &str, body: &Value) -> ApiResult<(Value, Schedule, bool)> {
+/// all data entries have one type. Returns (definition, schedule, its JSON as stored, enabled).
+async fn validate(
+    state: &AppState,
+    id: &str,
+    body: &Value,
+) -> ApiResult<(Value, Schedule, Value, bool)> {
     let fields = Fields::of(body)?;
     fields.check_path_id("id", id)?;
     let schedule_value = fields
         .object("schedule")?
         .ok_or_else(|| flotilla_model::Invalid::field("schedule", "is required"))?;
     let schedule = Schedule::from_json(schedule_value)?;
+    // The start is echoed as the client wrote it (IoT Central does), not re-formatted.
+    let mut schedule_json = schedule.to_json();
+    schedule_json["start"] = schedule_value["start"].clone();
     let enabled = fields.bool("enabled")?.unwrap_or(false);
     let mut job_body: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
     for key in ["schedule", "enabled", "completed", "etag", "id"] {
@@ -69,7 +76,12 @@ async fn validate(state: &AppState, id: &str, body: &Value) -> ApiResult<(Value,
             "The field 'data' must hold entries of one type in a scheduled job.",
         ));
     }
-    Ok((Value::Object(spec.to_json()), schedule, enabled))
+    let mut definition = spec.to_json();
+    // IoT Central answers a missing description as "".
+    definition
+        .entry("description")
+        .or_insert_with(|| Value::String(String::new()));
+    Ok((Value::Object(definition), schedule, schedule_json, enabled))
 }
 
 #[utoipa::path(
@@ -138,13 +150,13 @@ async fn create(
     let body = body.into_json()?;
     check_entity_id("scheduledJobId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
-    let (definition, schedule, enabled) = validate(&state, &id, &body).await?;
+    let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &body).await?;
     for _ in 0..UPDATE_ATTEMPTS {
         let record = ScheduledJobRecord {
             id: id.clone(),
             etag: new_etag(),
             definition: definition.clone(),
-            schedule: schedule.to_json(),
+            schedule: schedule_json.clone(),
             enabled,
             completed: false,
             next_occurrence: schedule.first_at_or_after(state.clock.now()) as i64,
@@ -203,8 +215,7 @@ async fn update(
         check_read_only(&current_json, &patch, READ_ONLY)?;
         let mut merged = current_json;
         merge_patch(&mut merged, &patch);
-        let (definition, schedule, enabled) = validate(&state, &id, &merged).await?;
-        let schedule_json = schedule.to_json();
+        let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &merged).await?;
         // A changed schedule, or one switched back on, starts from now: the past is not replayed.
         let restart = schedule_json != current.schedule || (enabled && !current.enabled);
         let next_occurrence = if restart {
