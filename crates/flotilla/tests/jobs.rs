@@ -588,3 +588,45 @@ fn flotilla_patch(target: &mut Value, patch: &Value) {
         }
     }
 }
+
+/// The other combinations of scope and kind. A per-job number: 3 failures over batches of 2 is
+/// reached by the second batch's first failure; its other device, already in flight, finishes
+/// too: 4 failed, 4 never started. A per-batch percentage: 50% of a batch of 4 is reached at its
+/// 2nd failure, 100% at its 4th; either way the first batch's 4 devices were all in flight.
+#[tokio::test]
+async fn job_number_and_batch_percentage_thresholds() {
+    let (_server, api) = server("1").await;
+    devices(&api, "tc-", 8, CONTROLLER).await;
+    group(&api, "controllers", "SELECT * FROM devices").await;
+    let cases = [
+        (
+            "job-number-3",
+            json!({"batch": {"type": "number", "value": 2},
+                   "cancellationThreshold": {"type": "number", "value": 3, "batch": false}}),
+            4,
+        ),
+        (
+            "batch-percent-50",
+            json!({"batch": {"type": "number", "value": 4},
+                   "cancellationThreshold": {"type": "percentage", "value": 50, "batch": true}}),
+            4,
+        ),
+        (
+            "batch-percent-100",
+            json!({"batch": {"type": "number", "value": 4},
+                   "cancellationThreshold": {"type": "percentage", "value": 100, "batch": true}}),
+            4,
+        ),
+    ];
+    for (id, extra, failed) in cases {
+        api.put(&format!("/jobs/{id}"), property_job("controllers", extra))
+            .await
+            .ok(200);
+        wait_for(&api, id, &["cancelled", "complete"]).await;
+        wait_until_settled(&api, id).await;
+        let done = api.get(&format!("/jobs/{id}")).await.ok(200).clone();
+        assert_eq!(done["status"], "cancelled", "{id}: {done}");
+        assert_eq!(done["progress"]["failed"], failed, "{id}: {done}");
+        assert_eq!(done["progress"]["pending"], 8 - failed, "{id}: {done}");
+    }
+}
