@@ -909,16 +909,24 @@ mod tests {
                     .filter(|code| code.starts_with('2'))
                     .collect();
                 assert_eq!(success.len(), 1, "{id}: {success:?}");
-                let expected = match method.as_str() {
-                    "delete" => "204",
+                // The spec's success codes: 204 for deletes, stop and resume; 201 for commands;
+                // 202 for property writes; 200 otherwise.
+                let expected = match (method.as_str(), id.as_str()) {
+                    ("delete", _) | (_, "Jobs_Stop" | "Jobs_Resume") => "204",
+                    (_, "Devices_RunCommand" | "Devices_RunComponentCommand") => "201",
+                    ("put" | "patch", _) if id.contains("Properties") && !id.contains("Cloud") => {
+                        "202"
+                    }
                     _ => "200",
                 };
                 assert_eq!(success[0], expected, "{id}");
-                assert_eq!(
-                    operation.get("requestBody").is_some(),
-                    method == "put" || method == "patch",
-                    "{id}"
-                );
+                let takes_body = match (method.as_str(), id.as_str()) {
+                    (_, "Jobs_Rerun") => false,
+                    ("put" | "patch", _) => true,
+                    (_, "Devices_RunCommand" | "Devices_RunComponentCommand") => true,
+                    _ => false,
+                };
+                assert_eq!(operation.get("requestBody").is_some(), takes_body, "{id}");
                 assert_eq!(
                     operation["security"],
                     json!([{SECURITY_SCHEME: []}]),
@@ -926,7 +934,9 @@ mod tests {
                 );
             }
         }
-        assert_eq!(operation_ids.len(), 35);
+        // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs
+        // and 6 for scheduled jobs.
+        assert_eq!(operation_ids.len(), 60);
         let text = doc.to_string();
         let references: Vec<&str> = text.split("\"$ref\":\"").skip(1).collect();
         assert!(references.len() > 35);
