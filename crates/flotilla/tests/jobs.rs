@@ -381,6 +381,16 @@ async fn stop_and_resume_in_the_middle_of_a_job() {
     .await
     .ok(200);
     wait_for(&api, "stoppable", &["running"]).await;
+    // Stop while the first batch is in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !job_devices(&api, "stoppable")
+        .await
+        .iter()
+        .any(|d| d["status"] == "running")
+    {
+        assert!(Instant::now() < deadline, "no device started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     api.post("/jobs/stoppable/stop", json!({})).await.ok(204);
     api.post("/jobs/stoppable/stop", json!({}))
         .await
