@@ -21,6 +21,8 @@ use crate::topics::{Subscription, parse_filter};
 
 /// Largest packet accepted: IoT Hub's 256 KiB message limit plus room for topic and header.
 pub const MAX_PACKET: usize = 256 * 1024 + 4096;
+/// Read buffer bytes a connection keeps while it waits for its next packet.
+const IDLE_READ_BUFFER: usize = 512;
 /// A client that sends no CONNECT in this time is cut off.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// IoT Hub's keep-alive cap; 0 (no keep-alive) is treated as this.
@@ -59,7 +61,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut buffer = BytesMut::with_capacity(4096);
+    let mut buffer = BytesMut::new();
 
     // CONNECT first, within the time allowed.
     let connect =
@@ -69,7 +71,9 @@ where
             Ok(Err(end)) => return tracing::info!(%peer, %end, "closed before CONNECT"),
             Err(_) => return tracing::info!(%peer, "cut off: no CONNECT in time"),
         };
-    let identity = match authenticate(hub.store(), hub.id_scope(), &connect).await {
+    // Boxed, as the other calls made once or rarely: inline, each would add its state to the
+    // connection's task, which lives (and takes memory) as long as the device stays connected.
+    let identity = match Box::pin(authenticate(hub.store(), hub.id_scope(), &connect)).await {
         Ok(identity) => identity,
         Err(code) => {
             tracing::info!(%peer, client = %connect.client_id, ?code, "refused CONNECT");
@@ -90,7 +94,7 @@ where
     let mut session_present = false;
     let persistent = !connect.clean_session && matches!(identity, Identity::Device { .. });
     if persistent {
-        match hub.store().session_subscriptions(&client_id).await {
+        match Box::pin(hub.store().session_subscriptions(&client_id)).await {
             Ok(saved) => {
                 session_present = !saved.is_empty();
                 let mut subs = subscriptions.lock().unwrap();
@@ -103,7 +107,7 @@ where
             Err(e) => tracing::error!(error = %e, "loading a session failed"),
         }
     } else if matches!(identity, Identity::Device { .. })
-        && let Err(e) = hub.store().save_session(&client_id, &[]).await
+        && let Err(e) = Box::pin(hub.store().save_session(&client_id, &[])).await
     {
         tracing::error!(error = %e, "clearing a session failed");
     }
@@ -159,7 +163,9 @@ where
                     break End::Protocol("QoS 2 publish (IoT Hub closes the connection)");
                 }
                 let (qos, pkid) = (publish.qos, publish.pkid);
-                if !session.handle_publish(publish).await {
+                // Boxed: this future is large (DPS registration, twin writes) and lives only
+                // while a publish is handled, not for the connection's whole life.
+                if !Box::pin(session.handle_publish(publish)).await {
                     break End::Protocol("publish to a topic the device may not use");
                 }
                 if qos == QoS::AtLeastOnce && !reply(&tx, Packet::PubAck(PubAck::new(pkid))) {
@@ -189,7 +195,7 @@ where
                     }
                 }
                 if persistent {
-                    save_session(&hub, &client_id, &subscriptions).await;
+                    Box::pin(save_session(&hub, &client_id, &subscriptions)).await;
                 }
                 if !reply(&tx, Packet::SubAck(SubAck::new(subscribe.pkid, codes))) {
                     break End::SlowConsumer;
@@ -205,7 +211,7 @@ where
                     }
                 }
                 if persistent {
-                    save_session(&hub, &client_id, &subscriptions).await;
+                    Box::pin(save_session(&hub, &client_id, &subscriptions)).await;
                 }
                 if !reply(&tx, Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))) {
                     break End::SlowConsumer;
@@ -267,7 +273,7 @@ fn filter_of(sub: Subscription, client_id: &str) -> String {
 /// Queues a control packet for the writer without waiting: a full queue means the client has
 /// stopped reading, and waiting would stall this connection's reader for good.
 fn reply(tx: &mpsc::Sender<Outgoing>, packet: Packet) -> bool {
-    tx.try_send(Outgoing::Packet(packet)).is_ok()
+    tx.try_send(Outgoing::Packet(Box::new(packet))).is_ok()
 }
 
 /// Checks what the codec does not: the fixed header's flag bits (MQTT-2.2.2-1: SUBSCRIBE,
@@ -308,12 +314,17 @@ async fn read_packet<R: AsyncRead + Unpin>(
 ) -> Result<Packet, End> {
     loop {
         check_reserved_bits(buffer)?;
-        match Packet::read(buffer, MAX_PACKET) {
+        let needed = match Packet::read(buffer, MAX_PACKET) {
             Ok(packet) => return Ok(packet),
-            Err(CodecError::InsufficientBytes(_)) => {}
+            Err(CodecError::InsufficientBytes(needed)) => needed,
             Err(e) => return Err(End::Malformed(e)),
+        };
+        // An idle connection waits with a small buffer (a large one goes back once it is
+        // empty); a packet that needs more gets room for all of it.
+        if buffer.is_empty() && buffer.capacity() > IDLE_READ_BUFFER {
+            *buffer = BytesMut::new();
         }
-        buffer.reserve(4096);
+        buffer.reserve(needed.max(IDLE_READ_BUFFER));
         match reader.read_buf(buffer).await {
             Ok(0) => return Err(End::Closed),
             Ok(_) => {}
@@ -339,7 +350,9 @@ async fn write_packets<W: AsyncWrite + Unpin>(
 /// Writes what the connection sends, batching whatever is queued into one write.
 async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Outgoing>) {
     let mut next_pkid: u16 = 0;
-    let mut buffer = BytesMut::with_capacity(4096);
+    // Allocated when there is something to write and given back after, so an idle device's
+    // connection holds no buffer.
+    let mut buffer = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let mut closing = false;
         let mut item = Some(first);
@@ -387,7 +400,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
             if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
-            buffer.clear();
+            buffer = BytesMut::new();
         }
         if closing {
             break;
@@ -412,5 +425,57 @@ mod tests {
         assert!(check_reserved_bits(&connect(0xC2)).is_ok());
         assert!(check_reserved_bits(&connect(0xC3)).is_err());
         assert!(check_reserved_bits(&[]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod memory_per_connection {
+    //! What an idle device costs is mostly the sizes of its connection's two tasks and its
+    //! queue's first block of 32 slots: keep them small (large, short-lived states are boxed).
+
+    fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_connection_s_tasks_and_queue_stay_small() {
+        assert!(std::mem::size_of::<crate::hub::Outgoing>() <= 64);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let (stream, _) = tokio::io::duplex(64);
+        let (_, writer) = tokio::io::split(stream);
+        let (_tx, rx) = tokio::sync::mpsc::channel::<crate::hub::Outgoing>(1);
+        assert!(size_of_future(&super::write_loop(writer, rx)) <= 512);
+
+        let store = runtime
+            .block_on(flotilla_store::Store::connect("sqlite::memory:"))
+            .unwrap();
+        let hub = crate::Hub::new(store, "scope".into(), "hub".into());
+        let dir = std::env::temp_dir().join(format!("flotilla-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = crate::tls::server_config(crate::tls::CertificateSource::Development {
+            data_dir: &dir,
+            hostnames: &[],
+        })
+        .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = runtime
+            .block_on(tokio::net::TcpStream::connect(addr))
+            .unwrap();
+        let task = crate::listener::handshake_and_serve(
+            tokio_rustls::TlsAcceptor::from(tls),
+            socket,
+            addr,
+            hub,
+        );
+        let size = size_of_future(&task);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(size <= 2048, "a connection's task is {size} bytes");
     }
 }

@@ -111,10 +111,10 @@ impl DeviceSession {
             }
         };
         match self.hub.store().patch_reported(device_id, &patch).await {
-            Ok(version) => {
+            Ok((version, reported)) => {
                 self.send(topics::twin_response(204, rid, Some(version)), Value::Null)
                     .await;
-                self.hub.reported_changed(device_id);
+                self.hub.reported_changed(device_id, version, reported);
             }
             Err(e) => {
                 tracing::error!(error = %e, "writing reported properties failed");

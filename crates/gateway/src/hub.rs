@@ -23,8 +23,9 @@ pub enum Outgoing {
         /// 1 for at-least-once (the writer numbers it), 0 for at-most-once.
         qos: u8,
     },
-    /// A control packet (acknowledgements, pings).
-    Packet(rumqttc::Packet),
+    /// A control packet (acknowledgements, pings). Boxed: every connection's queue allocates
+    /// room for 32 of these at once, so their size is memory per idle device.
+    Packet(Box<rumqttc::Packet>),
     /// Close the connection (another connection took over, or the device was disabled).
     Close,
 }
@@ -72,6 +73,19 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// A device's reported properties after a change: the document (as stored) and its version,
+/// so that nobody waiting for an acknowledgement has to read the twin again.
+#[derive(Debug, Clone)]
+pub struct ReportedChange {
+    pub device_id: String,
+    pub version: i64,
+    pub reported: Arc<Value>,
+}
+
+/// Reported changes kept for listeners that fall behind (a job's devices acknowledge by the
+/// thousand at once).
+const REPORTED_BACKLOG: usize = 16 * 1024;
+
 /// A method call waiting for its response: the device asked, and where the answer goes.
 type PendingMethod = (String, oneshot::Sender<(i64, Value)>);
 
@@ -89,8 +103,8 @@ struct Inner {
     /// Woken whenever a device connects, for calls that wait for one.
     connected: Notify,
     pending_methods: Mutex<HashMap<String, PendingMethod>>,
-    /// Device ids whose reported properties just changed (jobs wait for acknowledgements).
-    reported: broadcast::Sender<String>,
+    /// Reported properties as they change (jobs wait for acknowledgements).
+    reported: broadcast::Sender<ReportedChange>,
     next_id: AtomicU64,
 }
 
@@ -104,7 +118,7 @@ impl Hub {
                 live: Mutex::new(HashMap::new()),
                 connected: Notify::new(),
                 pending_methods: Mutex::new(HashMap::new()),
-                reported: broadcast::channel(4096).0,
+                reported: broadcast::channel(REPORTED_BACKLOG).0,
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -310,14 +324,18 @@ impl Hub {
         }
     }
 
-    /// Tells listeners that a device's reported properties changed.
-    pub(crate) fn reported_changed(&self, device_id: &str) {
-        let _ = self.inner.reported.send(device_id.to_string());
+    /// Tells listeners that a device's reported properties changed, and to what.
+    pub(crate) fn reported_changed(&self, device_id: &str, version: i64, reported: Value) {
+        let _ = self.inner.reported.send(ReportedChange {
+            device_id: device_id.to_string(),
+            version,
+            reported: Arc::new(reported),
+        });
     }
 
-    /// Device ids as their reported properties change. A listener that falls behind gets
-    /// `Lagged` and should re-check everything it waits for.
-    pub fn reported_changes(&self) -> broadcast::Receiver<String> {
+    /// Reported documents as they change. A listener that falls behind gets `Lagged` and should
+    /// re-check everything it waits for.
+    pub fn reported_changes(&self) -> broadcast::Receiver<ReportedChange> {
         self.inner.reported.subscribe()
     }
 

@@ -4,16 +4,18 @@
 //!
 //! `listener` accepts connections; `connection` runs one (CONNECT, then its packets);
 //! `auth` checks SAS tokens; `device` acts on a client's publishes; `hub` holds who is
-//! connected and is how the rest of the server reaches devices; `topics` names every topic.
+//! connected and is how the rest of the server reaches devices; `topics` names every topic;
+//! `runtime` is where device work runs.
 
 pub mod auth;
 pub mod connection;
 mod device;
 pub mod hub;
 pub mod listener;
+pub mod runtime;
 pub mod sas;
 pub mod tls;
 pub mod topics;
 pub mod websocket;
 
-pub use hub::{Hub, InvokeError};
+pub use hub::{Hub, InvokeError, ReportedChange};

@@ -16,8 +16,26 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the task is dropped. The listener and every connection run on
+/// the device runtime (`runtime::devices`), whichever runtime calls this.
 pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
+    // A socket belongs to the runtime it was registered with: register it with the device
+    // runtime's, so readiness comes from that runtime's own reactor.
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!(error = %e, "the device listener failed"),
+    };
+    let accepting = crate::runtime::devices().spawn(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept(listener, tls, hub).await,
+            Err(e) => tracing::error!(error = %e, "the device listener failed"),
+        }
+    });
+    let mut accepting = crate::runtime::AbortOnDrop(accepting);
+    let _ = (&mut accepting.0).await;
+}
+
+async fn accept(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -38,15 +56,23 @@ pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
     }
 }
 
-async fn handshake_and_serve(
+pub(crate) async fn handshake_and_serve(
     acceptor: TlsAcceptor,
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     hub: Hub,
 ) {
-    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => connection::serve(stream, hub, peer.to_string()).await,
-        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-    }
+    // The handshake's state, and then the TLS stream, live on the heap: held inline, they
+    // would make this task (memory per idle device) as large as the largest of them for the
+    // connection's whole life.
+    let handshake = Box::pin(tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        acceptor.accept(socket),
+    ));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => Box::new(stream),
+        Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
+    };
+    connection::serve(stream, hub, peer.to_string()).await
 }

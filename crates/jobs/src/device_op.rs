@@ -3,7 +3,8 @@
 //! Each step that must not be repeated is recorded before it is taken, so a restart resumes the
 //! device rather than redoing it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_gateway::{Hub, InvokeError};
@@ -35,6 +36,38 @@ fn failed(reason: impl Into<String>) -> Outcome {
     }
 }
 
+/// A device's reported document as it changes, for the property operations waiting on it
+/// (the gateway hands over each change, so waiting needs no database read).
+#[derive(Default)]
+pub struct ReportedWatch {
+    notify: Notify,
+    /// The newest reported document seen, and its version.
+    latest: Mutex<Option<(i64, Arc<Value>)>>,
+    /// Bumped when changes were missed: waiters read the twin again.
+    missed: AtomicU64,
+}
+
+impl ReportedWatch {
+    pub fn changed(&self, version: i64, reported: Arc<Value>) {
+        {
+            let mut latest = self.latest.lock().unwrap();
+            if latest.as_ref().is_none_or(|(v, _)| version > *v) {
+                *latest = Some((version, reported));
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub fn missed(&self) {
+        self.missed.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn latest(&self) -> Option<(i64, Arc<Value>)> {
+        self.latest.lock().unwrap().clone()
+    }
+}
+
 pub struct DeviceRun<'a> {
     pub store: &'a Store,
     pub hub: &'a Hub,
@@ -42,8 +75,8 @@ pub struct DeviceRun<'a> {
     pub job_id: &'a str,
     pub device: &'a JobDevice,
     pub deadline_ms: i64,
-    /// Woken when the device's reported properties change.
-    pub reported: Arc<Notify>,
+    /// The device's reported properties as they change.
+    pub reported: Arc<ReportedWatch>,
     pub components: Vec<String>,
 }
 
@@ -96,6 +129,9 @@ impl DeviceRun<'_> {
     /// Writes every property of the job as one desired patch (once: the version it made is
     /// recorded), then waits for the device to accept them all.
     async fn properties(&self, properties: &[&CapabilityTarget]) -> Outcome {
+        // The reported document to judge by, with its version: the twin as the write left it,
+        // then each change the gateway hands over; read from the database when there is none.
+        let mut current: Option<(i64, Arc<Value>)> = None;
         let version = match self.device.desired_version {
             Some(version) => version,
             None => {
@@ -125,14 +161,38 @@ impl DeviceRun<'_> {
                 self.hub
                     .push_desired(&self.device.device_id, &message, twin.desired_version)
                     .await;
+                current = Some((twin.reported_version, Arc::new(twin.reported)));
                 twin.desired_version
             }
         };
+        let mut missed = self.reported.missed.load(Ordering::SeqCst);
         loop {
-            let notified = self.reported.notified();
+            let notified = self.reported.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.acknowledged(properties, version).await {
+            let now_missed = self.reported.missed.load(Ordering::SeqCst);
+            if now_missed != missed {
+                missed = now_missed;
+                current = None;
+            }
+            if let Some(latest) = self.reported.latest()
+                && current.as_ref().is_none_or(|(v, _)| latest.0 > *v)
+            {
+                current = Some(latest);
+            }
+            if current.is_none() {
+                match self.store.twin(&self.device.device_id).await {
+                    Ok(Some(twin)) => {
+                        current = Some((twin.reported_version, Arc::new(twin.reported)));
+                    }
+                    Ok(None) => return failed("the device was deleted"),
+                    Err(e) => tracing::warn!(error = %e, "reading a twin failed"),
+                }
+            }
+            let verdict = current
+                .as_ref()
+                .and_then(|(_, reported)| acknowledged(reported, properties, version));
+            match verdict {
                 Some(outcome) => return outcome,
                 None if now_ms() >= self.deadline_ms => {
                     let state = if self.hub.is_connected(&self.device.device_id) {
@@ -149,55 +209,6 @@ impl DeviceRun<'_> {
             }
             let _ = tokio::time::timeout(self.remaining(), notified).await;
         }
-    }
-
-    /// `Some` once every property is accepted, or one is refused.
-    async fn acknowledged(
-        &self,
-        properties: &[&CapabilityTarget],
-        version: i64,
-    ) -> Option<Outcome> {
-        let twin = match self.store.twin(&self.device.device_id).await {
-            Ok(Some(twin)) => twin,
-            Ok(None) => return Some(failed("the device was deleted")),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading a twin failed");
-                return None;
-            }
-        };
-        let plain = plain_values(&twin.reported);
-        for p in properties {
-            match ack_of(&twin.reported, p.component.as_deref(), &p.name) {
-                Some(ack) if ack.version.is_some_and(|v| v >= version) => match ack.code {
-                    Some(code) if (200..300).contains(&code) && code != 202 => continue,
-                    Some(202) | None => return None,
-                    Some(code) => {
-                        return Some(Outcome::Failed {
-                            reason: format!(
-                                "the device refused '{}' with ac {code}{}",
-                                p.path,
-                                ack.description
-                                    .map(|d| format!(": {d}"))
-                                    .unwrap_or_default()
-                            ),
-                            detail: Some(json!({"ackCode": code, "value": ack.value})),
-                        });
-                    }
-                },
-                _ => {
-                    // A device that reports the value itself (no acknowledgement) also took it.
-                    let reported = match &p.component {
-                        Some(c) => plain.get(c).and_then(|o| o.get(&p.name)),
-                        None => plain.get(&p.name),
-                    };
-                    if reported.is_some() && reported == p.effective_value.as_ref() {
-                        continue;
-                    }
-                    return None;
-                }
-            }
-        }
-        Some(Outcome::Completed { detail: None })
     }
 
     /// Runs a command, unless it was already sent before a restart (then it is not sent again:
@@ -313,4 +324,45 @@ impl DeviceRun<'_> {
         }
         failed("the device kept changing while it was migrated")
     }
+}
+
+/// `Some` once every property is accepted, or one is refused, by this reported document.
+fn acknowledged(
+    reported: &Value,
+    properties: &[&CapabilityTarget],
+    version: i64,
+) -> Option<Outcome> {
+    let plain = plain_values(reported);
+    for p in properties {
+        match ack_of(reported, p.component.as_deref(), &p.name) {
+            Some(ack) if ack.version.is_some_and(|v| v >= version) => match ack.code {
+                Some(code) if (200..300).contains(&code) && code != 202 => continue,
+                Some(202) | None => return None,
+                Some(code) => {
+                    return Some(Outcome::Failed {
+                        reason: format!(
+                            "the device refused '{}' with ac {code}{}",
+                            p.path,
+                            ack.description
+                                .map(|d| format!(": {d}"))
+                                .unwrap_or_default()
+                        ),
+                        detail: Some(json!({"ackCode": code, "value": ack.value})),
+                    });
+                }
+            },
+            _ => {
+                // A device that reports the value itself (no acknowledgement) also took it.
+                let reported = match &p.component {
+                    Some(c) => plain.get(c).and_then(|o| o.get(&p.name)),
+                    None => plain.get(&p.name),
+                };
+                if reported.is_some() && reported == p.effective_value.as_ref() {
+                    continue;
+                }
+                return None;
+            }
+        }
+    }
+    Some(Outcome::Completed { detail: None })
 }

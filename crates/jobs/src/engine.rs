@@ -6,13 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use flotilla_gateway::Hub;
+use flotilla_gateway::{Hub, ReportedChange};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_store::{DeviceOutcome, JobDevice, JobRecord, Store};
 use tokio::sync::{Notify, broadcast};
 
 use crate::config::EngineConfig;
-use crate::device_op::{DeviceRun, Outcome};
+use crate::device_op::{DeviceRun, Outcome, ReportedWatch};
 use crate::templates::Templates;
 
 /// Handle to the running engine.
@@ -26,14 +26,24 @@ struct Inner {
     hub: Hub,
     config: EngineConfig,
     wake: Notify,
-    /// (job, device) pairs that have a task now.
-    in_flight: Mutex<HashSet<(String, String)>>,
+    /// Which devices have a task now.
+    in_flight: Mutex<InFlight>,
     /// Jobs whose running devices were picked up since this process started.
     recovered: Mutex<HashSet<String>>,
-    /// Per device, woken when its reported properties change.
-    reported: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Per device with a property operation waiting: its reported document as it changes.
+    reported: Mutex<HashMap<String, Arc<ReportedWatch>>>,
+    /// Jobs whose last pass left pending devices of the current batch unstarted (no room, or
+    /// an earlier job holds them): a device of theirs that finishes wakes the engine.
+    starved: Mutex<HashSet<String>>,
     /// Each job's parsed definition (a job's definition never changes).
     contexts: Mutex<HashMap<String, Arc<JobContext>>>,
+}
+
+/// The (job, device) pairs that have a task, and how many each job has.
+#[derive(Default)]
+struct InFlight {
+    pairs: HashSet<(String, String)>,
+    per_job: HashMap<String, usize>,
 }
 
 /// What a job's device tasks share.
@@ -53,14 +63,18 @@ impl Engine {
                 hub,
                 config,
                 wake: Notify::new(),
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: Mutex::new(InFlight::default()),
                 recovered: Mutex::new(HashSet::new()),
                 reported: Mutex::new(HashMap::new()),
+                starved: Mutex::new(HashSet::new()),
                 contexts: Mutex::new(HashMap::new()),
             }),
         };
-        tokio::spawn(engine.clone().listen_for_reports());
-        tokio::spawn(engine.clone().run());
+        // Device work runs on the device runtime, beside the connections it talks to and away
+        // from the REST API's (see `flotilla_gateway::runtime`).
+        let devices = flotilla_gateway::runtime::devices();
+        devices.spawn(engine.clone().listen_for_reports());
+        devices.spawn(engine.clone().run());
         engine
     }
 
@@ -103,15 +117,20 @@ impl Engine {
         let mut changes = self.inner.hub.reported_changes();
         loop {
             match changes.recv().await {
-                Ok(device) => {
-                    let notify = self.inner.reported.lock().unwrap().get(&device).cloned();
-                    if let Some(notify) = notify {
-                        notify.notify_waiters();
+                Ok(ReportedChange {
+                    device_id,
+                    version,
+                    reported,
+                }) => {
+                    let watch = self.inner.reported.lock().unwrap().get(&device_id).cloned();
+                    if let Some(watch) = watch {
+                        watch.changed(version, reported);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for notify in self.inner.reported.lock().unwrap().values() {
-                        notify.notify_waiters();
+                    // Changes were missed: every waiting operation reads its twin again.
+                    for watch in self.inner.reported.lock().unwrap().values() {
+                        watch.missed();
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -215,46 +234,95 @@ impl Engine {
         };
         let total = devices.len() as u64;
         let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1);
+        // The first batch's devices (as many as may be in flight) start with the job, in its
+        // transaction, unless an earlier job is active (it may hold some of them: the order
+        // rule is then checked device by device, as the next pass starts them).
+        let eager = if total > 0 && !store.earlier_active_job_exists(&record.sort_key).await? {
+            (batch_size as usize)
+                .min(self.inner.config.max_in_flight_per_job)
+                .min(devices.len())
+        } else {
+            0
+        };
+        let deadline = jiff::Timestamp::now().as_millisecond()
+            + self.inner.config.device_timeout.as_millis() as i64;
         if store
-            .start_job(&record.id, &devices, batch_size as i64)
+            .start_job(&record.id, &devices, batch_size as i64, eager, deadline)
             .await?
         {
             tracing::info!(job = %record.id, devices = total, batch_size, "job started");
+            if eager > 0 {
+                // This process started them: the first pass has nothing to pick up.
+                self.inner
+                    .recovered
+                    .lock()
+                    .unwrap()
+                    .insert(record.id.clone());
+                if eager < (batch_size as usize).min(devices.len()) {
+                    self.inner.starved.lock().unwrap().insert(record.id.clone());
+                }
+                if let Some(context) = self.job_context(record).await? {
+                    for (position, device_id) in devices[..eager].iter().enumerate() {
+                        let device = JobDevice {
+                            device_id: device_id.clone(),
+                            position: position as i64,
+                            batch: position as i64 / batch_size as i64,
+                            status: "running".into(),
+                            reason: None,
+                            detail: None,
+                            deadline_ms: Some(deadline),
+                            desired_version: None,
+                            sent: false,
+                        };
+                        self.spawn_device(context.clone(), device);
+                    }
+                }
+            }
         }
         self.wake();
         Ok(())
+    }
+
+    /// A job's parsed definition, cached; `None` (and the job failed) when it no longer parses.
+    async fn job_context(
+        &self,
+        record: &JobRecord,
+    ) -> flotilla_store::Result<Option<Arc<JobContext>>> {
+        if let Some(context) = self.inner.contexts.lock().unwrap().get(&record.id).cloned() {
+            return Ok(Some(context));
+        }
+        match self.context(record).await? {
+            Ok(context) => {
+                let context = Arc::new(context);
+                self.inner
+                    .contexts
+                    .lock()
+                    .unwrap()
+                    .insert(record.id.clone(), context.clone());
+                Ok(Some(context))
+            }
+            Err(reason) => {
+                self.inner
+                    .store
+                    .set_job_status(
+                        &record.id,
+                        &[job::RUNNING],
+                        job::FAILED,
+                        Some(&reason),
+                        true,
+                    )
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Starts the next devices of a running job's current batch, resumes devices a restart left
     /// running, and completes the job when every device has finished.
     async fn drive(&self, record: &JobRecord) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
-        let cached = self.inner.contexts.lock().unwrap().get(&record.id).cloned();
-        let context = match cached {
-            Some(context) => context,
-            None => match self.context(record).await? {
-                Ok(context) => {
-                    let context = Arc::new(context);
-                    self.inner
-                        .contexts
-                        .lock()
-                        .unwrap()
-                        .insert(record.id.clone(), context.clone());
-                    context
-                }
-                Err(reason) => {
-                    store
-                        .set_job_status(
-                            &record.id,
-                            &[job::RUNNING],
-                            job::FAILED,
-                            Some(&reason),
-                            true,
-                        )
-                        .await?;
-                    return Ok(());
-                }
-            },
+        let Some(context) = self.job_context(record).await? else {
+            return Ok(());
         };
         let first_visit = self
             .inner
@@ -300,18 +368,21 @@ impl Engine {
                 {
                     tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
                     self.inner.contexts.lock().unwrap().remove(&record.id);
+                    self.inner.starved.lock().unwrap().remove(&record.id);
                 }
             }
             Some((_, pending)) => {
-                let mut started = 0;
                 // Only when an older job is still active can it hold one of our devices.
                 let check_order = store.earlier_active_job_exists(&record.sort_key).await?;
+                let mut chosen = Vec::new();
+                let mut held_back = false;
                 for device in pending {
-                    if started >= room {
+                    if chosen.len() >= room {
+                        held_back = true;
                         break;
                     }
                     let key = (record.id.clone(), device.device_id.clone());
-                    if self.inner.in_flight.lock().unwrap().contains(&key) {
+                    if self.inner.in_flight.lock().unwrap().pairs.contains(&key) {
                         continue;
                     }
                     if check_order
@@ -319,10 +390,39 @@ impl Engine {
                             .earlier_job_holds_device(&record.sort_key, &device.device_id)
                             .await?
                     {
+                        held_back = true;
                         continue;
                     }
-                    self.spawn_device(context.clone(), device);
-                    started += 1;
+                    chosen.push(device);
+                }
+                // A full page may not be all the batch has left.
+                held_back |= chosen.len() >= room;
+                {
+                    let mut starved = self.inner.starved.lock().unwrap();
+                    if held_back {
+                        starved.insert(record.id.clone());
+                    } else {
+                        starved.remove(&record.id);
+                    }
+                }
+                if chosen.is_empty() {
+                    return Ok(());
+                }
+                // Started together: one transaction marks them all running, with one deadline.
+                let deadline = jiff::Timestamp::now().as_millisecond()
+                    + self.inner.config.device_timeout.as_millis() as i64;
+                let ids: Vec<&str> = chosen.iter().map(|d| d.device_id.as_str()).collect();
+                let started: HashSet<String> = store
+                    .start_job_devices(&record.id, &ids, deadline)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for mut device in chosen {
+                    if started.contains(&device.device_id) {
+                        device.status = "running".into();
+                        device.deadline_ms = Some(deadline);
+                        self.spawn_device(context.clone(), device);
+                    }
                 }
             }
         }
@@ -330,27 +430,44 @@ impl Engine {
     }
 
     fn in_flight_of(&self, job_id: &str) -> usize {
-        self.inner
-            .in_flight
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(job, _)| job == job_id)
-            .count()
+        let in_flight = self.inner.in_flight.lock().unwrap();
+        in_flight.per_job.get(job_id).copied().unwrap_or(0)
     }
 
     fn spawn_device(&self, context: Arc<JobContext>, device: JobDevice) {
         let key = (context.id.clone(), device.device_id.clone());
-        if !self.inner.in_flight.lock().unwrap().insert(key.clone()) {
-            return;
+        {
+            let mut in_flight = self.inner.in_flight.lock().unwrap();
+            if !in_flight.pairs.insert(key.clone()) {
+                return;
+            }
+            *in_flight.per_job.entry(context.id.clone()).or_default() += 1;
         }
         let engine = self.clone();
-        tokio::spawn(async move {
+        flotilla_gateway::runtime::devices().spawn(async move {
             if let Err(e) = engine.run_device(&context, device).await {
                 tracing::error!(job = %context.id, error = %e, "a device's operation failed to record");
             }
-            engine.inner.in_flight.lock().unwrap().remove(&key);
-            engine.wake();
+            let left = {
+                let mut in_flight = engine.inner.in_flight.lock().unwrap();
+                in_flight.pairs.remove(&key);
+                let count = in_flight.per_job.entry(key.0.clone()).or_default();
+                *count = count.saturating_sub(1);
+                let left = *count;
+                if left == 0 {
+                    in_flight.per_job.remove(&key.0);
+                }
+                left
+            };
+            // A pass is needed when the job's batch (or the job) may be done, when devices of
+            // the job wait for room, or when another job may wait for this device (the order
+            // rule); otherwise thousands of finishing devices would each cause one.
+            let wanted = left == 0
+                || engine.inner.starved.lock().unwrap().contains(&key.0)
+                || engine.inner.contexts.lock().unwrap().len() > 1;
+            if wanted {
+                engine.wake();
+            }
         });
     }
 
@@ -375,13 +492,13 @@ impl Engine {
                 deadline
             }
         };
-        let notify = self
+        let watch = self
             .inner
             .reported
             .lock()
             .unwrap()
             .entry(device.device_id.clone())
-            .or_insert_with(|| Arc::new(Notify::new()))
+            .or_insert_with(|| Arc::new(ReportedWatch::default()))
             .clone();
         let run = DeviceRun {
             store,
@@ -390,14 +507,14 @@ impl Engine {
             job_id: &context.id,
             device: &device,
             deadline_ms,
-            reported: notify.clone(),
+            reported: watch.clone(),
             components: context.components.clone(),
         };
         let outcome = run.run(&context.operations).await;
         drop(run);
         {
             let mut reported = self.inner.reported.lock().unwrap();
-            if Arc::strong_count(&notify) <= 2 {
+            if Arc::strong_count(&watch) <= 2 {
                 reported.remove(&device.device_id);
             }
         }

@@ -14,6 +14,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A queued write's answer never came (the writing task stopped): it may or may not have
+    /// been applied.
+    #[error("the write was interrupted; it may or may not have been applied")]
+    Interrupted,
     #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
 }

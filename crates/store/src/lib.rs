@@ -3,6 +3,7 @@
 //! statement is written once, with `?` placeholders, and runs on both databases.
 
 mod api_tokens;
+mod batch;
 mod device_groups;
 mod device_templates;
 mod devices;
@@ -47,6 +48,11 @@ pub struct PageRequest<'a> {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Where the writes that come by the thousand during jobs queue for group commit (see
+    /// `batch`); `None` in the store the writer itself uses.
+    writer: Option<tokio::sync::mpsc::UnboundedSender<batch::Write>>,
+    /// API tokens recently looked up by hash (see `api_tokens`).
+    tokens: std::sync::Arc<api_tokens::TokenCache>,
 }
 
 impl Store {
@@ -56,25 +62,101 @@ impl Store {
         let dialect = Dialect::of_url(url)?;
         let mut options = AnyPoolOptions::new();
         if dialect == Dialect::Sqlite {
+            sqlite_without_memory_statistics();
             // WAL lets readers run beside the writer; FULL sync keeps every acknowledged write
-            // across a crash or power loss; foreign keys are off by default in SQLite.
-            options = options.max_connections(8).after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+            // across a crash or power loss; foreign keys are off by default in SQLite. No ping
+            // before each use: an embedded database's connection cannot go stale, and the ping
+            // is a round trip to the connection's thread per query (a fifth of a REST GET).
+            options = options
+                .max_connections(8)
+                .test_before_acquire(false)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                });
         }
         let pool = options.connect(url).await?;
         match dialect {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, dialect })
+        // The group-commit writer (`batch`) has connections of its own: one reads ahead, one
+        // writes. On SQLite they keep a page cache large enough for the rows jobs touch (the
+        // default 2 MB holds the rows of a few thousand devices), while the API's connections
+        // keep the default.
+        let mut writer_options = AnyPoolOptions::new().max_connections(2);
+        if dialect == Dialect::Sqlite {
+            writer_options =
+                writer_options
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                             PRAGMA cache_size = -65536;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    });
+        }
+        let writer_pool = writer_options.connect(url).await?;
+        let writer = batch::start(Store {
+            pool: writer_pool,
+            dialect,
+            writer: None,
+            tokens: Default::default(),
+        });
+        Ok(Store {
+            pool,
+            dialect,
+            writer: Some(writer),
+            tokens: Default::default(),
+        })
+    }
+
+    /// Begins a transaction that writes: on SQLite it takes the write lock at once, so what it
+    /// reads stays current until it commits.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Queues a write for group commit and waits for its answer; without a writer (the
+    /// writer's own store), `direct` runs it on its own.
+    async fn queued<T>(
+        &self,
+        write: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> batch::Write,
+        direct: impl AsyncFnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if let Some(writer) = &self.writer {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // Not queued (the writer is gone): nothing was applied, so it runs on its own.
+            if writer.send(write(tx)).is_ok() {
+                return rx.await.unwrap_or(Err(StoreError::Interrupted));
+            }
+        }
+        direct().await
+    }
+
+    /// A column in a condition that must not pick the index: SQLite would otherwise scan a
+    /// job's devices by status (thousands of rows) and probe a bulk statement's few hundred
+    /// ids for each, instead of looking each id up by the primary key (`+column` keeps SQLite
+    /// off an index; PostgreSQL plans by its statistics and needs no hint).
+    fn not_indexed(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("+{column}"),
+            Dialect::Postgres => column.to_string(),
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -89,6 +171,24 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Turns off SQLite's memory statistics, once per process, before its first connection. With
+/// them on (SQLite's default), every allocation SQLite makes takes one process-wide mutex, and
+/// the threads of a pool's connections (reading rows copies every value) queue on it.
+fn sqlite_without_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called before this process opens any SQLite connection (the first store
+        // connects after it), as sqlite3_config requires; after initialization it only returns
+        // SQLITE_MISUSE and changes nothing.
+        unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
+            );
+        }
+    });
 }
 
 /// Milliseconds since the Unix epoch, how the schema keeps times.

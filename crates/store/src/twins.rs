@@ -50,9 +50,31 @@ impl Store {
         }))
     }
 
-    /// Merges a device's reported patch into its twin; returns the new reported version.
-    /// Also refreshes `reported_properties`, the plain values that filters compare against.
-    pub async fn patch_reported(&self, device_id: &str, patch: &Value) -> Result<i64> {
+    /// Merges a device's reported patch into its twin; returns the new reported version and the
+    /// reported document it made. Also refreshes `reported_properties`, the plain values that
+    /// filters compare against. Group-committed with other writes (`batch`).
+    pub async fn patch_reported(&self, device_id: &str, patch: &Value) -> Result<(i64, Value)> {
+        self.queued(
+            |reply| {
+                crate::batch::Write::Reported(
+                    crate::batch::ReportedWrite {
+                        device_id: device_id.to_string(),
+                        patch: patch.clone(),
+                    },
+                    reply,
+                )
+            },
+            async || self.patch_reported_direct(device_id, patch).await,
+        )
+        .await
+    }
+
+    /// `patch_reported` on its own: read, merge, compare-and-swap.
+    pub(crate) async fn patch_reported_direct(
+        &self,
+        device_id: &str,
+        patch: &Value,
+    ) -> Result<(i64, Value)> {
         for _ in 0..CAS_ATTEMPTS {
             let twin = self.twin(device_id).await?.ok_or(StoreError::NotFound)?;
             let mut reported = twin.reported;
@@ -70,7 +92,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
             if done.rows_affected() == 1 {
-                return Ok(version);
+                return Ok((version, reported));
             }
         }
         Err(StoreError::Conflict(format!(
@@ -84,8 +106,31 @@ impl Store {
     }
 
     /// The same, recording in the same transaction the desired version a job's device write
-    /// made (so a restart never writes it twice).
+    /// made (so a restart never writes it twice). Group-committed with other writes (`batch`).
     pub async fn patch_desired_for(
+        &self,
+        device_id: &str,
+        change: &Value,
+        job_id: Option<&str>,
+    ) -> Result<Twin> {
+        self.queued(
+            |reply| {
+                crate::batch::Write::Desired(
+                    crate::batch::DesiredWrite {
+                        device_id: device_id.to_string(),
+                        change: change.clone(),
+                        job_id: job_id.map(str::to_string),
+                    },
+                    reply,
+                )
+            },
+            async || self.patch_desired_direct(device_id, change, job_id).await,
+        )
+        .await
+    }
+
+    /// `patch_desired_for` on its own: read, merge, compare-and-swap.
+    pub(crate) async fn patch_desired_direct(
         &self,
         device_id: &str,
         change: &Value,
