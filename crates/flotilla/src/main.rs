@@ -8,6 +8,13 @@ mod sim;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a job's device tasks allocate and free small buffers by
+/// the hundred thousand across threads, and the profile of a 19,000-device property job spent
+/// 16% of the server's CPU in glibc's malloc and free (`_int_malloc`, `malloc_consolidate`,
+/// `unlink_chunk`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flotilla",
