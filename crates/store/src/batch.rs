@@ -237,6 +237,10 @@ async fn apply(core: &Store, prepared: Prepared) {
         Ok::<_, StoreError>((r, d, f))
     }
     .await;
+    // Before anyone hears of these writes, reads of jobs see them.
+    if !batch.notes.is_empty() || !batch.finishes.is_empty() || !batch.desired.is_empty() {
+        core.job_cache.changed();
+    }
     tracing::debug!(
         reported = batch.reported.len(),
         desired = batch.desired.len(),

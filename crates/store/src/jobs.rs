@@ -128,11 +128,21 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await;
+        self.job_cache.changed();
         inserted(result, "job", &job.id)
     }
 
+    /// A job (from `job_cache` when no job changed since it was last read).
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        self.row_by_id("jobs", "*", id, job_from_row).await
+        let generation = match self.job_cache.job(id) {
+            Ok(job) => return Ok(Some(job)),
+            Err(generation) => generation,
+        };
+        let job = self.row_by_id("jobs", "*", id, job_from_row).await?;
+        if let Some(job) = &job {
+            self.job_cache.put_job(generation, job);
+        }
+        Ok(job)
     }
 
     /// A page of jobs, newest first (optionally only one scheduled job's runs).
@@ -193,7 +203,9 @@ impl Store {
         for status in from {
             query = query.bind(*status);
         }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        let moved = query.execute(&self.pool).await?.rows_affected() == 1;
+        self.job_cache.changed();
+        Ok(moved)
     }
 
     /// Starts a pending job: fixes its devices (in this order), numbers their batches, and
@@ -245,6 +257,7 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.job_cache.changed();
         Ok(true)
     }
 
@@ -287,16 +300,24 @@ impl Store {
         after_position: Option<i64>,
         size: usize,
     ) -> Result<Page<JobDevice>> {
+        let after = after_position.unwrap_or(-1);
+        let generation = match self.job_cache.page(job_id, after, size) {
+            Ok(page) => return Ok(page),
+            Err(generation) => generation,
+        };
         let sql = self.job_device_list_sql(&format!(
             "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND position > ? \
              ORDER BY position LIMIT ?"
         ));
         let query = sqlx::query(&sql)
             .bind(job_id)
-            .bind(after_position.unwrap_or(-1))
+            .bind(after)
             .bind(size as i64 + 1);
         let items = self.job_device_list(query).await?;
-        Ok(into_page(items, size))
+        let page = into_page(items, size);
+        self.job_cache
+            .put_page(generation, job_id, after, size, &page);
+        Ok(page)
     }
 
     /// A job's devices in one status, in order, at most `limit`.
@@ -406,6 +427,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.job_cache.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -448,6 +470,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.job_cache.changed();
         Ok(started)
     }
 
@@ -498,6 +521,7 @@ impl Store {
         .bind(device_id)
         .execute(&self.pool)
         .await?;
+        self.job_cache.changed();
         Ok(())
     }
 
@@ -618,6 +642,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.job_cache.changed();
         Ok(Finish {
             counted: true,
             cancelled,

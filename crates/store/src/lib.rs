@@ -10,6 +10,7 @@ mod devices;
 mod dialect;
 mod enrollment_groups;
 mod error;
+mod job_cache;
 mod jobs;
 mod scheduled_jobs;
 mod settings;
@@ -53,6 +54,9 @@ pub struct Store {
     writer: Option<tokio::sync::mpsc::UnboundedSender<batch::Write>>,
     /// API tokens recently looked up by hash (see `api_tokens`).
     tokens: std::sync::Arc<api_tokens::TokenCache>,
+    /// Jobs and job device pages as last read (see `job_cache`); shared with the writer's store,
+    /// whose commits empty it.
+    job_cache: std::sync::Arc<job_cache::JobCache>,
 }
 
 impl Store {
@@ -108,17 +112,20 @@ impl Store {
                     });
         }
         let writer_pool = writer_options.connect(url).await?;
+        let job_cache = std::sync::Arc::new(job_cache::JobCache::default());
         let writer = batch::start(Store {
             pool: writer_pool,
             dialect,
             writer: None,
             tokens: Default::default(),
+            job_cache: job_cache.clone(),
         });
         Ok(Store {
             pool,
             dialect,
             writer: Some(writer),
             tokens: Default::default(),
+            job_cache,
         })
     }
 

@@ -175,6 +175,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.job_cache.changed();
         Ok(Some(job_id))
     }
 

@@ -163,6 +163,9 @@ impl Store {
                     .await?;
                 }
                 tx.commit().await?;
+                if job_id.is_some() {
+                    self.job_cache.changed();
+                }
                 return Ok(twin);
             }
         }
