@@ -4,13 +4,18 @@
 //! read was a query handed to one of SQLite's connection threads and back, two thread switches
 //! that cost more than the query (a `GET /jobs/{id}` was about 180 µs of server CPU). Every
 //! write to `jobs` or `job_devices` goes through this crate and calls `changed` once it has
-//! committed, which empties the cache and moves the generation on; a read that started before
-//! a change does not store what it read. So a reader never sees a job older than the last
+//! committed, which drops every entry. An entry is filled once, by the first reader after a
+//! change, and the readers that come meanwhile wait for that read instead of all querying at
+//! once (at thousands of requests per second, a job's commits would otherwise send every
+//! connection to the database together). So a reader never sees a job older than the last
 //! write that was acknowledged before its read began. One server per database (see
 //! docs/api-behaviour.md): another process's writes would not empty this cache.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 use crate::Page;
 use crate::jobs::{JobDevice, JobRecord};
@@ -21,67 +26,43 @@ const CAPACITY: usize = 512;
 /// A page of a job's devices: the job, the position it follows, its size.
 type PageKey = (String, i64, usize);
 
+/// One entry: empty until its first reader has read it.
+pub(crate) type Entry<T> = Arc<OnceCell<T>>;
+
 #[derive(Default)]
 pub(crate) struct JobCache(Mutex<State>);
 
 #[derive(Default)]
 struct State {
-    generation: u64,
-    jobs: HashMap<String, JobRecord>,
-    pages: HashMap<PageKey, Page<JobDevice>>,
+    jobs: HashMap<String, Entry<Option<JobRecord>>>,
+    pages: HashMap<PageKey, Entry<Page<JobDevice>>>,
 }
 
-/// What a cache lookup gives: the entry, or the generation to store a fresh read under.
-pub(crate) type Lookup<T> = std::result::Result<T, u64>;
+fn entry<K: Hash + Eq, T>(map: &mut HashMap<K, Entry<T>>, key: K) -> Entry<T> {
+    if map.len() >= CAPACITY && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.entry(key).or_default().clone()
+}
 
 impl JobCache {
-    pub(crate) fn job(&self, id: &str) -> Lookup<JobRecord> {
-        let state = self.0.lock().unwrap();
-        state.jobs.get(id).cloned().ok_or(state.generation)
+    /// The entry for a job (`None` inside: no such job).
+    pub(crate) fn job(&self, id: &str) -> Entry<Option<JobRecord>> {
+        entry(&mut self.0.lock().unwrap().jobs, id.to_string())
     }
 
-    pub(crate) fn put_job(&self, generation: u64, job: &JobRecord) {
-        let mut state = self.0.lock().unwrap();
-        if state.generation == generation {
-            if state.jobs.len() >= CAPACITY {
-                state.jobs.clear();
-            }
-            state.jobs.insert(job.id.clone(), job.clone());
-        }
+    /// The entry for a page of a job's devices.
+    pub(crate) fn page(&self, job_id: &str, after: i64, size: usize) -> Entry<Page<JobDevice>> {
+        entry(
+            &mut self.0.lock().unwrap().pages,
+            (job_id.to_string(), after, size),
+        )
     }
 
-    pub(crate) fn page(&self, job_id: &str, after: i64, size: usize) -> Lookup<Page<JobDevice>> {
-        let state = self.0.lock().unwrap();
-        state
-            .pages
-            .get(&(job_id.to_string(), after, size))
-            .cloned()
-            .ok_or(state.generation)
-    }
-
-    pub(crate) fn put_page(
-        &self,
-        generation: u64,
-        job_id: &str,
-        after: i64,
-        size: usize,
-        page: &Page<JobDevice>,
-    ) {
-        let mut state = self.0.lock().unwrap();
-        if state.generation == generation {
-            if state.pages.len() >= CAPACITY {
-                state.pages.clear();
-            }
-            state
-                .pages
-                .insert((job_id.to_string(), after, size), page.clone());
-        }
-    }
-
-    /// A job or a job device changed (called after the write committed).
+    /// A job or a job device changed (called after the write committed): later readers read
+    /// again; readers holding an entry from before keep what was current when they began.
     pub(crate) fn changed(&self) {
         let mut state = self.0.lock().unwrap();
-        state.generation += 1;
         state.jobs.clear();
         state.pages.clear();
     }
@@ -91,42 +72,34 @@ impl JobCache {
 mod tests {
     use super::*;
 
-    fn job(id: &str, completed: i64) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            sort_key: id.into(),
-            scheduled_job_id: None,
-            definition: serde_json::json!({}),
-            status: "running".into(),
-            reason: None,
-            start_ms: None,
-            end_ms: None,
-            total: 2,
-            completed,
-            failed: 0,
-            batch_size: 2,
-            rerun_of: None,
-        }
+    #[tokio::test]
+    async fn a_change_makes_the_next_reader_read_again() {
+        let cache = JobCache::default();
+        let first = cache.job("j");
+        first.get_or_init(async || None).await;
+        assert!(Arc::ptr_eq(&first, &cache.job("j")));
+        cache.changed();
+        let second = cache.job("j");
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second.get().is_none());
     }
 
-    #[test]
-    fn a_read_that_began_before_a_change_is_not_kept() {
+    #[tokio::test]
+    async fn readers_at_once_share_one_read() {
         let cache = JobCache::default();
-        let generation = cache.job("j").unwrap_err();
-        cache.changed();
-        cache.put_job(generation, &job("j", 1));
-        assert!(cache.job("j").is_err());
-    }
-
-    #[test]
-    fn a_change_empties_the_cache() {
-        let cache = JobCache::default();
-        let generation = cache.job("j").unwrap_err();
-        cache.put_job(generation, &job("j", 1));
-        assert_eq!(cache.job("j").unwrap().completed, 1);
-        cache.changed();
-        let generation = cache.job("j").unwrap_err();
-        cache.put_job(generation, &job("j", 2));
-        assert_eq!(cache.job("j").unwrap().completed, 2);
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = async || {
+            let entry = cache.job("j");
+            entry
+                .get_or_init(async || {
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    None
+                })
+                .await
+                .clone()
+        };
+        tokio::join!(read(), read(), read());
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -134,15 +134,11 @@ impl Store {
 
     /// A job (from `job_cache` when no job changed since it was last read).
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let generation = match self.job_cache.job(id) {
-            Ok(job) => return Ok(Some(job)),
-            Err(generation) => generation,
-        };
-        let job = self.row_by_id("jobs", "*", id, job_from_row).await?;
-        if let Some(job) = &job {
-            self.job_cache.put_job(generation, job);
-        }
-        Ok(job)
+        let entry = self.job_cache.job(id);
+        let job = entry
+            .get_or_try_init(|| self.row_by_id("jobs", "*", id, job_from_row))
+            .await?;
+        Ok(job.clone())
     }
 
     /// A page of jobs, newest first (optionally only one scheduled job's runs).
@@ -301,23 +297,22 @@ impl Store {
         size: usize,
     ) -> Result<Page<JobDevice>> {
         let after = after_position.unwrap_or(-1);
-        let generation = match self.job_cache.page(job_id, after, size) {
-            Ok(page) => return Ok(page),
-            Err(generation) => generation,
-        };
-        let sql = self.job_device_list_sql(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND position > ? \
-             ORDER BY position LIMIT ?"
-        ));
-        let query = sqlx::query(&sql)
-            .bind(job_id)
-            .bind(after)
-            .bind(size as i64 + 1);
-        let items = self.job_device_list(query).await?;
-        let page = into_page(items, size);
-        self.job_cache
-            .put_page(generation, job_id, after, size, &page);
-        Ok(page)
+        let entry = self.job_cache.page(job_id, after, size);
+        let page = entry
+            .get_or_try_init(async || {
+                let sql = self.job_device_list_sql(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND position > ? \
+                     ORDER BY position LIMIT ?"
+                ));
+                let query = sqlx::query(&sql)
+                    .bind(job_id)
+                    .bind(after)
+                    .bind(size as i64 + 1);
+                let items = self.job_device_list(query).await?;
+                Ok::<_, StoreError>(into_page(items, size))
+            })
+            .await?;
+        Ok(page.clone())
     }
 
     /// A job's devices in one status, in order, at most `limit`.
