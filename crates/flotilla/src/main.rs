@@ -36,6 +36,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    no_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
@@ -46,5 +47,17 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
         Command::Sim(args) => sim::run(args).await,
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas, and
+/// every fresh page then costs a 2 MiB zeroing fault: in a 10,000-device property job's profile,
+/// `clear_page_erms` under `do_huge_pmd_anonymous_page` was 20% of the server's CPU.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process; a failure (an
+    // old kernel) leaves it as it was.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
