@@ -98,7 +98,7 @@ impl Store {
         .bind(roles_to_json(&token.roles))
         .bind(token.expiry.as_millisecond())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         self.tokens.clear();
         inserted(result, "API token", &token.id)
@@ -117,7 +117,7 @@ impl Store {
         .bind(roles_to_json(&token.roles))
         .bind(token.expiry.as_millisecond())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         // Again after the write: a lookup that read the old token meanwhile may not keep it.
         self.tokens.clear();

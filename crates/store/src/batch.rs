@@ -19,10 +19,11 @@ use flotilla_model::job::Threshold;
 use flotilla_model::twin::{Twin, apply_reported_patch, plain_values};
 use flotilla_model::validate::merge_patch;
 use serde_json::Value;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jobs::{DeviceOutcome, Finish};
+use crate::write_gate::WriteTx;
 use crate::{Result, Store, StoreError, now_ms};
 
 /// Writes taken into one transaction at most.
@@ -462,7 +463,7 @@ fn plan_desired<'a>(
 /// the devices written.
 async fn write_twins(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     devices: &[DevicePlan],
     reported: bool,
 ) -> Result<HashSet<String>> {
@@ -508,7 +509,7 @@ async fn write_twins(
 /// are worked out again on the twins as the transaction sees them, and written.
 async fn write_reported(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     writes: &[(ReportedWrite, Reply<ReportedAnswer>)],
     plan: Plan<ReportedAnswer>,
 ) -> Result<Vec<Outcome<ReportedAnswer>>> {
@@ -543,7 +544,7 @@ async fn write_reported(
 
 async fn write_desired(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     writes: &[(DesiredWrite, Reply<Twin>)],
     plan: Plan<Twin>,
 ) -> Result<Vec<Outcome<Twin>>> {
@@ -603,7 +604,7 @@ async fn write_desired(
 
 async fn notes_bulk(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     writes: &[(NoteWrite, Reply<()>)],
 ) -> Result<()> {
     // Commands about to be sent, per job in one statement; anything else one by one.
@@ -645,7 +646,7 @@ async fn notes_bulk(
 
 async fn finish_bulk(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     writes: &[(FinishWrite, Reply<Finish>)],
 ) -> Result<Vec<Finish>> {
     let mut results = vec![Finish::default(); writes.len()];
@@ -730,7 +731,7 @@ fn status_of(outcome: DeviceOutcome) -> &'static str {
 /// that failure in the reason, as when they came one by one).
 async fn check_threshold(
     core: &Store,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     job_id: &str,
     threshold: Threshold,
     writes: &[(FinishWrite, Reply<Finish>)],

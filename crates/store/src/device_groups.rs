@@ -34,7 +34,7 @@ impl Store {
         .bind(group.description.as_deref())
         .bind(serde_json::Value::from(group.organizations.clone()).to_string())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         inserted(result, "device group", &group.id)
     }
@@ -56,7 +56,7 @@ impl Store {
         .bind(serde_json::Value::from(group.organizations.clone()).to_string())
         .bind(&group.id)
         .bind(expected_etag)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }

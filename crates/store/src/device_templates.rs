@@ -36,7 +36,7 @@ fn from_row(row: &AnyRow) -> Result<StoredTemplate> {
 impl Store {
     /// Stores a new template and its capability index. `Conflict` when the id is taken.
     pub async fn insert_template(&self, template: &DeviceTemplate, etag: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(&self.sql(
             "INSERT INTO device_templates (id, etag, display_name, body, created_ms) VALUES (?, ?, ?, ?, ?)",
         ))
@@ -71,7 +71,7 @@ impl Store {
         expected_etag: &str,
         new_etag: &str,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(&self.sql(
             "UPDATE device_templates SET etag = ?, display_name = ?, body = ? WHERE id = ? AND etag = ?",
         ))
@@ -96,7 +96,7 @@ impl Store {
 
     async fn write_capabilities(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut crate::write_gate::WriteTx,
         template: &DeviceTemplate,
     ) -> Result<()> {
         let insert = self.sql(
@@ -158,7 +158,7 @@ impl Store {
     /// Deletes a template no device uses. `NotFound`, or `Conflict` naming how many devices
     /// still use it.
     pub async fn delete_template(&self, id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM devices WHERE template = ?"))
             .bind(id)
             .fetch_one(&mut *tx)

@@ -62,7 +62,7 @@ impl Store {
         .bind(device.simulated)
         .bind(json_text(&device.organizations))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         inserted(result, "device", &device.id)
     }
@@ -82,7 +82,7 @@ impl Store {
         .bind(json_text(&device.organizations))
         .bind(&device.id)
         .bind(expected_etag)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -146,7 +146,7 @@ impl Store {
         .bind(update.new_etag)
         .bind(update.device_id)
         .bind(update.expected_etag)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -170,7 +170,7 @@ impl Store {
         let done = sqlx::query(&self.sql("UPDATE devices SET attestation = ? WHERE id = ?"))
             .bind(attestation.map(Value::to_string))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&*self.writing().await)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

@@ -48,7 +48,7 @@ impl Store {
         .bind(&group.primary_key)
         .bind(&group.secondary_key)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         inserted(result, "enrollment group", &group.id)
     }
@@ -71,7 +71,7 @@ impl Store {
         .bind(&group.secondary_key)
         .bind(&group.id)
         .bind(expected_etag)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -126,7 +126,7 @@ impl Store {
         .bind(&job.status)
         .bind(job.rerun_of.as_deref())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         self.job_cache.changed();
         inserted(result, "job", &job.id)
@@ -199,7 +199,7 @@ impl Store {
         for status in from {
             query = query.bind(*status);
         }
-        let moved = query.execute(&self.pool).await?.rows_affected() == 1;
+        let moved = query.execute(&*self.writing().await).await?.rows_affected() == 1;
         self.job_cache.changed();
         Ok(moved)
     }
@@ -216,7 +216,7 @@ impl Store {
         deadline_ms: i64,
     ) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let started = sqlx::query(&self.sql(
             "UPDATE jobs SET status = 'running', start_ms = ?, total = ?, batch_size = ? \
              WHERE id = ? AND status = 'pending'",
@@ -399,7 +399,7 @@ impl Store {
         device_id: &str,
         deadline_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Touching the job's row locks it (PostgreSQL) against a concurrent stop or cancel, so
         // the check and the start are one step.
         let running = sqlx::query(
@@ -514,7 +514,7 @@ impl Store {
         .bind(sent)
         .bind(job_id)
         .bind(device_id)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         self.job_cache.changed();
         Ok(())
@@ -568,7 +568,7 @@ impl Store {
             DeviceOutcome::Completed => ("completed", "completed"),
             DeviceOutcome::Failed => ("failed", "failed"),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(&self.sql(
             "UPDATE job_devices SET status = ?, reason = ?, detail = ?, finished_ms = ? \
              WHERE job_id = ? AND device_id = ? AND status = 'running'",

@@ -15,6 +15,7 @@ mod jobs;
 mod scheduled_jobs;
 mod settings;
 mod twins;
+mod write_gate;
 
 pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
@@ -57,6 +58,8 @@ pub struct Store {
     /// Jobs and job device pages as last read (see `job_cache`); shared with the writer's store,
     /// whose commits empty it.
     job_cache: std::sync::Arc<job_cache::JobCache>,
+    /// Where writes wait for their turn (see `write_gate`); shared with the writer's store.
+    write_gate: write_gate::WriteGate,
 }
 
 impl Store {
@@ -113,12 +116,14 @@ impl Store {
         }
         let writer_pool = writer_options.connect(url).await?;
         let job_cache = std::sync::Arc::new(job_cache::JobCache::default());
+        let write_gate = write_gate::for_dialect(dialect);
         let writer = batch::start(Store {
             pool: writer_pool,
             dialect,
             writer: None,
             tokens: Default::default(),
             job_cache: job_cache.clone(),
+            write_gate: write_gate.clone(),
         });
         Ok(Store {
             pool,
@@ -126,15 +131,7 @@ impl Store {
             writer: Some(writer),
             tokens: Default::default(),
             job_cache,
-        })
-    }
-
-    /// Begins a transaction that writes: on SQLite it takes the write lock at once, so what it
-    /// reads stays current until it commits.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            write_gate,
         })
     }
 
@@ -242,7 +239,7 @@ impl Store {
     async fn delete_by_id(&self, table: &str, id: &str) -> Result<()> {
         let done = sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE id = ?")))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&*self.writing().await)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

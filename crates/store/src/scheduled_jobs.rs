@@ -51,7 +51,7 @@ impl Store {
         .bind(job.completed)
         .bind(job.next_occurrence)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await;
         inserted(result, "scheduled job", &job.id)
     }
@@ -74,7 +74,7 @@ impl Store {
         .bind(job.next_occurrence)
         .bind(&job.id)
         .bind(expected_etag)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -123,7 +123,7 @@ impl Store {
         completed: bool,
         new_etag: &str,
     ) -> Result<Option<String>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Moving the schedule first locks its row (PostgreSQL): one replica fires at a time.
         let moved = sqlx::query(&self.sql(
             "UPDATE scheduled_jobs SET next_occurrence = ?, completed = ?, etag = ? \
@@ -188,7 +188,7 @@ impl Store {
         .bind(new_etag)
         .bind(id)
         .bind(false)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ impl Store {
         )
         .bind(name)
         .bind(make())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         let row = sqlx::query(&self.sql("SELECT value FROM settings WHERE name = ?"))
             .bind(name)
@@ -34,7 +34,7 @@ impl Store {
         ))
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(())
     }

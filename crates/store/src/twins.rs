@@ -89,7 +89,7 @@ impl Store {
             .bind(plain_values(&reported).to_string())
             .bind(device_id)
             .bind(twin.reported_version)
-            .execute(&self.pool)
+            .execute(&*self.writing().await)
             .await?;
             if done.rows_affected() == 1 {
                 return Ok((version, reported));
@@ -141,7 +141,7 @@ impl Store {
             let previous = twin.desired_version;
             merge_patch(&mut twin.desired, change);
             twin.desired_version += 1;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let done = sqlx::query(&self.sql(
                 "UPDATE devices SET desired = ?, desired_version = ? WHERE id = ? AND desired_version = ?",
             ))
@@ -182,7 +182,7 @@ impl Store {
         .bind(true)
         .bind(template)
         .bind(device_id)
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -202,7 +202,7 @@ impl Store {
             "INSERT INTO device_telemetry (device_id, component, name, value, time_ms) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (device_id, component, name) DO UPDATE SET value = excluded.value, time_ms = excluded.time_ms",
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (name, value) in values {
             sqlx::query(&sql)
                 .bind(device_id)
@@ -254,7 +254,7 @@ impl Store {
         .bind(command.response.as_ref().map(Value::to_string))
         .bind(command.response_code)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(())
     }
@@ -334,7 +334,7 @@ impl Store {
         if subscriptions.is_empty() {
             sqlx::query(&self.sql("DELETE FROM mqtt_sessions WHERE client_id = ?"))
                 .bind(client_id)
-                .execute(&self.pool)
+                .execute(&*self.writing().await)
                 .await?;
             return Ok(());
         }
@@ -348,7 +348,7 @@ impl Store {
         ))
         .bind(client_id)
         .bind(Value::Array(value).to_string())
-        .execute(&self.pool)
+        .execute(&*self.writing().await)
         .await?;
         Ok(())
     }
