@@ -181,6 +181,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::https::app(rest.clone(), hub_for_https),
         ))
     });
+    // TCP_NODELAY on accepted API sockets, as on the device and HTTPS listeners: a response
+    // written in two pieces would otherwise wait for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
+        let _ = socket.set_nodelay(true);
+    });
     axum::serve(listener, rest)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
