@@ -74,6 +74,10 @@ pub struct ServeArgs {
 const DEFAULT_HTTPS_ADDR: &str = "0.0.0.0:443";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // The device runtime starts here, on the main thread, so its threads inherit the default
+    // scheduling: started from an API worker, they would inherit its short time slices (see
+    // main.rs), and device work would preempt requests as readily as requests preempt it.
+    let _ = flotilla_gateway::runtime::devices();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
