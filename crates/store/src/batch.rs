@@ -505,8 +505,92 @@ async fn write_twins(
     Ok(written)
 }
 
+/// A twin write, as `write_planned` handles both kinds.
+trait TwinWrite: Sized {
+    type Answer;
+    /// Whether it changes the reported document (else the desired one).
+    const REPORTED: bool;
+    fn device_id(&self) -> &str;
+    fn plan<'a>(
+        twins: HashMap<String, Twin>,
+        writes: impl Iterator<Item = &'a Self>,
+    ) -> Plan<Self::Answer>
+    where
+        Self: 'a;
+}
+
+impl TwinWrite for ReportedWrite {
+    type Answer = ReportedAnswer;
+    const REPORTED: bool = true;
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn plan<'a>(
+        twins: HashMap<String, Twin>,
+        writes: impl Iterator<Item = &'a Self>,
+    ) -> Plan<Self::Answer> {
+        plan_reported(twins, writes)
+    }
+}
+
+impl TwinWrite for DesiredWrite {
+    type Answer = Twin;
+    const REPORTED: bool = false;
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn plan<'a>(
+        twins: HashMap<String, Twin>,
+        writes: impl Iterator<Item = &'a Self>,
+    ) -> Plan<Self::Answer> {
+        plan_desired(twins, writes)
+    }
+}
+
 /// Writes the plan; the writes whose devices changed since they were read (or were not read)
-/// are worked out again on the twins as the transaction sees them, and written.
+/// are worked out again on the twins as the transaction sees them, and written. Returns each
+/// write's answer (`None`: no such device) and the devices written.
+async fn write_planned<W: TwinWrite>(
+    core: &Store,
+    tx: &mut WriteTx,
+    writes: &[(W, Reply<W::Answer>)],
+    plan: Plan<W::Answer>,
+) -> Result<(Vec<Option<W::Answer>>, HashSet<String>)> {
+    let mut answers = plan.answers;
+    answers.resize_with(writes.len(), || None);
+    let mut written = write_twins(core, tx, &plan.devices, W::REPORTED).await?;
+    let again: Vec<usize> = (0..writes.len())
+        .filter(|&i| !written.contains(writes[i].0.device_id()))
+        .collect();
+    if !again.is_empty() {
+        let ids = distinct(again.iter().map(|&i| writes[i].0.device_id()));
+        let twins = read_twins(core, tx, &ids, !W::REPORTED).await?;
+        let plan = W::plan(twins, again.iter().map(|&i| &writes[i].0));
+        written.extend(write_twins(core, tx, &plan.devices, W::REPORTED).await?);
+        for (&i, answer) in again.iter().zip(plan.answers) {
+            answers[i] = answer;
+        }
+    }
+    Ok((answers, written))
+}
+
+/// Each write's outcome: its answer if its device was written, else to be run on its own.
+fn outcomes<W: TwinWrite>(
+    writes: &[(W, Reply<W::Answer>)],
+    answers: Vec<Option<W::Answer>>,
+    written: &HashSet<String>,
+) -> Vec<Outcome<W::Answer>> {
+    writes
+        .iter()
+        .zip(answers)
+        .map(|((w, _), answer)| match answer {
+            None => Outcome::Done(Err(StoreError::NotFound)),
+            Some(answer) if written.contains(w.device_id()) => Outcome::Done(Ok(answer)),
+            Some(_) => Outcome::Again,
+        })
+        .collect()
+}
+
 async fn write_reported(
     core: &Store,
     tx: &mut WriteTx,
@@ -516,30 +600,8 @@ async fn write_reported(
     if writes.is_empty() {
         return Ok(vec![]);
     }
-    let mut answers = plan.answers;
-    answers.resize_with(writes.len(), || None);
-    let mut written = write_twins(core, tx, &plan.devices, true).await?;
-    let again: Vec<usize> = (0..writes.len())
-        .filter(|&i| !written.contains(&writes[i].0.device_id))
-        .collect();
-    if !again.is_empty() {
-        let ids = distinct(again.iter().map(|&i| writes[i].0.device_id.as_str()));
-        let twins = read_twins(core, tx, &ids, false).await?;
-        let plan = plan_reported(twins, again.iter().map(|&i| &writes[i].0));
-        written.extend(write_twins(core, tx, &plan.devices, true).await?);
-        for (&i, answer) in again.iter().zip(plan.answers) {
-            answers[i] = answer;
-        }
-    }
-    Ok(writes
-        .iter()
-        .zip(answers)
-        .map(|((w, _), answer)| match answer {
-            None => Outcome::Done(Err(StoreError::NotFound)),
-            Some(answer) if written.contains(&w.device_id) => Outcome::Done(Ok(answer)),
-            Some(_) => Outcome::Again,
-        })
-        .collect())
+    let (answers, written) = write_planned(core, tx, writes, plan).await?;
+    Ok(outcomes(writes, answers, &written))
 }
 
 async fn write_desired(
@@ -551,21 +613,7 @@ async fn write_desired(
     if writes.is_empty() {
         return Ok(vec![]);
     }
-    let mut answers = plan.answers;
-    answers.resize_with(writes.len(), || None);
-    let mut written = write_twins(core, tx, &plan.devices, false).await?;
-    let again: Vec<usize> = (0..writes.len())
-        .filter(|&i| !written.contains(&writes[i].0.device_id))
-        .collect();
-    if !again.is_empty() {
-        let ids = distinct(again.iter().map(|&i| writes[i].0.device_id.as_str()));
-        let twins = read_twins(core, tx, &ids, true).await?;
-        let plan = plan_desired(twins, again.iter().map(|&i| &writes[i].0));
-        written.extend(write_twins(core, tx, &plan.devices, false).await?);
-        for (&i, answer) in again.iter().zip(plan.answers) {
-            answers[i] = answer;
-        }
-    }
+    let (answers, written) = write_planned(core, tx, writes, plan).await?;
     // A job's write records the version it made, in the same transaction.
     let recorded: Vec<(&str, &str, i64)> = writes
         .iter()
@@ -591,15 +639,7 @@ async fn write_desired(
         }
         query.execute(&mut **tx).await?;
     }
-    Ok(writes
-        .iter()
-        .zip(answers)
-        .map(|((w, _), answer)| match answer {
-            None => Outcome::Done(Err(StoreError::NotFound)),
-            Some(twin) if written.contains(&w.device_id) => Outcome::Done(Ok(twin)),
-            Some(_) => Outcome::Again,
-        })
-        .collect())
+    Ok(outcomes(writes, answers, &written))
 }
 
 async fn notes_bulk(

@@ -399,31 +399,10 @@ impl Store {
         device_id: &str,
         deadline_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        // Touching the job's row locks it (PostgreSQL) against a concurrent stop or cancel, so
-        // the check and the start are one step.
-        let running = sqlx::query(
-            &self.sql("UPDATE jobs SET status = status WHERE id = ? AND status = 'running'"),
-        )
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        if running.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let done = sqlx::query(&self.sql(
-            "UPDATE job_devices SET status = 'running', started_ms = ?, deadline_ms = ? \
-             WHERE job_id = ? AND device_id = ? AND status = 'pending'",
-        ))
-        .bind(now_ms())
-        .bind(deadline_ms)
-        .bind(job_id)
-        .bind(device_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.job_cache.changed();
-        Ok(done.rows_affected() == 1)
+        let started = self
+            .start_job_devices(job_id, &[device_id], deadline_ms)
+            .await?;
+        Ok(!started.is_empty())
     }
 
     /// Marks these pending devices running, with one deadline, if the job is running, in one
