@@ -198,14 +198,14 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
         } else {
             let ids = distinct(batch.reported.iter().map(|(w, _)| w.device_id.as_str()));
             let twins = read_twins(core, &mut connection, &ids, false).await?;
-            plan_reported(twins, batch.reported.iter().map(|(w, _)| w))
+            plan_writes(twins, batch.reported.iter().map(|(w, _)| w))
         };
         let desired = if batch.desired.is_empty() {
             Plan::default()
         } else {
             let ids = distinct(batch.desired.iter().map(|(w, _)| w.device_id.as_str()));
             let twins = read_twins(core, &mut connection, &ids, true).await?;
-            plan_desired(twins, batch.desired.iter().map(|(w, _)| w))
+            plan_writes(twins, batch.desired.iter().map(|(w, _)| w))
         };
         Ok::<_, StoreError>((reported, desired))
     }
@@ -380,66 +380,72 @@ async fn read_twins(
     Ok(twins)
 }
 
-/// Reported patches applied in order on the twins read; each write's answer is the version
-/// and document it made.
-fn plan_reported<'a>(
-    mut twins: HashMap<String, Twin>,
-    writes: impl Iterator<Item = &'a ReportedWrite>,
-) -> Plan<ReportedAnswer> {
-    let read: HashMap<String, i64> = twins
-        .iter()
-        .map(|(id, t)| (id.clone(), t.reported_version))
-        .collect();
-    let mut order = Vec::new();
-    let mut answers = Vec::new();
-    for w in writes {
-        match twins.get_mut(&w.device_id) {
-            Some(twin) => {
-                if twin.reported_version == read[&w.device_id] {
-                    order.push(w.device_id.clone());
-                }
-                apply_reported_patch(&mut twin.reported, &w.patch);
-                twin.reported_version += 1;
-                answers.push(Some((twin.reported_version, twin.reported.clone())));
-            }
-            None => answers.push(None),
-        }
-    }
-    let devices = order
-        .into_iter()
-        .map(|id| {
-            let twin = twins.remove(&id).expect("planned");
-            DevicePlan {
-                read_version: read[&id],
-                id,
-                version: twin.reported_version,
-                document: twin.reported,
-            }
-        })
-        .collect();
-    Plan { devices, answers }
+/// A twin write of either kind, as `plan_writes` and `write_planned` handle them.
+trait TwinWrite {
+    type Answer;
+    /// Whether it changes the reported document (else the desired one).
+    const REPORTED: bool;
+    fn device_id(&self) -> &str;
+    /// Applies the write to the twin (document and version) and gives its answer.
+    fn apply(&self, twin: &mut Twin) -> Self::Answer;
 }
 
-/// Desired changes merged in order on the twins read; each write's answer is the twin it made.
-fn plan_desired<'a>(
+impl TwinWrite for ReportedWrite {
+    /// The version and document it made.
+    type Answer = ReportedAnswer;
+    const REPORTED: bool = true;
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn apply(&self, twin: &mut Twin) -> ReportedAnswer {
+        apply_reported_patch(&mut twin.reported, &self.patch);
+        twin.reported_version += 1;
+        (twin.reported_version, twin.reported.clone())
+    }
+}
+
+impl TwinWrite for DesiredWrite {
+    /// The twin it made.
+    type Answer = Twin;
+    const REPORTED: bool = false;
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn apply(&self, twin: &mut Twin) -> Twin {
+        merge_patch(&mut twin.desired, &self.change);
+        twin.desired_version += 1;
+        twin.clone()
+    }
+}
+
+/// The version of the document a kind of write changes.
+fn version_of<W: TwinWrite>(twin: &Twin) -> i64 {
+    if W::REPORTED {
+        twin.reported_version
+    } else {
+        twin.desired_version
+    }
+}
+
+/// Writes applied in order on the twins read: per device, the document to write and the version
+/// it replaces; per write, its answer.
+fn plan_writes<'a, W: TwinWrite + 'a>(
     mut twins: HashMap<String, Twin>,
-    writes: impl Iterator<Item = &'a DesiredWrite>,
-) -> Plan<Twin> {
+    writes: impl Iterator<Item = &'a W>,
+) -> Plan<W::Answer> {
     let read: HashMap<String, i64> = twins
         .iter()
-        .map(|(id, t)| (id.clone(), t.desired_version))
+        .map(|(id, t)| (id.clone(), version_of::<W>(t)))
         .collect();
     let mut order = Vec::new();
     let mut answers = Vec::new();
     for w in writes {
-        match twins.get_mut(&w.device_id) {
+        match twins.get_mut(w.device_id()) {
             Some(twin) => {
-                if twin.desired_version == read[&w.device_id] {
-                    order.push(w.device_id.clone());
+                if version_of::<W>(twin) == read[w.device_id()] {
+                    order.push(w.device_id().to_string());
                 }
-                merge_patch(&mut twin.desired, &w.change);
-                twin.desired_version += 1;
-                answers.push(Some(twin.clone()));
+                answers.push(Some(w.apply(twin)));
             }
             None => answers.push(None),
         }
@@ -451,8 +457,12 @@ fn plan_desired<'a>(
             DevicePlan {
                 read_version: read[&id],
                 id,
-                version: twin.desired_version,
-                document: twin.desired,
+                version: version_of::<W>(&twin),
+                document: if W::REPORTED {
+                    twin.reported
+                } else {
+                    twin.desired
+                },
             }
         })
         .collect();
@@ -505,48 +515,6 @@ async fn write_twins(
     Ok(written)
 }
 
-/// A twin write, as `write_planned` handles both kinds.
-trait TwinWrite: Sized {
-    type Answer;
-    /// Whether it changes the reported document (else the desired one).
-    const REPORTED: bool;
-    fn device_id(&self) -> &str;
-    fn plan<'a>(
-        twins: HashMap<String, Twin>,
-        writes: impl Iterator<Item = &'a Self>,
-    ) -> Plan<Self::Answer>
-    where
-        Self: 'a;
-}
-
-impl TwinWrite for ReportedWrite {
-    type Answer = ReportedAnswer;
-    const REPORTED: bool = true;
-    fn device_id(&self) -> &str {
-        &self.device_id
-    }
-    fn plan<'a>(
-        twins: HashMap<String, Twin>,
-        writes: impl Iterator<Item = &'a Self>,
-    ) -> Plan<Self::Answer> {
-        plan_reported(twins, writes)
-    }
-}
-
-impl TwinWrite for DesiredWrite {
-    type Answer = Twin;
-    const REPORTED: bool = false;
-    fn device_id(&self) -> &str {
-        &self.device_id
-    }
-    fn plan<'a>(
-        twins: HashMap<String, Twin>,
-        writes: impl Iterator<Item = &'a Self>,
-    ) -> Plan<Self::Answer> {
-        plan_desired(twins, writes)
-    }
-}
-
 /// Writes the plan; the writes whose devices changed since they were read (or were not read)
 /// are worked out again on the twins as the transaction sees them, and written. Returns each
 /// write's answer (`None`: no such device) and the devices written.
@@ -565,7 +533,7 @@ async fn write_planned<W: TwinWrite>(
     if !again.is_empty() {
         let ids = distinct(again.iter().map(|&i| writes[i].0.device_id()));
         let twins = read_twins(core, tx, &ids, !W::REPORTED).await?;
-        let plan = W::plan(twins, again.iter().map(|&i| &writes[i].0));
+        let plan = plan_writes(twins, again.iter().map(|&i| &writes[i].0));
         written.extend(write_twins(core, tx, &plan.devices, W::REPORTED).await?);
         for (&i, answer) in again.iter().zip(plan.answers) {
             answers[i] = answer;
@@ -823,23 +791,11 @@ async fn check_threshold(
             scope.0 += 1;
             *scope
         };
-        if threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
-            let scope = if threshold.per_batch { "batch" } else { "job" };
-            let why = format!(
-                "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
-            );
-            let moved = sqlx::query(&core.sql(
-                "UPDATE jobs SET status = 'cancelled', reason = ?, end_ms = ? \
-                 WHERE id = ? AND status IN ('running', 'stopped')",
-            ))
-            .bind(&why)
-            .bind(now_ms())
-            .bind(job_id)
-            .execute(&mut **tx)
-            .await?;
-            if moved.rows_affected() == 1 {
-                results[i].cancelled = Some(why);
-            }
+        if let Some(why) = core
+            .cancel_at_threshold(tx, job_id, &threshold, failed, size)
+            .await?
+        {
+            results[i].cancelled = Some(why);
         }
     }
     Ok(())
@@ -879,7 +835,7 @@ mod tests {
                 patch: serde_json::json!({"a": null}),
             },
         ];
-        let plan = plan_reported(twins, writes.iter());
+        let plan = plan_writes(twins, writes.iter());
         assert_eq!(plan.devices.len(), 1);
         assert_eq!(plan.devices[0].read_version, 4);
         assert_eq!(plan.devices[0].version, 6);

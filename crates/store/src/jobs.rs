@@ -596,24 +596,9 @@ impl Store {
                     row.try_get::<i64, _>("total")?,
                 )
             };
-            if threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
-                let scope = if threshold.per_batch { "batch" } else { "job" };
-                let why = format!(
-                    "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
-                );
-                let moved = sqlx::query(&self.sql(
-                    "UPDATE jobs SET status = 'cancelled', reason = ?, end_ms = ? \
-                     WHERE id = ? AND status IN ('running', 'stopped')",
-                ))
-                .bind(&why)
-                .bind(now_ms())
-                .bind(job_id)
-                .execute(&mut *tx)
+            cancelled = self
+                .cancel_at_threshold(&mut tx, job_id, &threshold, failed, size)
                 .await?;
-                if moved.rows_affected() == 1 {
-                    cancelled = Some(why);
-                }
-            }
         }
         tx.commit().await?;
         self.job_cache.changed();
@@ -621,6 +606,35 @@ impl Store {
             counted: true,
             cancelled,
         })
+    }
+
+    /// Cancels the job, in the caller's transaction, when `failed` of `size` devices reach the
+    /// threshold and it is still running or stopped; why, if this cancelled it.
+    pub(crate) async fn cancel_at_threshold(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        job_id: &str,
+        threshold: &Threshold,
+        failed: i64,
+        size: i64,
+    ) -> Result<Option<String>> {
+        if !threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
+            return Ok(None);
+        }
+        let scope = if threshold.per_batch { "batch" } else { "job" };
+        let why = format!(
+            "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
+        );
+        let moved = sqlx::query(&self.sql(
+            "UPDATE jobs SET status = 'cancelled', reason = ?, end_ms = ? \
+             WHERE id = ? AND status IN ('running', 'stopped')",
+        ))
+        .bind(&why)
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(tx)
+        .await?;
+        Ok((moved.rows_affected() == 1).then_some(why))
     }
 
     /// The ids of a job's failed devices, in order (what a rerun targets).
