@@ -115,12 +115,13 @@ fn api_version_parameter() -> Parameter {
         .required(Required::True)
         .description(Some(
             "The version of the API being called. `2022-10-31-preview` adds `maxpagesize` and \
-             `If-Match`.",
+             `If-Match`; `2022-06-30-preview` (what the Azure CLI sends) is the stable API with \
+             OData's `$top` as the page size (its `$filter` and `$orderby` are ignored).",
         ))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .enum_values(Some(ApiVersion::SUPPORTED)),
+                .enum_values(Some(ApiVersion::ALL.map(ApiVersion::as_str))),
         ))
         .build()
 }
@@ -128,7 +129,7 @@ fn api_version_parameter() -> Parameter {
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
-/// The paging parameter of every list.
+/// The paging parameters of every list.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -136,6 +137,9 @@ pub struct ListParams {
     /// it; the stable version ignores it.
     #[param(minimum = 1, maximum = 100)]
     pub maxpagesize: Option<i32>,
+    /// The same for `2022-06-30-preview`, which names it OData's way; other versions ignore it.
+    #[param(rename = "$top", minimum = 1, maximum = 100)]
+    pub top: Option<i32>,
 }
 
 /// Optimistic concurrency on writes: the etag the client last saw.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::query::query_pairs;
+use crate::version::ApiVersion;
 
 /// Page size when the client gives none (IoT Central's documented default).
 pub const DEFAULT_PAGE_SIZE: usize = 25;
@@ -23,11 +24,13 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// `maxpagesize` (1..100) exists only in the preview version; the stable version declares no
-    /// paging parameter, so there it is ignored like any unknown parameter.
+    /// The page size comes from the parameter the caller's version declares (`maxpagesize` on
+    /// 2022-10-31-preview, OData's `$top` on 2022-06-30-preview, both 1..100); the stable
+    /// version declares none, so there it is ignored like any unknown parameter.
     pub fn parse(uri: &Uri, caller: &Caller) -> Result<Self, ApiError> {
         let mut after = None;
         let mut size = DEFAULT_PAGE_SIZE;
+        let page_size = caller.version.page_size_parameter();
         for (key, value) in query_pairs(uri.query()) {
             match key.as_str() {
                 "$skiptoken" | "skiptoken" => {
@@ -40,18 +43,21 @@ impl ListQuery {
                         })?;
                     after = Some(decoded);
                 }
-                "maxpagesize" if caller.version.is_preview() => {
+                name if Some(name) == page_size => {
                     size = value
                         .parse::<usize>()
                         .ok()
                         .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
                         .ok_or_else(|| {
                             ApiError::bad_request(format!(
-                                "The query parameter 'maxpagesize' must be a whole number from 1 to {MAX_PAGE_SIZE}, not '{value}'."
+                                "The query parameter '{key}' must be a whole number from 1 to {MAX_PAGE_SIZE}, not '{value}'."
                             ))
                         })?;
                 }
-                "filter" | "orderby" if caller.version.is_preview() => {
+                // 2022-10-31-preview's own list expressions: refused rather than answered
+                // with a silently unfiltered list. (2022-06-30-preview's OData `$filter` and
+                // `$orderby`, which the Azure CLI adds, are ignored like unknown parameters.)
+                "filter" | "orderby" if caller.version == ApiVersion::V2022_10_31Preview => {
                     return Err(ApiError::bad_request(format!(
                         "The query parameter '{key}' is not supported by this server yet."
                     )));
