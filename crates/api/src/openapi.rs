@@ -142,6 +142,33 @@ pub struct ListParams {
     pub top: Option<i32>,
 }
 
+/// A component's name in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ComponentPath {
+    /// Name of the device component.
+    #[param(rename = "componentName")]
+    pub component_name: String,
+}
+
+/// A command's name in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CommandPath {
+    /// Name of this device command.
+    #[param(rename = "commandName")]
+    pub command_name: String,
+}
+
+/// A telemetry's name in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TelemetryPath {
+    /// Name of this device telemetry.
+    #[param(rename = "telemetryName")]
+    pub telemetry_name: String,
+}
+
 /// Optimistic concurrency on writes: the etag the client last saw.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -277,6 +304,40 @@ pub struct X509Certificates {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct X509Certificate {
     pub certificate: String,
+}
+
+/// A component of a device's template, as the template declares it.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    #[serde(rename = "@id", default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    /// `"Component"`, or an array that holds it.
+    #[serde(rename = "@type")]
+    pub types: Value,
+    /// The component's name, as in `/components/{componentName}`.
+    pub name: String,
+    /// The component's interface, by its `@id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub schema: Option<String>,
+    /// `displayName`, `description` and any other field, as the template declares them.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// An IoT Edge module of a device (Flotilla's devices have none).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Module {
+    #[serde(rename = "@id")]
+    pub id: String,
+    /// `["Relationship", "SemanticType/EdgeModule"]`.
+    #[serde(rename = "@type")]
+    pub types: Vec<String>,
+    /// The module's name, as in `/modules/{moduleName}`.
+    pub name: String,
 }
 
 /// A device's individual attestation, by its `type`.
@@ -706,6 +767,14 @@ collection!(
     DeviceCollection of Device
 );
 collection!(
+    /// The components of a device's template (one page).
+    ComponentCollection of Component
+);
+collection!(
+    /// The modules of a device (one page).
+    ModuleCollection of Module
+);
+collection!(
     /// A page of device groups.
     DeviceGroupCollection of DeviceGroup
 );
@@ -847,6 +916,9 @@ mod tests {
             .unwrap()
             .body;
         template["etag"] = json!("\"e\"");
+        for component in flotilla_model::template::components(&body["capabilityModel"]) {
+            fits::<Component>(component);
+        }
         fits::<DeviceTemplate>(template);
     }
 
@@ -917,7 +989,7 @@ mod tests {
                 // 202 for property writes; 200 otherwise.
                 let expected = match (method.as_str(), id.as_str()) {
                     ("delete", _) | (_, "Jobs_Stop" | "Jobs_Resume") => "204",
-                    (_, "Devices_RunCommand" | "Devices_RunComponentCommand") => "201",
+                    (_, id) if id.starts_with("Devices_Run") && id.ends_with("Command") => "201",
                     ("put" | "patch", _) if id.contains("Properties") && !id.contains("Cloud") => {
                         "202"
                     }
@@ -927,7 +999,7 @@ mod tests {
                 let takes_body = match (method.as_str(), id.as_str()) {
                     (_, "Jobs_Rerun") => false,
                     ("put" | "patch", _) => true,
-                    (_, "Devices_RunCommand" | "Devices_RunComponentCommand") => true,
+                    (_, id) if id.starts_with("Devices_Run") && id.ends_with("Command") => true,
                     _ => false,
                 };
                 assert_eq!(operation.get("requestBody").is_some(), takes_body, "{id}");
@@ -938,9 +1010,9 @@ mod tests {
                 );
             }
         }
-        // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs
-        // and 6 for scheduled jobs.
-        assert_eq!(operation_ids.len(), 60);
+        // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs,
+        // 6 for scheduled jobs, 1 for a device's components and 14 for its modules.
+        assert_eq!(operation_ids.len(), 75);
         let text = doc.to_string();
         let references: Vec<&str> = text.split("\"$ref\":\"").skip(1).collect();
         assert!(references.len() > 35);

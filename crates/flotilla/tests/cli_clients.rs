@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::json;
 
 /// `az iot central` sends this version with every `device-template` command and `device list`,
@@ -74,4 +75,129 @@ async fn the_ga_1_0_version_is_refused_naming_the_supported_ones() {
     for version in [STABLE, PREVIEW, CLI_VERSION] {
         assert!(message.contains(version), "{message}");
     }
+}
+
+/// `az iot central device list-components`: the components of the device's template, each as
+/// the template declares it, with its interface named by `@id`.
+#[tokio::test]
+async fn a_device_lists_the_components_of_its_template() {
+    let server = Server::start().await;
+    let cli = server.admin().with_version(Some(CLI_VERSION));
+    cli.publish_template(CONTROLLER, controller_template())
+        .await;
+    cli.put("/devices/controller-1", json!({"template": CONTROLLER}))
+        .await
+        .ok(200);
+    cli.put("/devices/bare-1", json!({})).await.ok(200);
+
+    let listed = cli.get("/devices/controller-1/components").await;
+    assert_eq!(
+        listed.ok(200),
+        &json!({"value": [
+            {"@type": "Component", "name": "thermostat1", "displayName": "Thermostat One",
+             "schema": "dtmi:contoso:temperaturecontroller:thermostat1;1"},
+            {"@type": "Component", "name": "thermostat2", "displayName": "Thermostat Two",
+             "schema": "dtmi:contoso:temperaturecontroller:thermostat2;1"},
+        ]})
+    );
+    // The stable version serves the same.
+    let stable = server.admin().get("/devices/controller-1/components").await;
+    assert_eq!(stable.ok(200), listed.ok(200));
+    // A device without a template has none; an unknown device is IoT Central's 404.
+    let bare = cli.get("/devices/bare-1/components").await;
+    assert_eq!(bare.ok(200), &json!({"value": []}));
+    let message = cli
+        .get("/devices/nobody/components")
+        .await
+        .error(404, "NotFound");
+    assert!(message.contains("'nobody'"), "{message}");
+}
+
+/// `az iot central device list-modules` and the module routes: Flotilla's devices have no
+/// modules (no IoT Edge), so the list is empty and every module is unknown.
+#[tokio::test]
+async fn modules_are_an_empty_list_and_each_module_route_is_a_404() {
+    let server = Server::start().await;
+    let cli = server.admin().with_version(Some(CLI_VERSION));
+    cli.publish_template(CONTROLLER, controller_template())
+        .await;
+    cli.put("/devices/controller-1", json!({"template": CONTROLLER}))
+        .await
+        .ok(200);
+
+    let modules = cli.get("/devices/controller-1/modules").await;
+    assert_eq!(modules.ok(200), &json!({"value": []}));
+    cli.get("/devices/nobody/modules")
+        .await
+        .error(404, "NotFound");
+
+    let module = "/devices/controller-1/modules/edgeModule";
+    let requests = [
+        (Method::GET, format!("{module}/components"), None),
+        (Method::GET, format!("{module}/properties"), None),
+        (
+            Method::PUT,
+            format!("{module}/properties"),
+            Some(json!({"a": 1})),
+        ),
+        (
+            Method::PATCH,
+            format!("{module}/properties"),
+            Some(json!({"a": 1})),
+        ),
+        (Method::GET, format!("{module}/telemetry/temperature"), None),
+        (Method::GET, format!("{module}/commands/reboot"), None),
+        (
+            Method::POST,
+            format!("{module}/commands/reboot"),
+            Some(json!({"request": 1})),
+        ),
+        (
+            Method::GET,
+            format!("{module}/components/thermostat1/properties"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("{module}/components/thermostat1/properties"),
+            Some(json!({"a": 1})),
+        ),
+        (
+            Method::PATCH,
+            format!("{module}/components/thermostat1/properties"),
+            Some(json!({"a": 1})),
+        ),
+        (
+            Method::GET,
+            format!("{module}/components/thermostat1/telemetry/temperature"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("{module}/components/thermostat1/commands/getMaxMinReport"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{module}/components/thermostat1/commands/getMaxMinReport"),
+            Some(json!({})),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let mut request = cli.request(method.clone(), &path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let message = Api::send(request).await.error(404, "NotFound");
+        assert!(
+            message.contains("'edgeModule'") && message.contains("'controller-1'"),
+            "{method} {path}: {message}"
+        );
+    }
+    // An unknown device is named as such, before its modules.
+    let message = cli
+        .get("/devices/nobody/modules/edgeModule/properties")
+        .await
+        .error(404, "NotFound");
+    assert!(message.contains("The device 'nobody'"), "{message}");
 }

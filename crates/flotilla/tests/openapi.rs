@@ -145,6 +145,77 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "get",
         "/devices/{deviceId}/components/{componentName}/telemetry/{telemetryName}",
     ),
+    (
+        "Devices_ListComponents",
+        "get",
+        "/devices/{deviceId}/components",
+    ),
+    ("Devices_ListModules", "get", "/devices/{deviceId}/modules"),
+    (
+        "Devices_ListModuleComponents",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/components",
+    ),
+    (
+        "Devices_GetModuleProperties",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/properties",
+    ),
+    (
+        "Devices_ReplaceModuleProperties",
+        "put",
+        "/devices/{deviceId}/modules/{moduleName}/properties",
+    ),
+    (
+        "Devices_UpdateModuleProperties",
+        "patch",
+        "/devices/{deviceId}/modules/{moduleName}/properties",
+    ),
+    (
+        "Devices_GetModuleTelemetryValue",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/telemetry/{telemetryName}",
+    ),
+    (
+        "Devices_GetModuleCommandHistory",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/commands/{commandName}",
+    ),
+    (
+        "Devices_RunModuleCommand",
+        "post",
+        "/devices/{deviceId}/modules/{moduleName}/commands/{commandName}",
+    ),
+    (
+        "Devices_GetModuleComponentProperties",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_ReplaceModuleComponentProperties",
+        "put",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_UpdateModuleComponentProperties",
+        "patch",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/properties",
+    ),
+    (
+        "Devices_GetModuleComponentTelemetryValue",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/telemetry/{telemetryName}",
+    ),
+    (
+        "Devices_GetModuleComponentCommandHistory",
+        "get",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/commands/{commandName}",
+    ),
+    (
+        "Devices_RunModuleComponentCommand",
+        "post",
+        "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/commands/{commandName}",
+    ),
     ("Jobs_List", "get", "/jobs"),
     ("Jobs_Get", "get", "/jobs/{jobId}"),
     ("Jobs_Create", "put", "/jobs/{jobId}"),
@@ -223,6 +294,13 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Lists the spec does not page (no `x-ms-pageable`): a device's components and modules.
+const UNPAGED_LISTS: &[&str] = &[
+    "Devices_ListComponents",
+    "Devices_ListModules",
+    "Devices_ListModuleComponents",
+];
+
 /// Our operations that IoT Central does not have.
 const EXTENSIONS: &[&str] = &[
     "Devices_GetCloudProperties",
@@ -248,6 +326,8 @@ fn path_value(name: &str, in_component: bool) -> String {
         "roleId" => OPERATOR.into(),
         "deviceTemplateId" => encode(THERMOSTAT),
         "deviceId" => "openapi-device".into(),
+        // Devices have no modules: the module routes answer their documented 404.
+        "moduleName" => "openapi-module".into(),
         "deviceGroupId" => "openapi-group".into(),
         "enrollmentGroupId" => "openapi-enrollment".into(),
         other => panic!("no value for the path parameter {other}: add one to path_value"),
@@ -284,6 +364,13 @@ fn sample_body(operation_id: &str) -> Option<Value> {
         "Devices_ReplaceProperties" | "Devices_UpdateProperties" => {
             json!({"thermostat1": {"targetTemperature": 21}})
         }
+        "Devices_ReplaceModuleProperties" | "Devices_UpdateModuleProperties" => {
+            json!({"targetTemperature": 23})
+        }
+        "Devices_ReplaceModuleComponentProperties" | "Devices_UpdateModuleComponentProperties" => {
+            json!({"targetTemperature": 24})
+        }
+        "Devices_RunModuleCommand" | "Devices_RunModuleComponentCommand" => json!({"request": 1}),
         "Devices_ReplaceComponentProperties" | "Devices_UpdateComponentProperties" => {
             json!({"targetTemperature": 22})
         }
@@ -416,7 +503,8 @@ async fn the_document_is_served_without_a_token_and_lists_every_operation() {
         assert_eq!(op.spec["security"], json!([{"apiToken": []}]), "{}", op.id);
         let paged = op.spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
             .as_str()
-            .is_some_and(|r| r.ends_with("Collection"));
+            .is_some_and(|r| r.ends_with("Collection"))
+            && !UNPAGED_LISTS.contains(&op.id.as_str());
         let has_page_size = op.spec["parameters"]
             .as_array()
             .unwrap()
@@ -516,8 +604,8 @@ async fn every_documented_operation_is_served_as_documented() {
         }
         checked.insert(op.id.clone(), status);
 
-        // Lists: the preview's page size is honoured.
-        if has_parameter(&op.spec, "maxpagesize") {
+        // Lists: the preview's page size is honoured (by those that answered a list).
+        if status == 200 && has_parameter(&op.spec, "maxpagesize") {
             let sep = if path.contains('?') { '&' } else { '?' };
             let page = api
                 .preview()

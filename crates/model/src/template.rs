@@ -136,6 +136,40 @@ pub fn index(model: &Value) -> Result<Vec<Capability>, Invalid> {
     Ok(found)
 }
 
+/// The components a capability model declares, in its root interface and the interfaces it
+/// extends, each as declared but with an inline interface (`schema`) named by its `@id`: the
+/// interface itself is the template's to show.
+pub fn components(model: &Value) -> Vec<Value> {
+    let mut found = Vec::new();
+    collect_components(model, &mut found);
+    found
+}
+
+fn collect_components(interface: &Value, found: &mut Vec<Value>) {
+    match interface.get("extends") {
+        Some(Value::Array(parents)) => parents.iter().for_each(|p| collect_components(p, found)),
+        Some(parent) => collect_components(parent, found),
+        None => {}
+    }
+    let Some(Value::Array(contents)) = interface.get("contents") else {
+        return;
+    };
+    for item in contents {
+        let Value::Object(item) = item else { continue };
+        if !types_of(item).contains(&"Component") {
+            continue;
+        }
+        let mut component = item.clone();
+        if let Some(Value::Object(schema)) = item.get("schema") {
+            match schema.get("@id") {
+                Some(id) => component.insert("schema".into(), id.clone()),
+                None => component.remove("schema"),
+            };
+        }
+        found.push(Value::Object(component));
+    }
+}
+
 fn types_of(item: &Map<String, Value>) -> Vec<&str> {
     match item.get("@type") {
         Some(Value::String(t)) => vec![t.as_str()],
@@ -272,6 +306,31 @@ mod tests {
             "/../../fixtures/temperature-controller.template.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn lists_components_with_their_interfaces_named() {
+        let model = json!({
+            "@type": "Interface",
+            "extends": {"@type": "Interface", "contents": [
+                {"@type": ["Component"], "name": "inherited", "schema": "dtmi:a:b;1"}
+            ]},
+            "contents": [
+                {"@type": "Telemetry", "name": "t", "schema": "double"},
+                {"@type": "Component", "name": "inline", "displayName": "Inline",
+                 "schema": {"@id": "dtmi:a:c;1", "@type": "Interface", "contents": []}},
+                {"@type": "Component", "name": "anonymous", "schema": {"@type": "Interface"}}
+            ]
+        });
+        assert_eq!(
+            components(&model),
+            vec![
+                json!({"@type": ["Component"], "name": "inherited", "schema": "dtmi:a:b;1"}),
+                json!({"@type": "Component", "name": "inline", "displayName": "Inline", "schema": "dtmi:a:c;1"}),
+                json!({"@type": "Component", "name": "anonymous"}),
+            ]
+        );
+        assert_eq!(components(&fixture()["capabilityModel"]).len(), 2);
     }
 
     #[test]

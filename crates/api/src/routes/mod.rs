@@ -3,7 +3,9 @@
 
 mod api_tokens;
 mod device_commands;
+mod device_components;
 mod device_groups;
+mod device_modules;
 mod device_properties;
 mod device_telemetry;
 mod device_templates;
@@ -31,6 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(device_properties::router())
         .merge(device_commands::router())
         .merge(device_telemetry::router())
+        .merge(device_components::router())
+        .merge(device_modules::router())
         .merge(device_groups::router())
         .merge(enrollment_groups::router())
         .merge(jobs::router())
