@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod openapi;
+pub mod origin;
 pub mod paging;
 mod query;
 mod routes;
@@ -49,6 +50,10 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::resolve,
         ))
         // Added after `route_layer`, so neither a token nor an api-version is needed.
         .route("/openapi.json", get(move || async move { Json(doc) }));

@@ -807,7 +807,7 @@ collection!(
 mod tests {
     use std::collections::BTreeSet;
 
-    use axum::http::{HeaderMap, Uri};
+    use axum::http::Uri;
     use axum::response::IntoResponse;
     use flotilla_model::api_token::{ApiToken as ModelToken, RoleAssignment as ModelAssignment};
     use flotilla_model::attestation::{attestation_from_json, credentials};
@@ -821,6 +821,7 @@ mod tests {
 
     use super::*;
     use crate::error::ApiError;
+    use crate::origin::Origin;
     use crate::paging::list_body;
 
     /// `json` fits the schema type `T` exactly: it deserializes, and serializes back unchanged
@@ -935,12 +936,21 @@ mod tests {
                 |d| &d.id,
                 ModelDevice::to_json,
                 &uri,
-                &HeaderMap::new(),
+                &Origin {
+                    scheme: "https",
+                    host: "flotilla.example".into(),
+                },
             )
         };
         fits::<DeviceCollection>(render(false));
         let with_next = render(true);
-        assert!(with_next.get("nextLink").is_some());
+        let next = with_next["nextLink"].as_str().unwrap();
+        assert!(
+            next.starts_with(
+                "https://flotilla.example/api/devices?api-version=2022-07-31&$skiptoken="
+            ),
+            "{next}"
+        );
         fits::<DeviceCollection>(with_next);
     }
 

@@ -2,7 +2,7 @@
 //! client GETs as it is. Pages are keyset pages over the id; the `$skiptoken` carries the last
 //! id of the page before, so deep pages cost no more than the first.
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use flotilla_store::{Page, PageRequest};
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::origin::Origin;
 use crate::query::query_pairs;
 use crate::version::ApiVersion;
 
@@ -82,25 +83,21 @@ pub fn list_body<T>(
     last_id: impl Fn(&T) -> &str,
     render: impl Fn(&T) -> Value,
     uri: &Uri,
-    headers: &HeaderMap,
+    origin: &Origin,
 ) -> Value {
     let value: Vec<Value> = page.items.iter().map(&render).collect();
     let mut body = json!({"value": value});
     if page.more
         && let Some(last) = page.items.last()
     {
-        body["nextLink"] = json!(next_link(uri, headers, last_id(last)));
+        body["nextLink"] = json!(next_link(uri, origin, last_id(last)));
     }
     body
 }
 
-/// The absolute URL of the next page: this request's URL, with the skip token replaced.
-fn next_link(uri: &Uri, headers: &HeaderMap, last_id: &str) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .unwrap_or("localhost");
+/// The absolute URL of the next page: this request's URL on the client's [`Origin`], with the
+/// skip token replaced.
+fn next_link(uri: &Uri, origin: &Origin, last_id: &str) -> String {
     let mut query: Vec<String> = uri
         .query()
         .unwrap_or("")
@@ -112,5 +109,5 @@ fn next_link(uri: &Uri, headers: &HeaderMap, last_id: &str) -> String {
         .map(str::to_string)
         .collect();
     query.push(format!("$skiptoken={}", URL_SAFE_NO_PAD.encode(last_id)));
-    format!("{scheme}://{host}{}?{}", uri.path(), query.join("&"))
+    origin.url(&format!("{}?{}", uri.path(), query.join("&")))
 }

@@ -15,4 +15,6 @@ pub struct AppState {
     pub jobs: flotilla_jobs::Engine,
     /// The time schedules go by (the system clock, or a test's).
     pub clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock>,
+    /// The proxies whose `X-Forwarded-*` headers links are built on (see [`crate::origin`]).
+    pub trusted_proxies: crate::origin::TrustedProxies,
 }

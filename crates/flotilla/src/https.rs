@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Request, WebSocketUpgrade};
 use axum::routing::get;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
+use tower::ServiceExt;
 
+use flotilla_api::origin::ServedOverTls;
 use flotilla_gateway::{Hub, websocket};
 
 /// The REST application plus the WebSocket endpoint for devices.
@@ -43,7 +46,14 @@ pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, app: Router) {
         };
         let _ = socket.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // What the plain listener's connect info gives, plus the mark that makes links https.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(ServedOverTls);
+                request
+            },
+        ));
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(
                 Duration::from_secs(10),

@@ -65,6 +65,16 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_CLOCK_FILE", hide = true)]
     pub clock_file: Option<PathBuf>,
 
+    /// A reverse proxy (an address or a CIDR block) whose `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` the absolute links in answers (`nextLink`) are built on; those headers
+    /// from anyone else are ignored. Repeat for several.
+    #[arg(
+        long = "trusted-proxy",
+        env = "FLOTILLA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<flotilla_api::origin::TrustedProxy>,
+
     /// An administrator API token to accept instead of generating one at first start.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -175,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         hub: hub.clone(),
         jobs,
         clock,
+        trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);
@@ -190,9 +201,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
         let _ = socket.set_nodelay(true);
     });
-    axum::serve(listener, rest)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer's address tells `origin` whether to believe its X-Forwarded-* headers.
+    axum::serve(
+        listener,
+        rest.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     gateway.abort();
     if let Some(secure) = secure {
         secure.abort();

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// `az iot central` sends this version with every `device-template` command and `device list`,
 /// whatever its `--api-version` flag says.
@@ -200,4 +200,109 @@ async fn modules_are_an_empty_list_and_each_module_route_is_a_404() {
         .await
         .error(404, "NotFound");
     assert!(message.contains("The device 'nobody'"), "{message}");
+}
+
+/// An API client of the server's HTTPS listener, trusting the development CA as devices do.
+fn over_tls(server: &Server, version: &str) -> Api {
+    let addr = std::fs::read_to_string(server.data_dir().join("https.addr")).unwrap();
+    let ca = std::fs::read(server.data_dir().join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    Api {
+        http,
+        base: format!("https://{addr}"),
+        ..server.admin().with_version(Some(version))
+    }
+}
+
+/// The `nextLink` of a list, if the list has more.
+fn next_link(body: &Value) -> Option<String> {
+    body.get("nextLink")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// `az iot central device list` over HTTPS past 25 devices: every `nextLink` is an https link to
+/// the listener the list came from, and following them over TLS gives every device once.
+#[tokio::test]
+async fn next_links_over_https_are_https_and_are_followed_over_tls() {
+    let server = Server::start().await;
+    let admin = server.admin();
+    for i in 0..60 {
+        admin
+            .put(&format!("/devices/tls-{i:02}"), json!({}))
+            .await
+            .ok(200);
+    }
+    let cli = over_tls(&server, CLI_VERSION);
+    let mut response = cli.get("/devices").await;
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    loop {
+        let body = response.ok(200);
+        pages += 1;
+        for device in body["value"].as_array().unwrap() {
+            ids.push(device["id"].as_str().unwrap().to_string());
+        }
+        let Some(next) = next_link(body) else { break };
+        assert!(
+            next.starts_with(&format!("{}/api/devices?", cli.base)),
+            "{next}"
+        );
+        response = cli.get_url(&next).await;
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..60).map(|i| format!("tls-{i:02}")).collect();
+    assert_eq!(ids, expected);
+}
+
+/// A list of two pages, asked for with forwarded headers; returns its `nextLink`.
+async fn next_link_forwarded(api: &Api, proto: &str, host: &str) -> String {
+    let request = api
+        .request(Method::GET, "/devices?maxpagesize=1")
+        .header("X-Forwarded-Proto", proto)
+        .header("X-Forwarded-Host", host);
+    next_link(Api::send(request).await.ok(200)).expect("a second page")
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_believed_only_from_a_trusted_proxy() {
+    let server = Server::start().await;
+    let admin = server.admin().preview();
+    for id in ["fwd-1", "fwd-2"] {
+        admin
+            .put(&format!("/devices/{id}"), json!({}))
+            .await
+            .ok(200);
+    }
+    // A client is no proxy: its headers cannot point others at another host or scheme.
+    let link = next_link_forwarded(&admin, "https", "evil.example").await;
+    assert!(
+        link.starts_with(&format!("{}/api/devices?", server.base)),
+        "{link}"
+    );
+    let tls = over_tls(&server, PREVIEW);
+    let link = next_link_forwarded(&tls, "http", "evil.example").await;
+    assert!(
+        link.starts_with(&format!("{}/api/devices?", tls.base)),
+        "{link}"
+    );
+
+    // The operator's proxy (here, the test itself on loopback) is believed.
+    let proxied =
+        Server::start_with_env(&[("FLOTILLA_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")]).await;
+    let admin = proxied.admin().preview();
+    for id in ["fwd-1", "fwd-2"] {
+        admin
+            .put(&format!("/devices/{id}"), json!({}))
+            .await
+            .ok(200);
+    }
+    let link = next_link_forwarded(&admin, "https", "central.example").await;
+    assert!(
+        link.starts_with("https://central.example/api/devices?maxpagesize=1&api-version=2022-10-31-preview&$skiptoken="),
+        "{link}"
+    );
 }

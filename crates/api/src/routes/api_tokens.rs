@@ -1,7 +1,7 @@
 //! `/apiTokens`: list, get, create, delete. A token's value is returned once, by the create.
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_model::api_token::{ApiToken, ApiTokenSpec, new_token_value, token_hash};
 use flotilla_model::ids::check_token_id;
@@ -14,6 +14,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -40,7 +41,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::ApiTokens, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -50,7 +51,7 @@ async fn list(
         |t| &t.id,
         |t| t.to_json(None),
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_gateway::InvokeError;
 use flotilla_model::roles::{Access, Area};
@@ -22,6 +22,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -159,7 +160,7 @@ async fn list_history(
     component: Option<&str>,
     name: &str,
     uri: &axum::http::Uri,
-    headers: &HeaderMap,
+    origin: &Origin,
 ) -> ApiResult<Json<Value>> {
     state.store.device(id).await?.ok_or_else(|| not_found(id))?;
     let query = ListQuery::parse(uri, caller)?;
@@ -167,7 +168,7 @@ async fn list_history(
         .store
         .command_history(id, component, name, query.page())
         .await?;
-    Ok(Json(list_body(page, |c| &c.id, render, uri, headers)))
+    Ok(Json(list_body(page, |c| &c.id, render, uri, origin)))
 }
 
 #[utoipa::path(
@@ -217,10 +218,10 @@ async fn history(
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Read)?;
-    list_history(&state, &caller, &id, None, &name, &uri, &headers).await
+    list_history(&state, &caller, &id, None, &name, &uri, &origin).await
 }
 
 #[utoipa::path(
@@ -271,17 +272,8 @@ async fn component_history(
     Extension(caller): Extension<Caller>,
     Path((id, component, name)): Path<(String, String, String)>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Read)?;
-    list_history(
-        &state,
-        &caller,
-        &id,
-        Some(&component),
-        &name,
-        &uri,
-        &headers,
-    )
-    .await
+    list_history(&state, &caller, &id, Some(&component), &name, &uri, &origin).await
 }

@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -58,7 +59,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -68,7 +69,7 @@ async fn list(
         |g| &g.id,
         DeviceGroup::to_json,
         &uri,
-        &headers,
+        &origin,
     )))
 }
 
@@ -227,7 +228,7 @@ async fn devices(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -251,6 +252,6 @@ async fn devices(
         |d| &d.id,
         Device::to_json,
         &uri,
-        &headers,
+        &origin,
     )))
 }

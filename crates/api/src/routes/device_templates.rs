@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -44,7 +45,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::DeviceTemplates, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -54,7 +55,7 @@ async fn list(
         |t| &t.id,
         |t| t.to_json(),
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

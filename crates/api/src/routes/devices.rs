@@ -24,6 +24,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -62,7 +63,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -72,7 +73,7 @@ async fn list(
         |d| &d.id,
         Device::to_json,
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

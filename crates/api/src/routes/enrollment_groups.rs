@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -56,7 +57,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::EnrollmentGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -67,7 +68,7 @@ async fn list(
         |g| &g.id,
         |g| g.to_json(&scope),
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

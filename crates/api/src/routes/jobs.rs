@@ -2,7 +2,7 @@
 //! resume and rerun on the failed devices.
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_jobs::templates::Templates;
 use flotilla_model::api_token::format_time;
@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -138,7 +139,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -156,7 +157,7 @@ async fn list(
         |j| &j.sort_key,
         render,
         &uri,
-        &headers,
+        &origin,
     )))
 }
 
@@ -235,7 +236,7 @@ async fn devices(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -263,7 +264,7 @@ async fn devices(
         |(_, position)| position,
         |(device, _)| render_device(device),
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

@@ -1,7 +1,6 @@
 //! `GET /roles` and `GET /roles/{roleId}`: the built-in roles.
 
 use axum::extract::{OriginalUri, Path};
-use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use flotilla_model::roles::{self, Access, Area, Role};
 use flotilla_store::Page;
@@ -12,6 +11,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ fn render(role: &Role) -> Value {
 async fn list(
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Roles, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -59,7 +59,7 @@ async fn list(
         |r| r.id,
         |r| render(r),
         &uri,
-        &headers,
+        &origin,
     )))
 }
 

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
+use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::state::AppState;
 
@@ -97,12 +98,12 @@ async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_scheduled_jobs(query.page()).await?;
-    Ok(Json(list_body(page, |j| &j.id, render, &uri, &headers)))
+    Ok(Json(list_body(page, |j| &j.id, render, &uri, &origin)))
 }
 
 #[utoipa::path(
@@ -285,7 +286,7 @@ async fn jobs(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
@@ -303,6 +304,6 @@ async fn jobs(
         |j| &j.sort_key,
         render_job,
         &uri,
-        &headers,
+        &origin,
     )))
 }
