@@ -70,7 +70,7 @@ async fn validate(
         job_body.remove(key);
     }
     let spec = validate_definition(state, &Value::Object(job_body)).await?;
-    let kinds: Vec<&str> = spec.data.iter().map(Operation::kind).collect();
+    let kinds: Vec<&str> = spec.operations().map(Operation::kind).collect();
     if kinds.windows(2).any(|w| w[0] != w[1]) {
         return Err(ApiError::bad_request(
             "The field 'data' must hold entries of one type in a scheduled job.",

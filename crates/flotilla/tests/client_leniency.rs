@@ -1,0 +1,165 @@
+//! What real clients send and how the server answers them: the Azure CLI's job flags, the docs'
+//! spellings echoed back, and bounded job data.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A server with the controller template and an (empty) group for jobs to target.
+async fn server_with_group() -> (Server, Api) {
+    let server = Server::start().await;
+    let api = server.admin();
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    api.put(
+        "/deviceGroups/everything",
+        json!({"displayName": "everything", "filter": "SELECT * FROM devices"}),
+    )
+    .await
+    .ok(200);
+    (server, api)
+}
+
+fn property_entry(path: &str) -> Value {
+    json!({"type": "property", "target": CONTROLLER, "path": path, "value": 21})
+}
+
+/// A job body as `az iot central job create --cancellation-threshold 2 [--ctb <batch>]` sends it.
+fn cli_job(batch: &str) -> Value {
+    json!({
+        "displayName": "cli job",
+        "group": "everything",
+        "data": [property_entry("thermostat1.targetTemperature")],
+        "cancellationThreshold": {"value": 2, "type": "number", "batch": batch},
+    })
+}
+
+#[tokio::test]
+async fn the_clis_threshold_batch_strings_are_read_as_booleans() {
+    let (_server, api) = server_with_group().await;
+    for (id, sent, read) in [
+        ("ctb-true", "true", true),
+        ("ctb-false", "false", false),
+        // The CLI's placeholder when --cancellation-threshold-batch is left out.
+        ("ctb-absent", "number", false),
+    ] {
+        let body = api.put(&format!("/jobs/{id}"), cli_job(sent)).await;
+        assert_eq!(
+            body.ok(200)["cancellationThreshold"],
+            json!({"type": "number", "value": 2, "batch": read}),
+            "{sent}"
+        );
+    }
+    let refused = api.put("/jobs/ctb-bad", cli_job("maybe")).await;
+    let message = refused.error(400, "BadRequest");
+    assert!(message.contains("cancellationThreshold.batch"), "{message}");
+    api.get("/jobs/ctb-bad").await.error(404, "NotFound");
+}
+
+#[tokio::test]
+async fn jobs_echo_the_type_spelling_and_the_numbers_as_sent() {
+    let (mut server, api) = server_with_group().await;
+    let entries = [
+        json!({"type": "PropertyJobData", "target": CONTROLLER,
+               "path": "thermostat1.targetTemperature", "value": "56"}),
+        json!({"type": "CloudPropertyJobData", "target": CONTROLLER,
+               "path": "customerName", "value": "Contoso"}),
+        json!({"type": "cloudProperty", "target": CONTROLLER,
+               "path": "installDate", "value": "2024-01-02"}),
+    ];
+    let body = json!({
+        "group": "everything",
+        "batch": {"type": "percentage", "value": 25},
+        "cancellationThreshold": {"type": "percentage", "value": 12.5, "batch": false},
+        "data": [entries[0], entries[1]],
+    });
+    let check = |job: &Value| {
+        assert_eq!(job["data"][0]["type"], "PropertyJobData", "{job}");
+        assert_eq!(job["data"][1]["type"], "CloudPropertyJobData", "{job}");
+        assert_eq!(job["data"][0]["value"], "56", "{job}");
+        assert!(job["batch"]["value"].is_u64(), "25 stays 25: {job}");
+        assert_eq!(job["batch"]["value"], 25);
+        assert_eq!(job["cancellationThreshold"]["value"], 12.5);
+    };
+    check(api.put("/jobs/docs-spelling", body).await.ok(200));
+    check(api.get("/jobs/docs-spelling").await.ok(200));
+
+    let spec = json!({"group": "everything", "data": [entries[2]],
+                      "batch": {"type": "number", "value": 3}});
+    let created = api.put("/jobs/spec-spelling", spec).await;
+    assert_eq!(created.ok(200)["data"][0]["type"], "cloudProperty");
+
+    let commands = json!({"group": "everything", "data": [
+        {"type": "CommandJobData", "target": CONTROLLER, "path": "reboot", "value": 5}]});
+    let created = api.put("/jobs/command-spelling", commands).await;
+    assert_eq!(created.ok(200)["data"][0]["type"], "CommandJobData");
+    let migration = json!({"group": "everything", "data": [
+        {"type": "DeviceTemplateMigrationJobData", "template": CONTROLLER}]});
+    let created = api.put("/jobs/migration-spelling", migration).await;
+    assert_eq!(
+        created.ok(200)["data"][0]["type"],
+        "DeviceTemplateMigrationJobData"
+    );
+
+    // What is stored is what is echoed: the spelling survives a restart.
+    server.restart().await;
+    let api = server.admin();
+    check(api.get("/jobs/docs-spelling").await.ok(200));
+    let scheduled = json!({
+        "displayName": "nightly", "group": "everything",
+        "schedule": {"start": "2099-01-01T00:00:00Z"},
+        "batch": {"type": "percentage", "value": 25},
+        "cancellationThreshold": {"type": "percentage", "value": 12.5, "batch": false},
+        "data": [entries[0]],
+    });
+    let created = api.put("/scheduledJobs/nightly", scheduled).await;
+    let created = created.ok(200);
+    assert_eq!(created["data"][0]["type"], "PropertyJobData");
+    assert!(created["batch"]["value"].is_u64(), "{created}");
+}
+
+#[tokio::test]
+async fn job_data_is_bounded_and_free_of_duplicates() {
+    let (_server, api) = server_with_group().await;
+    let job = |data: Vec<Value>| json!({"group": "everything", "data": data});
+
+    let repeated = vec![property_entry("thermostat1.targetTemperature"); 1000];
+    let refused = api.put("/jobs/flood", job(repeated)).await;
+    let message = refused.error(400, "BadRequest");
+    assert!(
+        message.contains("'data'") && message.contains("100"),
+        "{message}"
+    );
+
+    let twice = vec![
+        property_entry("thermostat1.targetTemperature"),
+        property_entry("thermostat2.targetTemperature"),
+        // The same capability, with the other component separator.
+        property_entry("thermostat1/targetTemperature"),
+    ];
+    let refused = api.put("/jobs/twice", job(twice)).await;
+    let message = refused.error(400, "BadRequest");
+    assert!(
+        message.contains("data[2]") && message.contains("thermostat1/targetTemperature"),
+        "{message}"
+    );
+    api.get("/jobs/twice").await.error(404, "NotFound");
+
+    // Scheduled jobs share the job checks.
+    let mut scheduled = job(vec![
+        property_entry("thermostat1.targetTemperature"),
+        property_entry("thermostat1.targetTemperature"),
+    ]);
+    scheduled["displayName"] = json!("twice");
+    scheduled["schedule"] = json!({"start": "2099-01-01T00:00:00Z"});
+    let refused = api.put("/scheduledJobs/twice", scheduled).await;
+    assert!(refused.error(400, "BadRequest").contains("data[1]"));
+
+    // Distinct entries up to the cap are fine.
+    let distinct = vec![
+        property_entry("thermostat1.targetTemperature"),
+        property_entry("thermostat2.targetTemperature"),
+    ];
+    api.put("/jobs/distinct", job(distinct)).await.ok(200);
+}
