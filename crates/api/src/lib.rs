@@ -16,6 +16,7 @@ pub mod paging;
 mod query;
 mod routes;
 pub mod state;
+mod turns;
 pub mod version;
 
 use axum::extract::DefaultBodyLimit;

@@ -15,4 +15,6 @@ pub struct AppState {
     pub jobs: flotilla_jobs::Engine,
     /// The time schedules go by (the system clock, or a test's).
     pub clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock>,
+    /// Turns for this process's writers of one entity.
+    pub turns: crate::turns::EntityTurns,
 }

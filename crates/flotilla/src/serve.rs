@@ -175,6 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         hub: hub.clone(),
         jobs,
         clock,
+        turns: Default::default(),
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);

@@ -1,9 +1,11 @@
 //! What real clients send and how the server answers them: the Azure CLI's job flags, the docs'
-//! spellings echoed back, and bounded job data.
+//! spellings echoed back, bounded job data, and merge patches without a precondition under
+//! contention.
 
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A server with the controller template and an (empty) group for jobs to target.
@@ -162,4 +164,72 @@ async fn job_data_is_bounded_and_free_of_duplicates() {
         property_entry("thermostat2.targetTemperature"),
     ];
     api.put("/jobs/distinct", job(distinct)).await.ok(200);
+}
+
+/// PATCHes `path` from `writers` clients at once, each with its own `field` value, and checks
+/// that every one applied and that the entity ends with one of the values written.
+async fn concurrent_patches(api: &Api, path: &str, field: &str, writers: usize) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|i| {
+            let api = api.clone();
+            let path = path.to_string();
+            let field = field.to_string();
+            tokio::spawn(async move {
+                let response = api
+                    .patch(&path, json!({ field: format!("writer {i}") }))
+                    .await;
+                (response.status.as_u16(), response.text)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (status, text) = task.await.unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    let last = api.get(path).await.ok(200)[field].clone();
+    let written: Vec<Value> = (0..writers).map(|i| json!(format!("writer {i}"))).collect();
+    assert!(written.contains(&last), "{path}: {last}");
+}
+
+#[tokio::test]
+async fn merge_patches_without_a_precondition_all_apply_under_contention() {
+    let (_server, api) = server_with_group().await;
+    api.put("/devices/contended", json!({"template": CONTROLLER}))
+        .await
+        .ok(200);
+    concurrent_patches(&api, "/devices/contended", "displayName", 50).await;
+    concurrent_patches(&api, "/deviceGroups/everything", "displayName", 50).await;
+    concurrent_patches(
+        &api,
+        "/devices/contended/cloudProperties",
+        "customerName",
+        20,
+    )
+    .await;
+
+    // A precondition still holds: a stale etag is 412 and changes nothing.
+    let current = api.get("/devices/contended").await.ok(200).clone();
+    let stale = "\"not-the-current-etag\"";
+    let refused = Api::send(
+        api.request(Method::PATCH, "/devices/contended")
+            .header("If-Match", stale)
+            .json(&json!({"displayName": "stale"})),
+    )
+    .await;
+    refused.error(412, "PreconditionFailed");
+    let refused = api
+        .patch(
+            "/deviceGroups/everything",
+            json!({"displayName": "stale", "etag": stale}),
+        )
+        .await;
+    refused.error(412, "PreconditionFailed");
+    assert_eq!(api.get("/devices/contended").await.ok(200), &current);
+    let fresh = Api::send(
+        api.request(Method::PATCH, "/devices/contended")
+            .header("If-Match", current["etag"].as_str().unwrap())
+            .json(&json!({"displayName": "fresh"})),
+    )
+    .await;
+    assert_eq!(fresh.ok(200)["displayName"], "fresh");
 }

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::jobs::{render as render_job, validate_definition};
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
@@ -29,6 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(get_one, create, update, remove))
         .routes(routes!(jobs))
+}
+
+/// The name a scheduled job's writers take turns under.
+fn entity(id: &str) -> String {
+    format!("scheduledJobs/{id}")
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -151,7 +156,7 @@ async fn create(
     check_entity_id("scheduledJobId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &body).await?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let record = ScheduledJobRecord {
             id: id.clone(),
             etag: new_etag(),
@@ -161,26 +166,24 @@ async fn create(
             completed: false,
             next_occurrence: schedule.first_at_or_after(state.clock.now()) as i64,
         };
-        match state.store.scheduled_job(&id).await? {
+        let written = match state.store.scheduled_job(&id).await? {
             None => match state.store.insert_scheduled_job(&record).await {
-                Ok(()) => return Ok(Json(render(&record))),
-                Err(StoreError::Conflict(_)) => continue,
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
                 Err(e) => return Err(e.into()),
             },
             Some(current) => {
                 check_etag(expected.as_deref(), &current.etag)?;
                 check_read_only(&render(&current), &body, READ_ONLY)?;
-                if state
+                state
                     .store
                     .replace_scheduled_job(&record, &current.etag)
                     .await?
-                {
-                    return Ok(Json(render(&record)));
-                }
             }
-        }
-    }
-    Err(concurrent_update())
+        };
+        Ok(written.then(|| Json(render(&record))))
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -204,7 +207,7 @@ async fn update(
     caller.require(Area::Jobs, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let current = state
             .store
             .scheduled_job(&id)
@@ -232,15 +235,13 @@ async fn update(
             enabled,
             next_occurrence,
         };
-        if state
+        let replaced = state
             .store
             .replace_scheduled_job(&record, &current.etag)
-            .await?
-        {
-            return Ok(Json(render(&record)));
-        }
-    }
-    Err(concurrent_update())
+            .await?;
+        Ok(replaced.then(|| Json(render(&record))))
+    })
+    .await
 }
 
 #[utoipa::path(
