@@ -130,6 +130,15 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
     }
 }
 
+/// The answer to a device written: the device, and a disabled one is disconnected (it may not
+/// stay connected).
+fn written(state: &AppState, device: Device) -> Json<Value> {
+    if !device.enabled {
+        state.hub.disconnect(&device.id);
+    }
+    Json(device.to_json())
+}
+
 /// `PUT /devices/{id}` creates the device, or replaces the settable fields of an existing one.
 #[utoipa::path(
     put,
@@ -180,11 +189,7 @@ async fn create_or_replace(
         }
     })
     .await?;
-    if !device.enabled {
-        // A disabled device may not stay connected.
-        state.hub.disconnect(&id);
-    }
-    Ok(Json(device.to_json()))
+    Ok(written(&state, device))
 }
 
 #[utoipa::path(
@@ -228,11 +233,7 @@ async fn update(
         Ok(replaced.then_some(device))
     })
     .await?;
-    if !device.enabled {
-        // A disabled device may not stay connected.
-        state.hub.disconnect(&id);
-    }
-    Ok(Json(device.to_json()))
+    Ok(written(&state, device))
 }
 
 #[utoipa::path(
