@@ -13,6 +13,7 @@ pub mod body;
 pub mod error;
 pub mod openapi;
 pub mod paging;
+mod path;
 mod query;
 mod routes;
 pub mod state;

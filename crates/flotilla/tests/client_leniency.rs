@@ -1,12 +1,13 @@
 //! What real clients send and how the server answers them: the Azure CLI's job flags, the docs'
-//! spellings echoed back, bounded job data, and merge patches without a precondition under
-//! contention.
+//! spellings echoed back, bounded job data, merge patches without a precondition under
+//! contention, and IoT Central's error shape for paths no route can take (invalid UTF-8, `..`).
 
 mod common;
 
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server with the controller template and an (empty) group for jobs to target.
 async fn server_with_group() -> (Server, Api) {
@@ -232,4 +233,74 @@ async fn merge_patches_without_a_precondition_all_apply_under_contention() {
     )
     .await;
     assert_eq!(fresh.ok(200)["displayName"], "fresh");
+}
+
+/// PUTs `body` to the request target as it is (no URL parser leaves `..` in place), and returns
+/// the status and the whole response.
+async fn raw_put(server: &Server, target: &str, body: &Value) -> (u16, String) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (token, body) = (&server.admin_token, body.to_string());
+    let request = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    (status, response)
+}
+
+#[tokio::test]
+async fn every_refusal_has_the_error_body_even_for_unreadable_paths() {
+    let (server, api) = server_with_group().await;
+    // Every operation the server documents, with each path parameter invalid UTF-8.
+    let doc = api.with_version(None).get("/openapi.json").await;
+    let mut checked = 0;
+    for (template, operations) in doc.ok(200)["paths"].as_object().unwrap() {
+        if !template.contains('{') {
+            continue;
+        }
+        let path: String = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "%FF"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = Api::send(api.request(method.clone(), &path).json(&json!({}))).await;
+            let message = response.error(400, "BadRequest");
+            assert!(message.contains("UTF-8"), "{method} {path}: {message}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "{checked} operations");
+    api.get("/no-such-route").await.error(404, "NotFound");
+    Api::send(api.request(Method::POST, "/devices"))
+        .await
+        .error(405, "MethodNotAllowed");
+
+    // `.` and `..` cannot be addressed by clients that follow RFC 3986, so they are no ids.
+    let body = json!({"roles": [{"role": ADMINISTRATOR}]});
+    for id in ["..", ".", "%2E%2E", "%2e"] {
+        for (collection, field) in [("devices", "deviceId"), ("apiTokens", "tokenId")] {
+            let target = format!("/api/{collection}/{id}?api-version={STABLE}");
+            let (status, response) = raw_put(&server, &target, &body).await;
+            assert_eq!(status, 400, "{target}: {response}");
+            assert!(
+                response.contains("x-ms-error-code: BadRequest") && response.contains(field),
+                "{target}: {response}"
+            );
+        }
+    }
+    assert_eq!(api.list_all("/devices").await.0, Vec::<Value>::new());
+    api.put("/devices/a..b", json!({})).await.ok(200);
 }

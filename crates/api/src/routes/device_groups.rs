@@ -1,7 +1,7 @@
 //! `/deviceGroups`: list, get, create or update, patch, delete, and the devices a group holds
 //! (its filter, evaluated in SQL).
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::device::Device;
@@ -21,6 +21,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

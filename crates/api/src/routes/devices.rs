@@ -1,7 +1,7 @@
 //! `/devices`: the device entity (list, get, create or update, patch, delete) and the parts of a
 //! device that are not its twin: cloud properties, credentials and individual attestation.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::attestation::{attestation_from_json, credentials};
@@ -25,6 +25,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,6 +1,6 @@
 //! `/enrollmentGroups`: symmetric-key groups that devices provision through (DPS).
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
@@ -19,6 +19,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

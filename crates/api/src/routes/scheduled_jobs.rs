@@ -1,7 +1,7 @@
 //! `/scheduledJobs`: jobs that run at a future time and recur (once, daily, weekly, monthly),
 //! with ETags, enable and disable, and the jobs their occurrences created.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::ids::check_entity_id;
@@ -22,6 +22,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
