@@ -207,6 +207,21 @@ async fn merge_patches_without_a_precondition_all_apply_under_contention() {
         20,
     )
     .await;
+    // Desired properties are merged by the store's one writer: they never raced.
+    let writes: Vec<_> = (0..20)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let change = json!({"thermostat1": {"targetTemperature": i}});
+                api.patch("/devices/contended/properties", change)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for write in writes {
+        assert_eq!(write.await.unwrap().as_u16(), 202);
+    }
 
     // A precondition still holds: a stale etag is 412 and changes nothing.
     let current = api.get("/devices/contended").await.ok(200).clone();
