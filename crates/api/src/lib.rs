@@ -14,9 +14,11 @@ pub mod error;
 pub mod openapi;
 pub mod origin;
 pub mod paging;
+mod path;
 mod query;
 mod routes;
 pub mod state;
+mod turns;
 pub mod version;
 
 use axum::extract::DefaultBodyLimit;

@@ -17,4 +17,6 @@ pub struct AppState {
     pub clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock>,
     /// The proxies whose `X-Forwarded-*` headers links are built on (see [`crate::origin`]).
     pub trusted_proxies: crate::origin::TrustedProxies,
+    /// Turns for this process's writers of one entity.
+    pub turns: crate::turns::EntityTurns,
 }

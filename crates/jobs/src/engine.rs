@@ -176,7 +176,7 @@ impl Engine {
             .unwrap_or_default();
         Ok(Ok(JobContext {
             id: record.id.clone(),
-            operations: spec.data,
+            operations: spec.operations().cloned().collect(),
             threshold: spec.threshold,
             components,
         }))

@@ -13,6 +13,14 @@ fn check(
     if id.is_empty() {
         return Err(Invalid::field(field, "must not be empty"));
     }
+    // RFC 3986 clients remove these path segments before sending (`/devices/..` is `/`), so an
+    // entity with such an id could not be read, changed or deleted.
+    if id == "." || id == ".." {
+        return Err(Invalid::field(
+            field,
+            format_args!("must not be '{id}', which URLs cannot address"),
+        ));
+    }
     if id.chars().count() > max_len {
         return Err(Invalid::field(
             field,
@@ -151,6 +159,10 @@ mod tests {
         assert!(check_enrollment_group_id("a_b").is_err());
         assert!(check_device_id("thermostat-01:$x").is_ok());
         assert!(check_device_id("bad/id").is_err());
+        assert!(check_device_id("..").is_err());
+        assert!(check_device_id(".").is_err());
+        assert!(check_device_id("a..b").is_ok());
+        assert_eq!(check_token_id("..").unwrap_err().field, "tokenId");
         assert!(check_device_id(&"d".repeat(129)).is_err());
     }
 }

@@ -38,6 +38,34 @@ pub struct CapabilityTarget {
     pub effective_value: Option<Value>,
 }
 
+/// A data entry: the operation, and how the client spelled its type (answers echo it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobData {
+    pub operation: Operation,
+    pub spelling: Spelling,
+}
+
+/// The two spellings of a data type: the spec's discriminator (`property`) and the name IoT
+/// Central's docs examples send (`PropertyJobData`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Spec,
+    Docs,
+}
+
+/// Each data type's spec name and docs name.
+const KINDS: &[(&str, &str)] = &[
+    ("property", "PropertyJobData"),
+    ("command", "CommandJobData"),
+    ("cloudProperty", "CloudPropertyJobData"),
+    ("deviceTemplateMigration", "DeviceTemplateMigrationJobData"),
+    ("deviceManifestMigration", "DeviceManifestMigrationJobData"),
+];
+
+/// The most data entries a job takes. Each entry is work on every device of the job, and a
+/// template rarely has more writable properties than this.
+pub const MAX_DATA_ENTRIES: usize = 100;
+
 impl Operation {
     /// The spec's discriminator value.
     pub fn kind(&self) -> &'static str {
@@ -49,6 +77,27 @@ impl Operation {
         }
     }
 
+    /// The type name in the given spelling.
+    pub fn type_name(&self, spelling: Spelling) -> &'static str {
+        let kind = self.kind();
+        match spelling {
+            Spelling::Spec => kind,
+            Spelling::Docs => KINDS
+                .iter()
+                .find(|(spec, _)| *spec == kind)
+                .map_or(kind, |(_, docs)| docs),
+        }
+    }
+
+    /// What makes two entries the same work on a device: the type and the capability (however
+    /// its path was written), or the type alone for a migration (a device has one template).
+    fn identity(&self) -> (&'static str, Option<&str>, Option<&str>) {
+        match self.capability() {
+            Some(c) => (self.kind(), c.component.as_deref(), Some(c.name.as_str())),
+            None => (self.kind(), None, None),
+        }
+    }
+
     pub fn capability(&self) -> Option<&CapabilityTarget> {
         match self {
             Operation::Property(c) | Operation::Command(c) | Operation::CloudProperty(c) => Some(c),
@@ -56,15 +105,16 @@ impl Operation {
         }
     }
 
-    /// The data entry as the API answers it (always with the spec's type names).
-    pub fn to_json(&self) -> Value {
+    /// The data entry as the API answers it, with the type spelled as the client spelled it.
+    pub fn to_json(&self, spelling: Spelling) -> Value {
+        let kind = self.type_name(spelling);
         match self {
             Operation::TemplateMigration { template } => {
-                json!({"type": self.kind(), "template": template})
+                json!({"type": kind, "template": template})
             }
             _ => {
                 let c = self.capability().expect("capability operations have one");
-                let mut entry = json!({"type": self.kind(), "target": c.target, "path": c.path});
+                let mut entry = json!({"type": kind, "target": c.target, "path": c.path});
                 if let Some(value) = &c.value {
                     entry["value"] = value.clone();
                 }
@@ -79,6 +129,16 @@ const EPSILON: f64 = 1e-6;
 
 /// The largest batch size accepted (beyond any fleet a server holds).
 const MAX_BATCH: f64 = 1e9;
+
+/// A percentage as the client sent it: a whole number (`25`) stays one rather than becoming
+/// `25.0`; a fraction (`12.5`) is kept as it is.
+fn percentage_json(p: f64) -> Value {
+    if p.fract() == 0.0 {
+        json!(p as u64)
+    } else {
+        json!(p)
+    }
+}
 
 /// How a job's devices are split into batches.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +165,7 @@ impl Batch {
     pub fn to_json(self) -> Value {
         match self {
             Batch::Number(n) => json!({"type": "number", "value": n}),
-            Batch::Percentage(p) => json!({"type": "percentage", "value": p}),
+            Batch::Percentage(p) => json!({"type": "percentage", "value": percentage_json(p)}),
         }
     }
 }
@@ -143,7 +203,7 @@ impl Threshold {
     pub fn to_json(self) -> Value {
         let (kind, value) = match self.kind {
             ThresholdKind::Number(n) => ("number", json!(n)),
-            ThresholdKind::Percentage(p) => ("percentage", json!(p)),
+            ThresholdKind::Percentage(p) => ("percentage", percentage_json(p)),
         };
         json!({"type": kind, "value": value, "batch": self.per_batch})
     }
@@ -157,7 +217,7 @@ pub struct JobSpec {
     pub group: String,
     pub batch: Option<Batch>,
     pub threshold: Option<Threshold>,
-    pub data: Vec<Operation>,
+    pub data: Vec<JobData>,
     pub organizations: Vec<String>,
 }
 
@@ -208,14 +268,24 @@ impl JobSpec {
         if entries.is_empty() {
             return Err(Invalid::field("data", "must hold at least one entry"));
         }
+        if entries.len() > MAX_DATA_ENTRIES {
+            return Err(Invalid::field(
+                "data",
+                format_args!(
+                    "holds {} entries; a job takes at most {MAX_DATA_ENTRIES}",
+                    entries.len()
+                ),
+            ));
+        }
         let data = entries
             .iter()
             .enumerate()
-            .map(|(i, entry)| parse_operation(entry, &format!("data[{i}]"), templates))
+            .map(|(i, entry)| parse_data(entry, &format!("data[{i}]"), templates))
             .collect::<Result<Vec<_>, _>>()?;
+        refuse_duplicates(&data)?;
         let targets: Vec<&str> = data
             .iter()
-            .filter_map(|op| op.capability().map(|c| c.target.as_str()))
+            .filter_map(|d| d.operation.capability().map(|c| c.target.as_str()))
             .collect();
         if targets.windows(2).any(|w| w[0] != w[1]) {
             return Err(Invalid::field(
@@ -242,7 +312,12 @@ impl JobSpec {
     pub fn target(&self) -> Option<&str> {
         self.data
             .iter()
-            .find_map(|op| op.capability().map(|c| c.target.as_str()))
+            .find_map(|d| d.operation.capability().map(|c| c.target.as_str()))
+    }
+
+    /// What the job does to each device, in order.
+    pub fn operations(&self) -> impl Iterator<Item = &Operation> {
+        self.data.iter().map(|d| &d.operation)
     }
 
     /// The body fields a job definition shows (without id, status, progress and times).
@@ -263,7 +338,12 @@ impl JobSpec {
         }
         out.insert(
             "data".into(),
-            Value::Array(self.data.iter().map(Operation::to_json).collect()),
+            Value::Array(
+                self.data
+                    .iter()
+                    .map(|d| d.operation.to_json(d.spelling))
+                    .collect(),
+            ),
         );
         if !self.organizations.is_empty() {
             out.insert("organizations".into(), json!(self.organizations));
@@ -305,9 +385,7 @@ fn parse_batch(value: &Value) -> Result<Batch, Invalid> {
 
 fn parse_threshold(value: &Value) -> Result<Threshold, Invalid> {
     let (kind, number) = kind_and_value(value, "cancellationThreshold")?;
-    let per_batch = Fields::nested(value, "cancellationThreshold")?
-        .bool("batch")?
-        .unwrap_or(false);
+    let per_batch = threshold_per_batch(value)?;
     let kind = match kind.as_str() {
         "number" if (1.0..=MAX_BATCH).contains(&number) && number.fract() == 0.0 => {
             ThresholdKind::Number(number as u64)
@@ -335,16 +413,60 @@ fn parse_threshold(value: &Value) -> Result<Threshold, Invalid> {
     Ok(Threshold { kind, per_batch })
 }
 
-/// The data type names the spec uses, and the spellings in IoT Central's docs examples.
-fn canonical_kind(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "property" | "PropertyJobData" => "property",
-        "command" | "CommandJobData" => "command",
-        "cloudProperty" | "CloudPropertyJobData" => "cloudProperty",
-        "deviceTemplateMigration" | "DeviceTemplateMigrationJobData" => "deviceTemplateMigration",
-        "deviceManifestMigration" | "DeviceManifestMigrationJobData" => "deviceManifestMigration",
-        _ => return None,
+/// `cancellationThreshold.batch`: a boolean, or the strings `az iot central job create` sends
+/// for it: "true"/"false" (it passes `--cancellation-threshold-batch` on as text, as "55" is sent
+/// for numbers) and "number", its placeholder when the flag is left out (so: not per batch).
+fn threshold_per_batch(threshold: &Value) -> Result<bool, Invalid> {
+    let refuse = || {
+        Invalid::field(
+            "cancellationThreshold.batch",
+            "must be a boolean (true or false)",
+        )
+    };
+    match threshold.get("batch") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(text)) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" | "number" => Ok(false),
+            _ => Err(refuse()),
+        },
+        Some(_) => Err(refuse()),
+    }
+}
+
+/// The spec's name of a data type sent in either spelling, and the spelling used.
+fn canonical_kind(kind: &str) -> Option<(&'static str, Spelling)> {
+    KINDS.iter().find_map(|(spec, docs)| {
+        if kind == *spec {
+            Some((*spec, Spelling::Spec))
+        } else if kind == *docs {
+            Some((*spec, Spelling::Docs))
+        } else {
+            None
+        }
     })
+}
+
+/// A job may not repeat an entry: a repeat adds no effect, only work on every device.
+fn refuse_duplicates(data: &[JobData]) -> Result<(), Invalid> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, entry) in data.iter().enumerate() {
+        if !seen.insert(entry.operation.identity()) {
+            let what = match entry.operation.capability() {
+                Some(c) => format!("'{}' again", c.path),
+                None => "a second template migration".to_string(),
+            };
+            return Err(Invalid::field(
+                &format!("data[{i}]"),
+                format_args!(
+                    "repeats an earlier entry: {what} as {}; each capability may appear once",
+                    entry.operation.kind()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A capability path: `name`, or `component.name` / `component/name` for a component's.
@@ -355,19 +477,29 @@ pub fn split_path(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn parse_operation(
-    entry: &Value,
-    at: &str,
-    templates: &dyn TemplateLookup,
-) -> Result<Operation, Invalid> {
+fn parse_data(entry: &Value, at: &str, templates: &dyn TemplateLookup) -> Result<JobData, Invalid> {
     let fields = Fields::nested(entry, at)?;
     let kind_text = fields.required_string("type")?;
-    let kind = canonical_kind(kind_text).ok_or_else(|| {
+    let (kind, spelling) = canonical_kind(kind_text).ok_or_else(|| {
         Invalid::field(
             &format!("{at}.type"),
             format_args!("is \"{kind_text}\"; it must be one of property, command, cloudProperty, deviceTemplateMigration"),
         )
     })?;
+    let operation = parse_operation(&fields, kind, at, templates)?;
+    Ok(JobData {
+        operation,
+        spelling,
+    })
+}
+
+/// The operation of a data entry whose type (in the spec's name) is `kind`.
+fn parse_operation(
+    fields: &Fields,
+    kind: &str,
+    at: &str,
+    templates: &dyn TemplateLookup,
+) -> Result<Operation, Invalid> {
     match kind {
         "deviceManifestMigration" => Err(Invalid::field(
             &format!("{at}.type"),
@@ -542,6 +674,33 @@ mod tests {
             coerce(&json!("dateTime"), &json!("2021-06-15T05:00:00.000Z")).unwrap(),
             json!("2021-06-15T05:00:00.000Z")
         );
+    }
+
+    #[test]
+    fn the_clis_threshold_batch_strings() {
+        let batch = |value: Value| threshold_per_batch(&json!({"batch": value}));
+        assert_eq!(batch(json!(true)), Ok(true));
+        assert_eq!(batch(json!("true")), Ok(true));
+        assert_eq!(batch(json!("False")), Ok(false));
+        assert_eq!(batch(json!("number")), Ok(false));
+        assert_eq!(threshold_per_batch(&json!({})), Ok(false));
+        assert_eq!(
+            batch(json!("yes")).unwrap_err().field,
+            "cancellationThreshold.batch"
+        );
+        assert!(batch(json!(1)).is_err());
+    }
+
+    #[test]
+    fn percentages_keep_their_shape() {
+        assert_eq!(percentage_json(25.0).to_string(), "25");
+        assert_eq!(percentage_json(12.5).to_string(), "12.5");
+        assert_eq!(
+            canonical_kind("PropertyJobData"),
+            Some(("property", Spelling::Docs))
+        );
+        assert_eq!(canonical_kind("command"), Some(("command", Spelling::Spec)));
+        assert_eq!(canonical_kind("propertyjobdata"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `/apiTokens`: list, get, create, delete. A token's value is returned once, by the create.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_model::api_token::{ApiToken, ApiTokenSpec, new_token_value, token_hash};
@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_gateway::InvokeError;
@@ -24,6 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,6 +1,6 @@
 //! `GET /devices/{id}/components`: the components of the device's template.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::components;
@@ -12,6 +12,7 @@ use super::devices::not_found;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::openapi;
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,7 +1,7 @@
 //! `/deviceGroups`: list, get, create or update, patch, delete, and the devices a group holds
 //! (its filter, evaluated in SQL).
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::device::Device;
@@ -15,13 +15,14 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,6 +30,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(get_one, create_or_replace, update, remove))
         .routes(routes!(devices))
+}
+
+/// The name a device group's writers take turns under.
+fn entity(id: &str) -> String {
+    format!("deviceGroups/{id}")
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -119,27 +125,25 @@ async fn create_or_replace(
     check_entity_id("deviceGroupId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceGroupSpec::from_json(&id, &body)?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let group = build(&id, spec.clone());
-        match state.store.device_group(&id).await? {
+        let written = match state.store.device_group(&id).await? {
             None => match state.store.insert_device_group(&group).await {
-                Ok(()) => return Ok(Json(group.to_json())),
-                Err(StoreError::Conflict(_)) => continue,
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
                 Err(other) => return Err(other.into()),
             },
             Some(current) => {
                 check_etag(expected.as_deref(), &current.etag)?;
-                if state
+                state
                     .store
                     .replace_device_group(&group, &current.etag)
                     .await?
-                {
-                    return Ok(Json(group.to_json()));
-                }
             }
-        }
-    }
-    Err(concurrent_update())
+        };
+        Ok(written.then(|| Json(group.to_json())))
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -163,7 +167,7 @@ async fn update(
     caller.require(Area::DeviceGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let current = state
             .store
             .device_group(&id)
@@ -175,15 +179,13 @@ async fn update(
         let mut merged = current_json;
         merge_patch(&mut merged, &patch);
         let group = build(&id, DeviceGroupSpec::from_json(&id, &merged)?);
-        if state
+        let replaced = state
             .store
             .replace_device_group(&group, &current.etag)
-            .await?
-        {
-            return Ok(Json(group.to_json()));
-        }
-    }
-    Err(concurrent_update())
+            .await?;
+        Ok(replaced.then(|| Json(group.to_json())))
+    })
+    .await
 }
 
 #[utoipa::path(

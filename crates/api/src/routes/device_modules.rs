@@ -2,7 +2,7 @@
 //! Flotilla does not run: every device has none, so the list is empty and every module route
 //! answers IoT Central's 404 for an unknown module (after the device's own 404).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use super::devices::not_found;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, CommandPath, ComponentPath, ListParams, TelemetryPath};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

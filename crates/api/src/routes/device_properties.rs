@@ -2,7 +2,7 @@
 //! values with the state of each writable property, and writes that become desired properties,
 //! pushed to a connected device at once or read from its twin when it next connects.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_model::properties::{desired_change, view};
@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,6 +1,6 @@
 //! `/devices/{id}/telemetry/{name}` and the component variant: the last value a device sent.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::api_token::format_time;
 use flotilla_model::roles::{Access, Area};
@@ -13,6 +13,7 @@ use super::devices::not_found;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,6 +1,6 @@
 //! `/deviceTemplates`: list, get, publish (PUT), patch, delete.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::ids::check_dtmi;
@@ -13,13 +13,14 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -131,7 +132,7 @@ async fn update(
     caller.require(Area::DeviceTemplates, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, format!("deviceTemplates/{id}"), || async {
         let stored = state
             .store
             .template(&id)
@@ -143,17 +144,18 @@ async fn update(
         merge_patch(&mut merged, &patch);
         let template = DeviceTemplate::from_json(&id, &merged)?;
         let etag = new_etag();
-        if state
+        if !state
             .store
             .replace_template(&template, &stored.etag, &etag)
             .await?
         {
-            let mut response = template.body;
-            response["etag"] = Value::String(etag);
-            return Ok(Json(response));
+            return Ok(None);
         }
-    }
-    Err(concurrent_update())
+        let mut response = template.body;
+        response["etag"] = Value::String(etag);
+        Ok(Some(Json(response)))
+    })
+    .await
 }
 
 #[utoipa::path(

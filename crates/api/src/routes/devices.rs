@@ -1,7 +1,7 @@
 //! `/devices`: the device entity (list, get, create or update, patch, delete) and the parts of a
 //! device that are not its twin: cloud properties, credentials and individual attestation.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::attestation::{attestation_from_json, credentials};
@@ -19,13 +19,14 @@ use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,6 +45,11 @@ pub fn router() -> OpenApiRouter<AppState> {
             update_attestation,
             remove_attestation
         ))
+}
+
+/// The name a device's writers take turns under (its cloud properties and attestation included).
+fn entity(id: &str) -> String {
+    format!("devices/{id}")
 }
 
 pub(super) fn not_found(id: &str) -> ApiError {
@@ -126,6 +132,15 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
     }
 }
 
+/// The answer to a device written: the device, and a disabled one is disconnected (it may not
+/// stay connected).
+fn written(state: &AppState, device: Device) -> Json<Value> {
+    if !device.enabled {
+        state.hub.disconnect(&device.id);
+    }
+    Json(device.to_json())
+}
+
 /// `PUT /devices/{id}` creates the device, or replaces the settable fields of an existing one.
 #[utoipa::path(
     put,
@@ -151,7 +166,7 @@ async fn create_or_replace(
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceSpec::from_json(&id, &body)?;
     check_template(&state, &spec).await?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    let device = read_modify_write(&state, entity(&id), || async {
         match state.store.device(&id).await? {
             None => {
                 if body.get("provisioned") == Some(&Value::Bool(true)) {
@@ -161,26 +176,22 @@ async fn create_or_replace(
                 }
                 let device = build(&id, spec.clone(), false);
                 match state.store.insert_device(&device).await {
-                    Ok(()) => return Ok(Json(device.to_json())),
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(other) => return Err(other.into()),
+                    Ok(()) => Ok(Some(device)),
+                    Err(StoreError::Conflict(_)) => Ok(None),
+                    Err(other) => Err(other.into()),
                 }
             }
             Some(current) => {
                 check_etag(expected.as_deref(), &current.etag)?;
                 check_read_only(&current.to_json(), &body, device::READ_ONLY)?;
                 let device = build(&id, spec.clone(), current.provisioned);
-                if state.store.replace_device(&device, &current.etag).await? {
-                    if !device.enabled {
-                        // A disabled device may not stay connected.
-                        state.hub.disconnect(&id);
-                    }
-                    return Ok(Json(device.to_json()));
-                }
+                let replaced = state.store.replace_device(&device, &current.etag).await?;
+                Ok(replaced.then_some(device))
             }
         }
-    }
-    Err(concurrent_update())
+    })
+    .await?;
+    Ok(written(&state, device))
 }
 
 #[utoipa::path(
@@ -204,7 +215,7 @@ async fn update(
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    let device = read_modify_write(&state, entity(&id), || async {
         let current = state
             .store
             .device(&id)
@@ -220,15 +231,11 @@ async fn update(
             check_template(&state, &spec).await?;
         }
         let device = build(&id, spec, current.provisioned);
-        if state.store.replace_device(&device, &current.etag).await? {
-            if !device.enabled {
-                // A disabled device may not stay connected.
-                state.hub.disconnect(&id);
-            }
-            return Ok(Json(device.to_json()));
-        }
-    }
-    Err(concurrent_update())
+        let replaced = state.store.replace_device(&device, &current.etag).await?;
+        Ok(replaced.then_some(device))
+    })
+    .await?;
+    Ok(written(&state, device))
 }
 
 #[utoipa::path(
@@ -333,7 +340,7 @@ async fn write_cloud_properties(
     id: &str,
     compute: impl Fn(&Value) -> Value,
 ) -> ApiResult<Json<Value>> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(state, entity(id), || async {
         let device = state.store.device(id).await?.ok_or_else(|| not_found(id))?;
         let (current, etag) = state
             .store
@@ -349,11 +356,10 @@ async fn write_cloud_properties(
             new_etag: &new_etag,
             properties: &properties,
         };
-        if state.store.set_cloud_properties(update).await? {
-            return Ok(Json(properties));
-        }
-    }
-    Err(concurrent_update())
+        let written = state.store.set_cloud_properties(update).await?;
+        Ok(written.then_some(Json(properties)))
+    })
+    .await
 }
 
 async fn check_cloud_properties(
@@ -492,16 +498,19 @@ async fn update_attestation(
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
-    let current = state
-        .store
-        .attestation(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let mut merged = current.ok_or_else(|| no_attestation(&id))?;
-    merge_patch(&mut merged, &patch);
-    let attestation = attestation_from_json(&merged)?;
-    set_attestation(&state, &id, Some(&attestation)).await?;
-    Ok(Json(attestation))
+    read_modify_write(&state, entity(&id), || async {
+        let current = state
+            .store
+            .attestation(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        let mut merged = current.ok_or_else(|| no_attestation(&id))?;
+        merge_patch(&mut merged, &patch);
+        let attestation = attestation_from_json(&merged)?;
+        set_attestation(&state, &id, Some(&attestation)).await?;
+        Ok(Some(Json(attestation)))
+    })
+    .await
 }
 
 #[utoipa::path(

@@ -1,6 +1,6 @@
 //! `/enrollmentGroups`: symmetric-key groups that devices provision through (DPS).
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
@@ -13,13 +13,14 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -143,7 +144,7 @@ async fn update(
     caller.require(Area::EnrollmentGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, format!("enrollmentGroups/{id}"), || async {
         let current = state
             .store
             .enrollment_group(&id)
@@ -155,15 +156,13 @@ async fn update(
         let mut merged = current_json;
         merge_patch(&mut merged, &patch);
         let group = build(&id, EnrollmentGroupSpec::from_json(&id, &merged)?);
-        if state
+        let replaced = state
             .store
             .replace_enrollment_group(&group, &current.etag)
-            .await?
-        {
-            return Ok(Json(group.to_json(&state.id_scope)));
-        }
-    }
-    Err(concurrent_update())
+            .await?;
+        Ok(replaced.then(|| Json(group.to_json(&state.id_scope))))
+    })
+    .await
 }
 
 #[utoipa::path(

@@ -1,7 +1,7 @@
 //! `/jobs`: create (the job engine runs it), list newest first, get, the devices' states, stop,
 //! resume and rerun on the failed devices.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotilla_jobs::templates::Templates;
@@ -21,6 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -19,7 +19,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Every `/api` route (paths relative to `/api`), with the OpenAPI operations their handlers
@@ -41,8 +41,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(scheduled_jobs::router())
 }
 
-/// How many times a read-modify-write retries when another writer got in between.
-const UPDATE_ATTEMPTS: usize = 5;
+/// Runs a read-modify-write of one entity (`entity` names it, e.g. `devices/{id}`) until it
+/// applies: `attempt` reads, checks and writes with compare-and-swap, and answers `None` when
+/// another writer changed the entity between its read and its write. Without a precondition the
+/// next attempt applies the change to what that writer left (last writer wins), so a merge patch
+/// is never refused for contention; with one, the next attempt reads the new etag and answers
+/// 412. Every retry follows another writer's success, and this process's writers of the entity
+/// take turns, so retries stay few.
+async fn read_modify_write<T, Attempt>(
+    state: &AppState,
+    entity: String,
+    mut attempt: impl FnMut() -> Attempt,
+) -> ApiResult<T>
+where
+    Attempt: Future<Output = ApiResult<Option<T>>>,
+{
+    let _turn = state.turns.take(entity).await;
+    loop {
+        if let Some(done) = attempt().await? {
+            return Ok(done);
+        }
+    }
+}
 
 /// Optimistic concurrency: the etag the client says it last saw, from `If-Match` (preview) or
 /// the body's `etag` field. `*` matches anything.
@@ -68,8 +88,4 @@ fn check_etag(expected: Option<&str>, current: &str) -> Result<(), ApiError> {
         ))),
         _ => Ok(()),
     }
-}
-
-fn concurrent_update() -> ApiError {
-    ApiError::conflict("The resource kept changing while it was being updated; retry.")
 }

@@ -1,6 +1,6 @@
 //! `GET /roles` and `GET /roles/{roleId}`: the built-in roles.
 
-use axum::extract::{OriginalUri, Path};
+use axum::extract::OriginalUri;
 use axum::{Extension, Json};
 use flotilla_model::roles::{self, Access, Area, Role};
 use flotilla_store::Page;
@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

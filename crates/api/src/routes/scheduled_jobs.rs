@@ -1,7 +1,7 @@
 //! `/scheduledJobs`: jobs that run at a future time and recur (once, daily, weekly, monthly),
 //! with ETags, enable and disable, and the jobs their occurrences created.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::ids::check_entity_id;
@@ -16,13 +16,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::jobs::{render as render_job, validate_definition};
-use super::{UPDATE_ATTEMPTS, check_etag, concurrent_update, expected_etag};
+use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,6 +31,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(get_one, create, update, remove))
         .routes(routes!(jobs))
+}
+
+/// The name a scheduled job's writers take turns under.
+fn entity(id: &str) -> String {
+    format!("scheduledJobs/{id}")
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -71,7 +77,7 @@ async fn validate(
         job_body.remove(key);
     }
     let spec = validate_definition(state, &Value::Object(job_body)).await?;
-    let kinds: Vec<&str> = spec.data.iter().map(Operation::kind).collect();
+    let kinds: Vec<&str> = spec.operations().map(Operation::kind).collect();
     if kinds.windows(2).any(|w| w[0] != w[1]) {
         return Err(ApiError::bad_request(
             "The field 'data' must hold entries of one type in a scheduled job.",
@@ -152,7 +158,7 @@ async fn create(
     check_entity_id("scheduledJobId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &body).await?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let record = ScheduledJobRecord {
             id: id.clone(),
             etag: new_etag(),
@@ -162,26 +168,24 @@ async fn create(
             completed: false,
             next_occurrence: schedule.first_at_or_after(state.clock.now()) as i64,
         };
-        match state.store.scheduled_job(&id).await? {
+        let written = match state.store.scheduled_job(&id).await? {
             None => match state.store.insert_scheduled_job(&record).await {
-                Ok(()) => return Ok(Json(render(&record))),
-                Err(StoreError::Conflict(_)) => continue,
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
                 Err(e) => return Err(e.into()),
             },
             Some(current) => {
                 check_etag(expected.as_deref(), &current.etag)?;
                 check_read_only(&render(&current), &body, READ_ONLY)?;
-                if state
+                state
                     .store
                     .replace_scheduled_job(&record, &current.etag)
                     .await?
-                {
-                    return Ok(Json(render(&record)));
-                }
             }
-        }
-    }
-    Err(concurrent_update())
+        };
+        Ok(written.then(|| Json(render(&record))))
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -205,7 +209,7 @@ async fn update(
     caller.require(Area::Jobs, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    read_modify_write(&state, entity(&id), || async {
         let current = state
             .store
             .scheduled_job(&id)
@@ -233,15 +237,13 @@ async fn update(
             enabled,
             next_occurrence,
         };
-        if state
+        let replaced = state
             .store
             .replace_scheduled_job(&record, &current.etag)
-            .await?
-        {
-            return Ok(Json(render(&record)));
-        }
-    }
-    Err(concurrent_update())
+            .await?;
+        Ok(replaced.then(|| Json(render(&record))))
+    })
+    .await
 }
 
 #[utoipa::path(
