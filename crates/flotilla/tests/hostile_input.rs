@@ -1,0 +1,206 @@
+//! Input a careful client would not send, end to end: schedules at the edges of the calendar.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// How long anything may take before a test gives up.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A server whose scheduler goes by the time in a file (`FLOTILLA_CLOCK_FILE`), with one device
+/// of the controller template, a group of every device (`all`) and one of none (`nobody`).
+struct Scheduling {
+    server: Server,
+    clock: PathBuf,
+    probes: usize,
+}
+
+impl Scheduling {
+    async fn start(at: &str) -> Scheduling {
+        let clock = std::env::temp_dir().join(format!(
+            "flotilla-hostile-clock-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        set_clock(&clock, at);
+        let server =
+            Server::start_with_env(&[("FLOTILLA_CLOCK_FILE", clock.to_str().unwrap())]).await;
+        let api = server.admin();
+        api.publish_template(CONTROLLER, controller_template())
+            .await;
+        api.put("/devices/dev-1", json!({"template": CONTROLLER}))
+            .await
+            .ok(200);
+        for (id, filter) in [
+            ("all", "SELECT * FROM devices"),
+            ("nobody", "SELECT * FROM devices WHERE $id = \"nobody\""),
+        ] {
+            api.put(
+                &format!("/deviceGroups/{id}"),
+                json!({"displayName": id, "filter": filter}),
+            )
+            .await
+            .ok(200);
+        }
+        Scheduling {
+            server,
+            clock,
+            probes: 0,
+        }
+    }
+
+    /// Returns once the scheduler has made a whole pass over the schedules at time `now`: a
+    /// one-time probe schedule at `now`, whose id sorts after the others, has run.
+    async fn settle(&mut self, now: &str) {
+        let api = self.server.admin();
+        self.probes += 1;
+        let id = format!("zz-probe-{:04}", self.probes);
+        api.put(
+            &format!("/scheduledJobs/{id}"),
+            json!({"displayName": "Probe", "group": "nobody", "enabled": true,
+                   "data": [cloud_property("probe")], "schedule": {"start": now}}),
+        )
+        .await
+        .ok(200);
+        let deadline = Instant::now() + DEADLINE;
+        while api.get(&format!("/jobs/{id}-1")).await.status != 200 {
+            assert!(Instant::now() < deadline, "the probe {id} never ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        api.delete(&format!("/scheduledJobs/{id}")).await.ok(204);
+    }
+}
+
+impl Drop for Scheduling {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.clock);
+    }
+}
+
+/// Sets the time in a clock file: written aside, then renamed, so the server never reads half.
+fn set_clock(path: &Path, at: &str) {
+    let aside = path.with_extension("next");
+    std::fs::write(&aside, at).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+fn cloud_property(value: &str) -> Value {
+    json!({"type": "cloudProperty", "target": CONTROLLER, "path": "customerName", "value": value})
+}
+
+fn scheduled_on_all(schedule: Value) -> Value {
+    json!({"displayName": "Edge", "group": "all", "enabled": true,
+           "data": [cloud_property("edge")], "schedule": schedule})
+}
+
+async fn run_ids(api: &Api, scheduled_job: &str) -> Vec<String> {
+    api.list_all(&format!("/scheduledJobs/{scheduled_job}/jobs"))
+        .await
+        .0
+        .iter()
+        .map(|job| job["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Point 9: a daily schedule from year 0000 is millions of occurrences behind a clock in year
+/// 9000. Creating it replays nothing, and each later day runs exactly its own occurrence, found
+/// by arithmetic: no burst of jobs catching up, one per scheduler pass.
+#[tokio::test]
+async fn a_daily_schedule_from_the_far_past_runs_once_a_day_without_a_burst() {
+    let mut env = Scheduling::start("9000-01-01T12:00:00Z").await;
+    let api = env.server.admin();
+    api.put(
+        "/scheduledJobs/ancient",
+        scheduled_on_all(json!({"start": "0000-01-01T00:00:00Z", "recurrence": "daily"})),
+    )
+    .await
+    .ok(200);
+    for _ in 0..3 {
+        env.settle("9000-01-01T12:00:00Z").await;
+    }
+    assert_eq!(
+        run_ids(&api, "ancient").await,
+        Vec::<String>::new(),
+        "the past was replayed"
+    );
+
+    set_clock(&env.clock, "9000-01-02T12:00:00Z");
+    for _ in 0..3 {
+        env.settle("9000-01-02T12:00:00Z").await;
+    }
+    let days: jiff::civil::Date = "9000-01-02".parse().unwrap();
+    let occurrence = jiff::civil::date(0, 1, 1)
+        .until((jiff::Unit::Day, days))
+        .unwrap()
+        .get_days();
+    assert_eq!(
+        run_ids(&api, "ancient").await,
+        vec![format!("ancient-{}", occurrence + 1)],
+        "one job, for 9000-01-02's occurrence"
+    );
+}
+
+/// Point 9: starts outside years 0000 to 9999, text after an end date, and a one-time start
+/// already past are refused with the field named, and create nothing; the calendar's last
+/// second is a valid start.
+#[tokio::test]
+async fn schedules_outside_the_calendar_or_in_the_past_are_refused() {
+    let env = Scheduling::start("2030-01-10T00:00:00Z").await;
+    let api = env.server.admin();
+    let daily_until = |date: &str| {
+        json!({"start": "2030-01-10T00:00:00Z", "recurrence": "daily",
+               "end": {"type": "date", "date": date}})
+    };
+    let cases = [
+        (
+            json!({"start": "-005000-01-01T00:00:00Z", "recurrence": "daily"}),
+            "'schedule.start'",
+        ),
+        (
+            json!({"start": "+010000-01-01T00:00:00Z"}),
+            "'schedule.start'",
+        ),
+        (
+            json!({"start": "0000-01-01T00:30:00+01:00", "recurrence": "daily"}),
+            "'schedule.start'",
+        ),
+        (daily_until("2030-12-30garbage"), "'schedule.end.date'"),
+        (daily_until("2030-12-30T00:00:00Z"), "'schedule.end.date'"),
+        (json!({"start": "2030-01-09T00:00:00Z"}), "'schedule.start'"),
+    ];
+    for (schedule, named) in cases {
+        let message = api
+            .put("/scheduledJobs/edge", scheduled_on_all(schedule.clone()))
+            .await
+            .error(400, "BadRequest");
+        assert!(
+            message.contains(named),
+            "{schedule}: \"{message}\" should name {named}"
+        );
+        api.get("/scheduledJobs/edge").await.error(404, "NotFound");
+    }
+
+    for (id, schedule) in [
+        ("last-second", json!({"start": "9999-12-31T23:59:59Z"})),
+        (
+            "last-day",
+            json!({"start": "9999-12-31T23:59:59Z", "recurrence": "daily",
+                   "end": {"type": "date", "date": "9999-12-31"}}),
+        ),
+    ] {
+        let created = api
+            .put(&format!("/scheduledJobs/{id}"), scheduled_on_all(schedule))
+            .await
+            .ok(200)
+            .clone();
+        assert_eq!(created["schedule"]["start"], "9999-12-31T23:59:59Z");
+        assert_eq!(created["completed"], false);
+    }
+}
