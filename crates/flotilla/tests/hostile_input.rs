@@ -1,4 +1,5 @@
-//! Input a careful client would not send, end to end: schedules at the edges of the calendar.
+//! Input a careful client would not send, end to end: schedules at the edges of the calendar,
+//! filters as large as the server accepts.
 
 mod common;
 
@@ -203,4 +204,121 @@ async fn schedules_outside_the_calendar_or_in_the_past_are_refused() {
         assert_eq!(created["schedule"]["start"], "9999-12-31T23:59:59Z");
         assert_eq!(created["completed"], false);
     }
+}
+
+/// How many literals a filter may hold (comparisons plus IN values), as the filter crate says.
+const FILTER_LITERALS: usize = 1000;
+
+/// `$id IN [...]` with `count` ids: the given ones, then `"z"`, which no device is. The ids are
+/// one character, so that the longest list fits in a filter's 4,096 characters.
+fn id_in_list(ids: &[&str], count: usize) -> String {
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("\"{}\"", ids.get(i).unwrap_or(&"z")))
+        .collect();
+    format!("SELECT * FROM devices WHERE $id IN [{}]", values.join(","))
+}
+
+async fn server_with_devices(ids: &[&str]) -> Server {
+    let server = Server::start().await;
+    let api = server.admin();
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    for id in ids {
+        api.put(&format!("/devices/{id}"), json!({"template": CONTROLLER}))
+            .await
+            .ok(200);
+    }
+    server
+}
+
+/// Point 13: an IN list as long as a filter may be evaluates on the database: the group lists
+/// its devices and a job over it completes. One value more is refused when the group is made.
+#[tokio::test]
+async fn an_in_list_at_the_limit_evaluates_and_one_more_value_is_refused() {
+    let server = server_with_devices(&["a", "b", "c"]).await;
+    let api = server.admin();
+    api.put(
+        "/deviceGroups/long",
+        json!({"displayName": "Long", "filter": id_in_list(&["a", "c"], FILTER_LITERALS)}),
+    )
+    .await
+    .ok(200);
+    let (members, _) = api.list_all("/deviceGroups/long/devices").await;
+    let ids: Vec<&Value> = members.iter().map(|d| &d["id"]).collect();
+    assert_eq!(ids, [&json!("a"), &json!("c")]);
+
+    api.put(
+        "/jobs/over-long",
+        json!({"displayName": "Long", "group": "long", "data": [cloud_property("long")]}),
+    )
+    .await
+    .ok(200);
+    let done = wait_job(&api, "over-long", &["complete", "failed"]).await;
+    assert_eq!(done["status"], "complete", "{done}");
+    assert_eq!(done["progress"]["completed"], 2, "{done}");
+
+    let message = api
+        .put(
+            "/deviceGroups/longer",
+            json!({"displayName": "Longer", "filter": id_in_list(&[], FILTER_LITERALS + 1)}),
+        )
+        .await
+        .error(400, "BadRequest");
+    assert!(
+        message.contains("filter") && message.contains(&FILTER_LITERALS.to_string()),
+        "{message}"
+    );
+    api.get("/deviceGroups/longer").await.error(404, "NotFound");
+}
+
+/// Point 13: a job whose group the database cannot evaluate (here a device's stored cloud
+/// properties are not JSON, as after damage to the database) fails with the reason instead of
+/// staying pending, retried forever.
+#[tokio::test]
+async fn a_job_over_a_group_the_database_cannot_evaluate_fails_with_the_reason() {
+    let server = server_with_devices(&["dev-1"]).await;
+    let api = server.admin();
+    api.put(
+        "/deviceGroups/named",
+        json!({"displayName": "Named", "filter": "SELECT * FROM devices WHERE customerName = \"x\""}),
+    )
+    .await
+    .ok(200);
+    damage_cloud_properties(&server, "dev-1").await;
+
+    api.put(
+        "/jobs/unevaluable",
+        json!({"displayName": "Unevaluable", "group": "named", "data": [cloud_property("x")]}),
+    )
+    .await
+    .ok(200);
+    let done = wait_job(&api, "unevaluable", &["failed"]).await;
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("could not be evaluated"),
+        "the failed job should say why: {done}"
+    );
+    assert_eq!(done["progress"]["total"], 0, "{done}");
+}
+
+/// Overwrites a device's stored cloud properties with text that is not JSON.
+async fn damage_cloud_properties(server: &Server, device: &str) {
+    let url = server.database_url();
+    let sql = format!("UPDATE devices SET cloud_properties = 'not json' WHERE id = '{device}'");
+    let updated = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(&sql)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected()
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(&sql)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected()
+    };
+    assert_eq!(updated, 1);
 }

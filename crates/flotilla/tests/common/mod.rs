@@ -162,6 +162,15 @@ impl Server {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The server's database (its SQLite file, or its PostgreSQL database), for tests that
+    /// reach past the API.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some((url, name)) => format!("{url}/{name}"),
+            None => format!("sqlite://{}", self.data_dir.join("flotilla.db").display()),
+        }
+    }
 }
 
 impl Drop for Server {
@@ -397,4 +406,22 @@ pub fn controller_template() -> Value {
 
 pub fn thermostat_template() -> Value {
     fixture("thermostat.template.json")
+}
+
+/// Waits (up to 30 s) until the job reaches one of `statuses`, and returns it.
+pub async fn wait_job(api: &Api, job: &str, statuses: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = api.get(&format!("/jobs/{job}")).await;
+        if response.status == 200 && statuses.iter().any(|s| response.body["status"] == *s) {
+            return response.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not reach {statuses:?}: {} {}",
+            response.status,
+            response.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
