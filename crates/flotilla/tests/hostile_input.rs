@@ -1,5 +1,5 @@
 //! Input a careful client would not send, end to end: schedules at the edges of the calendar,
-//! filters as large as the server accepts.
+//! filters as large as the server accepts, devices writing into the server's log.
 
 mod common;
 
@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use flotilla_gateway::sas::{percent_encode, sign};
+use flotilla_sim::mqtt::{self, ConnectOptions, Endpoint};
+use rumqttc::{Packet, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
 /// How long anything may take before a test gives up.
@@ -321,4 +324,113 @@ async fn damage_cloud_properties(server: &Server, device: &str) {
             .rows_affected()
     };
     assert_eq!(updated, 1);
+}
+
+/// The device endpoint of a server, trusting its development CA.
+fn mqtt_endpoint(server: &Server) -> Endpoint {
+    let addr = std::fs::read_to_string(server.data_dir().join("mqtt.addr")).unwrap();
+    Endpoint {
+        addr: addr.trim().parse().unwrap(),
+        server_name: flotilla_sim::tls::server_name("127.0.0.1").unwrap(),
+        tls: flotilla_sim::tls::connector(&server.data_dir().join("ca.pem")).unwrap(),
+    }
+}
+
+async fn connect(
+    endpoint: &Endpoint,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<(mqtt::Connection, bool), mqtt::ConnectError> {
+    let options = ConnectOptions {
+        client_id,
+        username,
+        password,
+        clean_session: true,
+        keep_alive: Duration::from_secs(60),
+        source: None,
+    };
+    mqtt::connect(endpoint, &options).await
+}
+
+/// A line as the server's log writes one (a time, a level, a target): what a forger imitates.
+const FORGED: &str = "2030-01-01T00:00:00.000000Z ERROR flotilla: forged by a device";
+
+/// Point 14: a client id or topic filter holding a newline cannot start a line of its own in
+/// the log, and a device refused thousands of subscriptions writes a few warnings, not one per
+/// topic filter.
+#[tokio::test]
+async fn devices_can_neither_forge_log_lines_nor_flood_the_log() {
+    let server = Server::start_logging(&[("FLOTILLA_LOG", "info")]).await;
+    let api = server.admin();
+    let endpoint = mqtt_endpoint(&server);
+    // Refused before it authenticates: the server logs the client id it was sent.
+    let refused = connect(&endpoint, &format!("evil\n{FORGED}"), "nobody", "wrong").await;
+    assert!(
+        matches!(refused, Err(mqtt::ConnectError::Refused(_))),
+        "{:?}",
+        refused.err()
+    );
+
+    // A DPS client of the default enrollment group, refused subscription after subscription.
+    let group = api
+        .get("/enrollmentGroups/sas-iot-devices")
+        .await
+        .ok(200)
+        .clone();
+    let scope = group["idScope"].as_str().unwrap();
+    let group_key = group["attestation"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap();
+    let key = flotilla_model::keys::derive_device_key(group_key, "chatty").unwrap();
+    let resource = format!("{scope}/registrations/chatty");
+    let expiry = jiff::Timestamp::now().as_second() + 3600;
+    let password = sign(&percent_encode(&resource), &key, expiry).unwrap();
+    let username = format!("{resource}/api-version=2019-03-31");
+    let (mut connection, _) = connect(&endpoint, "chatty", &username, &password)
+        .await
+        .unwrap();
+    let mut filters = vec![format!("forged\n{FORGED}")];
+    filters.extend((0..100).map(|i| format!("not/allowed/{i}")));
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    const PACKETS: usize = 50;
+    for _ in 0..PACKETS {
+        let subscribe = connection.subscribe_packet(&filters, QoS::AtMostOnce);
+        connection.send(subscribe).await.unwrap();
+        match connection.read().await.unwrap() {
+            Packet::SubAck(ack) => assert!(
+                ack.return_codes
+                    .iter()
+                    .all(|code| *code == SubscribeReasonCode::Failure),
+                "{ack:?}"
+            ),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+    connection.disconnect().await;
+
+    // The connection's end is logged last.
+    let deadline = Instant::now() + DEADLINE;
+    let log = loop {
+        let log = server.log();
+        if log.contains("chatty") && log.contains("disconnected") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the disconnect was never logged:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for escaped in ["evil\\n2030", "forged\\n2030"] {
+        assert!(log.contains(escaped), "{escaped} is not in the log:\n{log}");
+    }
+    let forged = log.lines().filter(|l| l.starts_with(FORGED)).count();
+    assert_eq!(forged, 0, "a device forged {forged} log lines");
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warnings <= 10,
+        "{warnings} warnings for {PACKETS} refused SUBSCRIBE packets of {} filters",
+        filters.len()
+    );
 }
