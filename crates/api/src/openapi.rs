@@ -670,6 +670,12 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub status: Option<String>,
+    /// Beside the spec: why a `failed` or `cancelled` job ended (a job fails when it cannot
+    /// start, e.g. its group no longer exists or cannot be evaluated).
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub organizations: Option<Vec<String>>,

@@ -7,6 +7,8 @@
 //! agrees with [`Filter::matches`]. All values and JSON paths are bound
 //! parameters written as `?`; no user text ever lands in the SQL string.
 
+use std::mem::discriminant;
+
 use crate::ast::{CompareOp, Expr, Field, Filter, Literal, Source, ValueKind};
 
 /// Which SQL engine the condition is written for.
@@ -100,39 +102,109 @@ impl Builder {
         self.params.push(p);
     }
 
-    fn binary(&mut self, l: &Expr, keyword: &str, r: &Expr) {
-        self.push("(");
-        self.expr(l);
-        self.push(keyword);
-        self.expr(r);
-        self.push(")");
+    /// A chain of one operator, written as a balanced tree: the parser's left-deep `a OR b OR
+    /// c ...` would nest as deep as it is long, and SQLite refuses expressions 1,000 deep.
+    fn chain<T>(&mut self, items: &[T], keyword: &str, item: &mut impl FnMut(&mut Self, &T)) {
+        match items {
+            [] => self.push(NEVER),
+            [one] => item(self, one),
+            _ => {
+                let (left, right) = items.split_at(items.len() / 2);
+                self.push("(");
+                self.chain(left, keyword, item);
+                self.push(keyword);
+                self.chain(right, keyword, item);
+                self.push(")");
+            }
+        }
     }
 
     fn expr(&mut self, e: &Expr) {
         match e {
-            Expr::Or(l, r) => self.binary(l, " OR ", r),
-            Expr::And(l, r) => self.binary(l, " AND ", r),
+            Expr::Or(..) => self.chain(&operands(e), " OR ", &mut |b, e| b.expr(e)),
+            Expr::And(..) => self.chain(&operands(e), " AND ", &mut |b, e| b.expr(e)),
             Expr::Not(inner) => {
                 self.push("(NOT ");
                 self.expr(inner);
                 self.push(")");
             }
             Expr::Compare { field, op, value } => self.compare(field, *op, value),
-            // An OR of equalities keeps the per-type handling in one place.
-            Expr::In { field, values } => {
-                if values.is_empty() {
-                    return self.push(NEVER);
-                }
-                self.push("(");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        self.push(" OR ");
-                    }
-                    self.compare(field, CompareOp::Eq, v);
-                }
-                self.push(")");
+            Expr::In { field, values } => self.in_list(field, values),
+        }
+    }
+
+    /// `field IN [...]`: one membership test per kind of value, each against one JSON array
+    /// parameter, so that a list of any length is a few placeholders and a shallow
+    /// expression. Booleans (two values at most) are plain equalities.
+    fn in_list(&mut self, field: &Field, values: &[Literal]) {
+        let mut strings = Vec::new();
+        let mut numbers = Vec::new();
+        let mut bools = Vec::new();
+        for value in values {
+            match value {
+                Literal::String(s) => strings.push(serde_json::Value::from(s.as_str())),
+                Literal::Number(n) => numbers.push(serde_json::Value::from(*n)),
+                Literal::Bool(b) if !bools.contains(b) => bools.push(*b),
+                Literal::Bool(_) => {}
             }
         }
+        let mut tests: Vec<Membership> = bools.into_iter().map(Membership::Equal).collect();
+        if !strings.is_empty() {
+            tests.push(Membership::Strings(strings.into()));
+        }
+        if !numbers.is_empty() {
+            tests.push(Membership::Numbers(numbers.into()));
+        }
+        self.chain(&tests, " OR ", &mut |b, test| match test {
+            Membership::Equal(value) => b.compare(field, CompareOp::Eq, &Literal::Bool(*value)),
+            Membership::Strings(list) => b.string_membership(field, list),
+            Membership::Numbers(list) => b.number_membership(field, list),
+        });
+    }
+
+    /// ` IN (<the JSON array's elements>)`, as text, or as doubles for numbers.
+    fn in_json_array(&mut self, list: &serde_json::Value, as_doubles: bool) {
+        let (open, close) = match (self.dialect, as_doubles) {
+            (Dialect::Sqlite, false) => ("value FROM json_each(", ")"),
+            (Dialect::Sqlite, true) => ("CAST(value AS REAL) FROM json_each(", ")"),
+            (Dialect::Postgres, false) => ("jsonb_array_elements_text(CAST(", " AS jsonb))"),
+            (Dialect::Postgres, true) => (
+                "CAST(jsonb_array_elements_text(CAST(",
+                " AS jsonb)) AS float8)",
+            ),
+        };
+        self.push(" IN (SELECT ");
+        self.push(open);
+        self.param(SqlParam::Text(list.to_string()));
+        self.push(close);
+        self.push(")");
+    }
+
+    fn string_membership(&mut self, field: &Field, list: &serde_json::Value) {
+        let column = match field {
+            Field::Id => "id",
+            Field::DisplayName => "display_name",
+            Field::Template => "template",
+            Field::Provisioned | Field::Simulated | Field::Enabled => return self.push(NEVER),
+            Field::Property { .. } => {
+                let path = field.property_path().unwrap_or_default();
+                return self.string_property(&path, |b| b.in_json_array(list, false));
+            }
+        };
+        self.push("COALESCE(");
+        self.push(column);
+        self.push(self.binary_collation());
+        self.in_json_array(list, false);
+        self.push(", FALSE)");
+    }
+
+    /// Compared as doubles on both sides, as `property` does.
+    fn number_membership(&mut self, field: &Field, list: &serde_json::Value) {
+        if !matches!(field, Field::Property { .. }) {
+            return self.push(NEVER);
+        }
+        let path = field.property_path().unwrap_or_default();
+        self.number_property(&path, |b| b.in_json_array(list, true));
     }
 
     fn compare(&mut self, field: &Field, op: CompareOp, lit: &Literal) {
@@ -175,6 +247,40 @@ impl Builder {
             Dialect::Sqlite => "",
             Dialect::Postgres => " COLLATE \"C\"",
         }
+    }
+
+    /// `COALESCE(CASE WHEN <the property is a string> THEN <its value, in byte order><test>
+    /// ELSE FALSE END, FALSE)`: CASE keeps values of other types from the test.
+    fn string_property(&mut self, path: &str, test: impl FnOnce(&mut Self)) {
+        self.push("COALESCE(CASE WHEN ");
+        self.property_type(path);
+        self.push(match self.dialect {
+            Dialect::Sqlite => " = 'text'",
+            Dialect::Postgres => " = 'string'",
+        });
+        self.push(" THEN ");
+        self.property_value(path);
+        self.push(self.binary_collation());
+        test(self);
+        self.push(" ELSE FALSE END, FALSE)");
+    }
+
+    /// The same for a number, its value cast to a double: a string never reaches the cast.
+    fn number_property(&mut self, path: &str, test: impl FnOnce(&mut Self)) {
+        self.push("COALESCE(CASE WHEN ");
+        self.property_type(path);
+        self.push(match self.dialect {
+            Dialect::Sqlite => " IN ('integer', 'real')",
+            Dialect::Postgres => " = 'number'",
+        });
+        self.push(" THEN CAST(");
+        self.property_value(path);
+        self.push(match self.dialect {
+            Dialect::Sqlite => " AS REAL)",
+            Dialect::Postgres => " AS float8)",
+        });
+        test(self);
+        self.push(" ELSE FALSE END, FALSE)");
     }
 
     /// A JSON path argument: `$.c.p` for SQLite, a text[] for Postgres.
@@ -287,41 +393,51 @@ impl Builder {
             // CASE guarantees the cast only runs on values of the right
             // type, so a string never reaches a numeric cast.
             Literal::String(s) => {
-                self.push("COALESCE(CASE WHEN ");
-                self.property_type(path);
-                self.push(if pg { " = 'string'" } else { " = 'text'" });
-                self.push(" THEN ");
-                self.property_value(path);
-                self.push(self.binary_collation());
-                self.push(sql_op(op));
-                self.param(SqlParam::Text(s.clone()));
-                self.push(" ELSE FALSE END, FALSE)");
+                self.string_property(path, |b| {
+                    b.push(sql_op(op));
+                    b.param(SqlParam::Text(s.clone()));
+                });
             }
             // Compared as doubles on both sides, exactly like the in-memory
             // `f64` comparison (Postgres' numeric would differ in rounding).
             Literal::Number(n) => {
-                self.push("COALESCE(CASE WHEN ");
-                self.property_type(path);
-                self.push(if pg {
-                    " = 'number'"
-                } else {
-                    " IN ('integer', 'real')"
+                self.number_property(path, |b| {
+                    b.push(sql_op(op));
+                    if pg {
+                        b.push("CAST(");
+                        b.param(SqlParam::Real(*n));
+                        b.push(" AS float8)");
+                    } else {
+                        b.param(SqlParam::Real(*n));
+                    }
                 });
-                self.push(" THEN CAST(");
-                self.property_value(path);
-                self.push(if pg { " AS float8)" } else { " AS REAL)" });
-                self.push(sql_op(op));
-                if pg {
-                    self.push("CAST(");
-                    self.param(SqlParam::Real(*n));
-                    self.push(" AS float8)");
-                } else {
-                    self.param(SqlParam::Real(*n));
-                }
-                self.push(" ELSE FALSE END, FALSE)");
             }
         }
     }
+}
+
+/// One test of an IN list: equality with a boolean, or membership in a JSON array.
+enum Membership {
+    Equal(bool),
+    Strings(serde_json::Value),
+    Numbers(serde_json::Value),
+}
+
+/// The operands of a chain of `e`'s operator (OR or AND), left to right, through the parser's
+/// left-deep nesting (and any right-hand nesting of the same operator).
+fn operands(e: &Expr) -> Vec<&Expr> {
+    let mut out = Vec::new();
+    let mut pending = vec![e];
+    while let Some(next) = pending.pop() {
+        match next {
+            Expr::Or(l, r) | Expr::And(l, r) if discriminant(next) == discriminant(e) => {
+                pending.push(r);
+                pending.push(l);
+            }
+            _ => out.push(next),
+        }
+    }
+    out
 }
 
 fn sql_op(op: CompareOp) -> &'static str {

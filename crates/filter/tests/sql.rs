@@ -58,6 +58,11 @@ fn check_shape(cond: &SqlCondition) {
         "C",
         "json_type",
         "json_extract",
+        "json_each",
+        "jsonb_array_elements_text",
+        "SELECT",
+        "FROM",
+        "value",
         "jsonb",
         "jsonb_typeof",
         "string_to_array",
@@ -434,4 +439,90 @@ fn user_text_is_always_bound() {
         numbered.contains("$3") && numbered.contains(&format!("${}", c.params.len() + 2)),
         "{numbered}"
     );
+}
+
+/// Filters as large as the parser accepts (`MAX_VALUES` literals, in one IN list or in a chain
+/// of comparisons) evaluate on both databases, and agree with the in-memory evaluation: SQLite
+/// refuses expressions nested 1,000 deep, and a list must not need a parameter per value.
+#[test]
+fn filters_at_the_size_limit_evaluate_on_both_databases() {
+    let n = flotilla_filter::MAX_VALUES;
+    let strings = |prefix: &str| {
+        (0..n)
+            .map(|i| format!("\"{prefix}{i:02}\""))
+            .collect::<Vec<_>>()
+    };
+    let numbers: Vec<String> = (0..n).map(|i| format!("{}", i as f64 - 3.0)).collect();
+    let mixed: Vec<String> = (0..n)
+        .map(|i| match i % 3 {
+            0 => format!("\"{}\"", ["heat", "cool", "abc"][i % 9 / 3]),
+            1 => format!("{}", i as f64 / 2.0 - 3.0),
+            _ => (i % 2 == 0).to_string(),
+        })
+        .collect();
+    let conditions = [
+        format!("$id IN [{}]", strings("dev-").join(", ")),
+        format!("$provisioned IN [{}]", vec!["false"; n].join(", ")),
+        format!("name IN [{}]", strings("ab").join(", ")),
+        format!("temp IN [{}]", numbers.join(", ")),
+        format!("mode IN [{}]", mixed.join(", ")),
+        format!("flag IN [{}]", mixed.join(", ")),
+        strings("dev-")
+            .iter()
+            .map(|id| format!("$id = {id}"))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+        numbers
+            .iter()
+            .map(|v| format!("temp != {v}"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        // As deeply nested as the parser allows, around the longest chain.
+        format!(
+            "{}{}{}",
+            "NOT (".repeat(flotilla_filter::MAX_NESTING / 2),
+            numbers
+                .iter()
+                .map(|v| format!("thermostat.temp = {v}"))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+            ")".repeat(flotilla_filter::MAX_NESTING / 2)
+        ),
+    ];
+    let filters: Vec<Filter> = conditions
+        .iter()
+        .map(|c| parse(&format!("SELECT * FROM devices WHERE {c}")).unwrap())
+        .collect();
+    let devices = devices();
+    let rt = runtime();
+    let pool = rt.block_on(sqlite_db(&devices));
+    let schema = unique_schema();
+    let pg = rt.block_on(postgres_db(&schema, &devices));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        for filter in &filters {
+            let want = expected(filter, &devices);
+            let text = filter.to_string();
+            let head = &text[..text.len().min(80)];
+            assert_eq!(
+                rt.block_on(sqlite_ids(&pool, filter)),
+                Ok(want.clone()),
+                "SQLite: {head}"
+            );
+            assert_eq!(
+                rt.block_on(postgres_ids(&pg, &schema, filter)),
+                Ok(want),
+                "PostgreSQL: {head}"
+            );
+        }
+    }));
+    rt.block_on(async {
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&pg)
+            .await
+            .unwrap();
+        pg.close().await;
+    });
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -206,24 +206,6 @@ fn ids(schedule: &str, numbers: &[u32]) -> Vec<String> {
     numbers.iter().map(|n| format!("{schedule}-{n}")).collect()
 }
 
-/// Waits until the job reaches one of `statuses`, and returns it.
-async fn wait_job(api: &Api, job: &str, statuses: &[&str]) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let response = api.get(&format!("/jobs/{job}")).await;
-        if response.status == 200 && statuses.iter().any(|s| response.body["status"] == *s) {
-            return response.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} did not reach {statuses:?}: {} {}",
-            response.status,
-            response.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The number an occurrence's job carries in its id (`{schedule}-{n}`).
 fn number_of(schedule: &str, job: &Value) -> u32 {
     let id = job["id"].as_str().unwrap();

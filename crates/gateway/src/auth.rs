@@ -141,7 +141,7 @@ fn check_any(
         }
     }
     if expired {
-        tracing::info!(resource, "refused an expired SAS token");
+        tracing::info!(resource = ?crate::device_log::Untrusted(resource), "refused an expired SAS token");
     }
     Err(ConnectReturnCode::BadUserNamePassword)
 }

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{Identity, authenticate};
 use crate::device::DeviceSession;
+use crate::device_log::Untrusted;
 use crate::hub::{Hub, Live, Outgoing};
 use crate::topics::{Subscription, parse_filter};
 
@@ -76,7 +77,7 @@ where
     let identity = match Box::pin(authenticate(hub.store(), hub.id_scope(), &connect)).await {
         Ok(identity) => identity,
         Err(code) => {
-            tracing::info!(%peer, client = %connect.client_id, ?code, "refused CONNECT");
+            tracing::info!(%peer, client = ?Untrusted(&connect.client_id), ?code, "refused CONNECT");
             let _ = write_packets(&mut writer, &[Packet::ConnAck(ConnAck::new(code, false))]).await;
             return;
         }
@@ -133,7 +134,7 @@ where
             },
         );
     }
-    tracing::info!(%peer, client = %client_id, keep_alive, session_present, "connected");
+    tracing::info!(%peer, client = ?Untrusted(&client_id), keep_alive, session_present, "connected");
 
     let mut session = DeviceSession::new(hub.clone(), identity, tx.clone());
     let token_expiry = connect
@@ -174,6 +175,7 @@ where
             }
             Packet::Subscribe(subscribe) => {
                 let mut codes = Vec::new();
+                let mut refused = Vec::new();
                 {
                     let mut subs = subscriptions.lock().unwrap();
                     for filter in &subscribe.filters {
@@ -188,11 +190,17 @@ where
                                 }));
                             }
                             None => {
-                                tracing::warn!(client = %client_id, filter = %filter.path, "refused a subscription to a topic the device may not use");
+                                refused.push(filter.path.as_str());
                                 codes.push(SubscribeReasonCode::Failure);
                             }
                         }
                     }
+                }
+                // One line for the packet, however many filters it refused.
+                if let Some(first) = refused.first()
+                    && session.warnings.allow(&client_id)
+                {
+                    tracing::warn!(client = ?Untrusted(&client_id), refused = refused.len(), first = ?Untrusted(first), "refused subscriptions to topics the device may not use");
                 }
                 if persistent {
                     Box::pin(save_session(&hub, &client_id, &subscriptions)).await;
@@ -230,10 +238,11 @@ where
     };
     match &end {
         End::Closed | End::TakenOver => {
-            tracing::info!(%peer, client = %client_id, %end, "disconnected")
+            tracing::info!(%peer, client = ?Untrusted(&client_id), %end, "disconnected")
         }
-        _ => tracing::warn!(%peer, client = %client_id, %end, "connection cut"),
+        _ => tracing::warn!(%peer, client = ?Untrusted(&client_id), %end, "connection cut"),
     }
+    session.warnings.report(&client_id);
     if is_device {
         hub.detach(&client_id, connection_id);
     }

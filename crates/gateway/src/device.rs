@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
+use crate::device_log::{Untrusted, WarnBudget};
 use crate::hub::{Hub, Outgoing};
 use crate::topics::{self, Inbound, parse_publish};
 
@@ -17,6 +18,8 @@ pub struct DeviceSession {
     tx: mpsc::Sender<Outgoing>,
     /// The last DPS registration's result, for status polls.
     registration: Option<Value>,
+    /// The warnings this connection's packets may still write.
+    pub warnings: WarnBudget,
 }
 
 impl DeviceSession {
@@ -26,6 +29,7 @@ impl DeviceSession {
             identity,
             tx,
             registration: None,
+            warnings: WarnBudget::new(),
         }
     }
 
@@ -48,7 +52,7 @@ impl DeviceSession {
     pub async fn handle_publish(&mut self, publish: Publish) -> bool {
         let client_id = self.identity.client_id().to_string();
         let Some(inbound) = parse_publish(&publish.topic, &client_id) else {
-            tracing::warn!(client = %client_id, topic = %publish.topic, "refused a publish to a topic the client may not use");
+            tracing::warn!(client = ?Untrusted(&client_id), topic = ?Untrusted(&publish.topic), "refused a publish to a topic the client may not use");
             return false;
         };
         let is_device = matches!(self.identity, Identity::Device { .. });
@@ -76,7 +80,7 @@ impl DeviceSession {
                     .await;
             }
             _ => {
-                tracing::warn!(client = %client_id, topic = %publish.topic, "refused a publish of the other protocol");
+                tracing::warn!(client = ?Untrusted(&client_id), topic = ?Untrusted(&publish.topic), "refused a publish of the other protocol");
                 return false;
             }
         }
@@ -207,7 +211,9 @@ impl DeviceSession {
                 }),
             ),
             Err(message) => {
-                tracing::warn!(registration = registration_id, %message, "registration failed");
+                if self.warnings.allow(registration_id) {
+                    tracing::warn!(registration = ?Untrusted(registration_id), message = ?Untrusted(&message), "registration failed");
+                }
                 (
                     400,
                     json!({
@@ -224,7 +230,7 @@ impl DeviceSession {
             }
         };
         if status == 200 {
-            tracing::info!(registration = registration_id, model = ?model_id, "device provisioned");
+            tracing::info!(registration = ?Untrusted(registration_id), model = ?model_id.as_deref().map(Untrusted), "device provisioned");
         }
         self.registration = Some(response.clone());
         self.send(topics::dps_response(status, rid, None), response)

@@ -5,11 +5,13 @@
 //! `listener` accepts connections; `connection` runs one (CONNECT, then its packets);
 //! `auth` checks SAS tokens; `device` acts on a client's publishes; `hub` holds who is
 //! connected and is how the rest of the server reaches devices; `topics` names every topic;
-//! `runtime` is where device work runs.
+//! `runtime` is where device work runs; `device_log` keeps what devices send from forging or
+//! flooding the log.
 
 pub mod auth;
 pub mod connection;
 mod device;
+mod device_log;
 pub mod hub;
 pub mod listener;
 pub mod runtime;

@@ -220,16 +220,24 @@ impl Engine {
             };
             let condition =
                 flotilla_filter::sql::condition(&filter, store.dialect().filter_dialect());
-            match spec.target() {
+            let members = match spec.target() {
                 Some(target) => {
                     let ids = templates.resolve(target);
                     if ids.is_empty() {
-                        vec![]
+                        Ok(vec![])
                     } else {
-                        store.device_ids(&condition, &ids).await?
+                        store.device_ids(&condition, &ids).await
                     }
                 }
-                None => store.device_ids(&condition, &[]).await?,
+                None => store.device_ids(&condition, &[]).await,
+            };
+            match members {
+                Ok(devices) => devices,
+                // Retrying each pass would leave the job pending forever.
+                Err(e) if e.is_permanent() => {
+                    return fail(format!("the device group could not be evaluated: {e}")).await;
+                }
+                Err(e) => return Err(e),
             }
         };
         let total = devices.len() as u64;

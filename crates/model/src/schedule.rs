@@ -1,14 +1,20 @@
 //! Schedules of scheduled jobs: when each occurrence falls, computed from the start (never by
 //! repeated addition, so a monthly schedule from Jan 31 gives Feb 28 or 29, then Mar 31), and
-//! when a schedule ends. Times are UTC, as in the API.
+//! when a schedule ends. Times are UTC, as in the API. Which occurrence is due is computed, not
+//! counted up to: a daily schedule from year 0000 is millions of occurrences behind.
 
-use jiff::civil::Date;
+use jiff::civil::{Date, DateTime, Time};
+use jiff::fmt::temporal::Pieces;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan};
+use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde_json::{Value, json};
 
 use crate::Invalid;
 use crate::validate::Fields;
+
+/// How late a schedule's occurrence may be when the schedule is created, enabled or changed and
+/// still run: a client that sends its own "now" as the start reaches the server a moment later.
+pub const LATE_START_GRACE: SignedDuration = SignedDuration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recurrence {
@@ -27,7 +33,9 @@ pub enum End {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
-    pub start: Timestamp,
+    /// In UTC, as a civil time: the API's range ends at 9999-12-31T23:59:59Z, after the last
+    /// instant a `Timestamp` holds.
+    pub start: DateTime,
     pub recurrence: Option<Recurrence>,
     pub end: Option<End>,
 }
@@ -35,11 +43,10 @@ pub struct Schedule {
 impl Schedule {
     pub fn from_json(value: &Value) -> Result<Schedule, Invalid> {
         let fields = Fields::nested(value, "schedule")?;
-        let start_text = fields.required_string("start")?;
-        let start: Timestamp = start_text.parse().map_err(|_| {
+        let start = parse_start(fields.required_string("start")?).ok_or_else(|| {
             Invalid::field(
                 "schedule.start",
-                "must be a date-time with a time zone, such as 2022-10-24T22:29:01Z",
+                "must be a date-time with a time zone from year 0000 to 9999, such as 2022-10-24T22:29:01Z",
             )
         })?;
         let recurrence = match fields.string("recurrence")? {
@@ -60,15 +67,15 @@ impl Schedule {
                 let end_fields = Fields::nested(end, "schedule.end")?;
                 match end_fields.required_string("type")? {
                     "date" => {
-                        let text = end_fields.required_string("date")?;
-                        let date: Date =
-                            text.get(..10).and_then(|d| d.parse().ok()).ok_or_else(|| {
+                        let date = parse_end_date(end_fields.required_string("date")?).ok_or_else(
+                            || {
                                 Invalid::field(
                                     "schedule.end.date",
                                     "must be a date such as 2022-12-30",
                                 )
-                            })?;
-                        if date < start.to_zoned(TimeZone::UTC).date() {
+                            },
+                        )?;
+                        if date < start.date() {
                             return Err(Invalid::field(
                                 "schedule.end.date",
                                 "is before the schedule's start",
@@ -111,7 +118,7 @@ impl Schedule {
     }
 
     pub fn to_json(&self) -> Value {
-        let mut out = json!({"start": crate::api_token::format_time(self.start)});
+        let mut out = json!({"start": self.start.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()});
         if let Some(r) = self.recurrence {
             out["recurrence"] = json!(match r {
                 Recurrence::Daily => "daily",
@@ -129,67 +136,149 @@ impl Schedule {
         out
     }
 
-    /// The time of occurrence `n` (0 is the start), ignoring the end; `None` past the calendar.
+    /// The time of occurrence `n` (0 is the start), ignoring the end; `None` past the calendar
+    /// (or past the last instant a `Timestamp` holds).
     pub fn nth(&self, n: u32) -> Option<Timestamp> {
-        let start = self.start.to_zoned(TimeZone::UTC);
-        let at = match self.recurrence {
-            None if n == 0 => return Some(self.start),
-            None => return None,
-            Some(Recurrence::Daily) => start.checked_add((n as i64).days()).ok()?,
-            Some(Recurrence::Weekly) => start.checked_add((n as i64 * 7).days()).ok()?,
+        let at = self.civil_nth(n)?.to_zoned(TimeZone::UTC).ok()?;
+        Some(at.timestamp())
+    }
+
+    fn civil_nth(&self, n: u32) -> Option<DateTime> {
+        let n = i64::from(n);
+        match self.recurrence {
+            None if n == 0 => Some(self.start),
+            None => None,
+            Some(Recurrence::Daily) => self.start.checked_add(n.days()).ok(),
+            Some(Recurrence::Weekly) => self.start.checked_add((n * 7).days()).ok(),
             // jiff adds months by the calendar and clamps the day to the month's last, always
             // from the start: Jan 31 + 1 month = Feb 28/29, + 2 months = Mar 31.
-            Some(Recurrence::Monthly) => start.checked_add((n as i64).months()).ok()?,
+            Some(Recurrence::Monthly) => self.start.checked_add(n.months()).ok(),
+        }
+    }
+
+    /// The first occurrence at or after `t`, ignoring the end: arithmetic on the time elapsed
+    /// since the start, whatever the number of occurrences in between.
+    fn index_at_or_after(&self, t: DateTime) -> u32 {
+        if self.start >= t {
+            return 0;
+        }
+        let index = match self.recurrence {
+            None => 1,
+            Some(Recurrence::Daily) => periods_between(self.start, t, 1),
+            Some(Recurrence::Weekly) => periods_between(self.start, t, 7),
+            Some(Recurrence::Monthly) => {
+                // Occurrence `months` falls in t's month, before or at/after t.
+                let months = (i64::from(t.year()) - i64::from(self.start.year())) * 12
+                    + i64::from(t.month() - self.start.month());
+                let months = u32::try_from(months).unwrap_or(u32::MAX);
+                if self.civil_nth(months).is_some_and(|at| at >= t) {
+                    i64::from(months)
+                } else {
+                    i64::from(months) + 1
+                }
+            }
         };
-        Some(at.timestamp())
+        u32::try_from(index).unwrap_or(u32::MAX)
+    }
+
+    /// The last occurrence the end allows; `None` for a schedule without an end.
+    fn last(&self) -> Option<u32> {
+        if self.recurrence.is_none() {
+            return Some(0);
+        }
+        match self.end? {
+            End::Occurrences(count) => Some(count - 1),
+            // The one before the first on a later day (the end date is never before the start's
+            // day, so occurrence 0 is always in). The calendar ends after 9999-12-31 anyway.
+            End::Date(last) => {
+                let next_day = last.tomorrow().ok()?.to_datetime(Time::midnight());
+                Some(self.index_at_or_after(next_day).saturating_sub(1))
+            }
+        }
     }
 
     /// Whether occurrence `n` is within the schedule's end.
     pub fn includes(&self, n: u32) -> bool {
-        if self.recurrence.is_none() {
-            return n == 0;
-        }
-        match self.end {
-            None => true,
-            Some(End::Occurrences(count)) => n < count,
-            Some(End::Date(last)) => self
-                .nth(n)
-                .is_some_and(|t| t.to_zoned(TimeZone::UTC).date() <= last),
-        }
+        self.last().is_none_or(|last| n <= last)
     }
 
     /// The latest occurrence at or before `now`, from `from` on: what is due now. Older missed
     /// ones are skipped (after downtime a schedule runs once, not in a burst).
     pub fn due(&self, from: u32, now: Timestamp) -> Option<u32> {
-        let mut due = None;
-        let mut n = from;
-        while self.includes(n) {
-            match self.nth(n) {
-                Some(t) if t <= now => due = Some(n),
-                _ => break,
-            }
-            n = n.checked_add(1)?;
-            if n > from + 100_000 {
-                break;
-            }
-        }
-        due
+        let now = utc(now);
+        let next = self.index_at_or_after(now);
+        let latest = if self.civil_nth(next) == Some(now) {
+            next
+        } else {
+            next.checked_sub(1)?
+        };
+        let latest = self.last().map_or(latest, |last| latest.min(last));
+        (latest >= from && self.civil_nth(latest).is_some()).then_some(latest)
     }
 
-    /// The first occurrence at or after `now`: where a new, re-enabled or rescheduled schedule
-    /// starts, so that the past is not replayed.
-    pub fn first_at_or_after(&self, now: Timestamp) -> u32 {
-        let mut n = 0;
-        while self.nth(n).is_some_and(|t| t < now) && n < 1_000_000 {
-            n += 1;
+    /// The first occurrence at or after `now`.
+    fn first_at_or_after(&self, now: Timestamp) -> u32 {
+        self.index_at_or_after(utc(now))
+    }
+
+    /// Where a new, re-enabled or rescheduled schedule starts: the first occurrence at most
+    /// [`LATE_START_GRACE`] old, so that the past is not replayed. A schedule with no such
+    /// occurrence would never run, and is refused.
+    pub fn first_upcoming(&self, now: Timestamp) -> Result<u32, Invalid> {
+        let first = self.first_at_or_after(now - LATE_START_GRACE);
+        if self.has_more(first) {
+            return Ok(first);
         }
-        n
+        let now = now.strftime("%Y-%m-%dT%H:%M:%SZ");
+        Err(match self.recurrence {
+            None => Invalid::field(
+                "schedule.start",
+                format_args!(
+                    "is in the past (it is now {now}); a one-time schedule must start now or later"
+                ),
+            ),
+            Some(_) => Invalid::field(
+                "schedule.end",
+                format_args!("leaves no occurrence from now ({now}) on"),
+            ),
+        })
     }
 
     /// Whether any occurrence from `from` on remains.
     pub fn has_more(&self, from: u32) -> bool {
-        self.includes(from) && self.nth(from).is_some()
+        self.includes(from) && self.civil_nth(from).is_some()
     }
+}
+
+fn utc(t: Timestamp) -> DateTime {
+    t.to_zoned(TimeZone::UTC).datetime()
+}
+
+/// The number of whole periods of `days` days from `start` to `t`, rounded up (`start` < `t`).
+fn periods_between(start: DateTime, t: DateTime, days: i128) -> i64 {
+    let period = days * SignedDuration::from_hours(24).as_nanos();
+    let elapsed = start.duration_until(t).as_nanos();
+    i64::try_from((elapsed + period - 1) / period).unwrap_or(i64::MAX)
+}
+
+/// An RFC 3339 date-time with an offset, in UTC, years 0000 to 9999. Parsed as a civil time
+/// and an offset, since 9999-12-31T23:59:59Z is past the last `Timestamp`.
+fn parse_start(text: &str) -> Option<DateTime> {
+    let pieces = Pieces::parse(text).ok()?;
+    let offset = pieces.to_numeric_offset()?;
+    let local = pieces.date().to_datetime(pieces.time()?);
+    let utc = local
+        .checked_sub(SignedDuration::from_secs(i64::from(offset.seconds())))
+        .ok()?;
+    (utc.year() >= 0).then_some(utc)
+}
+
+/// Exactly `YYYY-MM-DD`: nothing after the date.
+fn parse_end_date(text: &str) -> Option<Date> {
+    if text.len() != 10 {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]
@@ -199,7 +288,7 @@ mod tests {
 
     fn schedule(start: &str, recurrence: Option<Recurrence>, end: Option<End>) -> Schedule {
         Schedule {
-            start: start.parse().unwrap(),
+            start: parse_start(start).unwrap(),
             recurrence,
             end,
         }
@@ -294,7 +383,113 @@ mod tests {
         );
     }
 
+    #[test]
+    fn starts_span_years_0000_to_9999_in_utc() {
+        let last = parse_start("9999-12-31T23:59:59Z").unwrap();
+        assert_eq!(
+            last,
+            DateTime::MAX.with().subsec_nanosecond(0).build().unwrap()
+        );
+        assert_eq!(
+            parse_start("0000-01-01T01:00:00+01:00").unwrap(),
+            Date::new(0, 1, 1).unwrap().to_datetime(Time::midnight())
+        );
+        for bad in [
+            "-005000-01-01T00:00:00Z",
+            "-000001-12-31T23:00:00Z",
+            "0000-01-01T00:30:00+01:00",
+            "+010000-01-01T00:00:00Z",
+            "9999-12-31T23:00:00-01:00",
+            "2030-01-10T00:00:00",
+            "2030-01-10",
+        ] {
+            assert_eq!(parse_start(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn end_dates_are_exactly_a_date() {
+        assert!(parse_end_date("2022-12-30").is_some());
+        for bad in [
+            "2022-12-30garbage",
+            "2022-12-30T00:00:00Z",
+            "2022-12-3",
+            "+02022-12-30",
+        ] {
+            assert_eq!(parse_end_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn from_the_far_past_the_due_occurrence_is_computed() {
+        let now: Timestamp = "2030-06-15T12:00:00Z".parse().unwrap();
+        let daily = schedule("0000-01-01T00:00:00Z", Some(Recurrence::Daily), None);
+        let due = daily.due(0, now).unwrap();
+        assert_eq!(at(&daily, due), "2030-06-15T00:00:00Z");
+        assert_eq!(daily.first_at_or_after(now), due + 1);
+        let weekly = schedule("0001-01-01T12:00:00Z", Some(Recurrence::Weekly), None);
+        let due = weekly.due(0, now).unwrap();
+        assert!(weekly.nth(due).unwrap() <= now && weekly.nth(due + 1).unwrap() > now);
+        let monthly = schedule("0000-01-31T12:00:00Z", Some(Recurrence::Monthly), None);
+        assert_eq!(
+            at(&monthly, monthly.due(0, now).unwrap()),
+            "2030-05-31T12:00:00Z"
+        );
+        assert_eq!(
+            at(&monthly, monthly.first_at_or_after(now)),
+            "2030-06-30T12:00:00Z"
+        );
+        // An occurrence exactly at `now` is due, and is the first at or after it.
+        let exact: Timestamp = "2030-06-15T00:00:00Z".parse().unwrap();
+        assert_eq!(daily.due(0, exact), Some(daily.first_at_or_after(exact)));
+    }
+
+    #[test]
+    fn a_schedule_with_nothing_left_to_run_is_refused() {
+        let now: Timestamp = "2030-01-10T00:00:00Z".parse().unwrap();
+        let once = schedule("2030-01-09T00:00:00Z", None, None);
+        assert_eq!(
+            once.first_upcoming(now).unwrap_err().field,
+            "schedule.start"
+        );
+        // A client's "now" that arrives a moment late still runs.
+        let just_now = schedule("2030-01-09T23:59:30Z", None, None);
+        assert_eq!(just_now.first_upcoming(now), Ok(0));
+        let ended = schedule(
+            "2030-01-01T00:00:00Z",
+            Some(Recurrence::Daily),
+            Some(End::Date("2030-01-05".parse().unwrap())),
+        );
+        assert_eq!(ended.first_upcoming(now).unwrap_err().field, "schedule.end");
+        let counted = schedule(
+            "2030-01-01T00:00:00Z",
+            Some(Recurrence::Daily),
+            Some(End::Occurrences(20)),
+        );
+        assert_eq!(counted.first_upcoming(now), Ok(9));
+        let last = schedule("9999-12-31T23:59:59Z", None, None);
+        assert_eq!(last.first_upcoming(now), Ok(0));
+    }
+
     proptest! {
+        /// The computed first occurrence at or after a time is the one counting would find.
+        #[test]
+        fn the_first_occurrence_after_a_time_is_the_counted_one(
+            start in 0i64..2_000_000_000, offset in 0i64..400_000_000, kind in 0u8..3,
+            end_after in proptest::option::of(0u32..40),
+        ) {
+            let recurrence = [Recurrence::Daily, Recurrence::Weekly, Recurrence::Monthly][kind as usize];
+            let start = utc(Timestamp::from_second(start).unwrap());
+            let end = end_after.map(|n| End::Date(start.date().checked_add((n as i64).days()).unwrap()));
+            let s = Schedule { start, recurrence: Some(recurrence), end };
+            let t = start.checked_add(offset.seconds()).unwrap();
+            let counted = (0..).find(|&n| s.civil_nth(n).unwrap() >= t).unwrap();
+            prop_assert_eq!(s.index_at_or_after(t), counted);
+            let counted_last = end.map(|_| (0..).take_while(|&n| {
+                matches!(s.end, Some(End::Date(d)) if s.civil_nth(n).unwrap().date() <= d)
+            }).last().unwrap());
+            prop_assert_eq!(s.last(), counted_last);
+        }
         /// Monthly occurrences keep the start's day where the month has it, else the month's
         /// last day; they never drift (occurrence n depends only on the start and n).
         #[test]
@@ -303,8 +498,7 @@ mod tests {
         ) {
             let last = Date::new(year, month, 1).unwrap().last_of_month().day();
             prop_assume!(day <= last);
-            let start = Date::new(year, month, day).unwrap().at(6, 30, 0, 0)
-                .to_zoned(TimeZone::UTC).unwrap().timestamp();
+            let start = Date::new(year, month, day).unwrap().at(6, 30, 0, 0);
             let s = Schedule { start, recurrence: Some(Recurrence::Monthly), end: None };
             let t = s.nth(n).unwrap().to_zoned(TimeZone::UTC);
             let expected_month = (month as i32 - 1 + n as i32) % 12 + 1;
@@ -318,7 +512,7 @@ mod tests {
         #[test]
         fn daily_occurrences_are_n_days_from_the_start(secs in 0i64..4_000_000_000, n in 0u32..2000) {
             let start = Timestamp::from_second(secs).unwrap();
-            let s = Schedule { start, recurrence: Some(Recurrence::Daily), end: None };
+            let s = Schedule { start: utc(start), recurrence: Some(Recurrence::Daily), end: None };
             prop_assert_eq!(s.nth(n).unwrap().as_second() - secs, n as i64 * 86_400);
         }
     }

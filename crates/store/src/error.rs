@@ -27,6 +27,29 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// Whether the database refused the statement itself (too complex, a value it cannot cast,
+    /// malformed stored JSON), so that running it again fails again, unlike a busy database,
+    /// a lost connection or a full disk.
+    pub fn is_permanent(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if let Some(e) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            // Data exceptions, syntax or access rules, program limits.
+            return ["22", "42", "54"]
+                .iter()
+                .any(|class| e.code().starts_with(class));
+        }
+        // SQLite's primary result code is the extended code's low byte: SQLITE_ERROR,
+        // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE.
+        let primary = e
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .map(|code| code & 0xff);
+        e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && matches!(primary, Some(1 | 18 | 20 | 25))
+    }
 }
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {

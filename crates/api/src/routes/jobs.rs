@@ -46,6 +46,9 @@ pub fn render(job: &JobRecord) -> Value {
         body["scheduledJobId"] = json!(schedule);
     }
     body["status"] = json!(job.status);
+    if let Some(reason) = &job.reason {
+        body["reason"] = json!(reason);
+    }
     let pending = (job.total - job.completed - job.failed).max(0);
     body["progress"] = json!({
         "total": job.total,

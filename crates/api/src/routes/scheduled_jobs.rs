@@ -158,6 +158,7 @@ async fn create(
     check_entity_id("scheduledJobId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &body).await?;
+    let next_occurrence = schedule.first_upcoming(state.clock.now())?;
     read_modify_write(&state, entity(&id), || async {
         let record = ScheduledJobRecord {
             id: id.clone(),
@@ -166,7 +167,7 @@ async fn create(
             schedule: schedule_json.clone(),
             enabled,
             completed: false,
-            next_occurrence: schedule.first_at_or_after(state.clock.now()) as i64,
+            next_occurrence: next_occurrence.into(),
         };
         let written = match state.store.scheduled_job(&id).await? {
             None => match state.store.insert_scheduled_job(&record).await {
@@ -224,7 +225,7 @@ async fn update(
         // A changed schedule, or one switched back on, starts from now: the past is not replayed.
         let restart = schedule_json != current.schedule || (enabled && !current.enabled);
         let next_occurrence = if restart {
-            schedule.first_at_or_after(state.clock.now()) as i64
+            schedule.first_upcoming(state.clock.now())?.into()
         } else {
             current.next_occurrence
         };

@@ -33,6 +33,8 @@ pub struct Server {
     pub base: String,
     pub admin_token: String,
     extra_env: Vec<(String, String)>,
+    /// Where the server's stderr (its log) goes: a file in the data dir, or the test's stderr.
+    log_file: Option<PathBuf>,
 }
 
 fn fresh_dir() -> PathBuf {
@@ -58,6 +60,15 @@ impl Server {
 
     /// Starts a server with extra environment variables (e.g. `FLOTILLA_ADMIN_TOKEN`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Self::start_configured(env, false).await
+    }
+
+    /// Starts a server whose log goes to a file that `log` reads (not to the test's stderr).
+    pub async fn start_logging(env: &[(&str, &str)]) -> Server {
+        Self::start_configured(env, true).await
+    }
+
+    async fn start_configured(env: &[(&str, &str)], capture_log: bool) -> Server {
         let data_dir = fresh_dir();
         let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
             let name = format!(
@@ -75,6 +86,7 @@ impl Server {
         let mut server = Server {
             child: None,
             postgres,
+            log_file: capture_log.then(|| data_dir.join("server.log")),
             data_dir,
             base: String::new(),
             admin_token: String::new(),
@@ -107,7 +119,15 @@ impl Server {
             .env_remove("FLOTILLA_DATABASE_URL")
             .env("FLOTILLA_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(match &self.log_file {
+                Some(path) => std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap()
+                    .into(),
+                None => Stdio::inherit(),
+            });
         for (key, value) in &self.extra_env {
             command.env(key, value);
         }
@@ -161,6 +181,24 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// What the server has logged so far (started with `start_logging`).
+    pub fn log(&self) -> String {
+        let path = self
+            .log_file
+            .as_ref()
+            .expect("a server started with start_logging");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// The server's database (its SQLite file, or its PostgreSQL database), for tests that
+    /// reach past the API.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some((url, name)) => format!("{url}/{name}"),
+            None => format!("sqlite://{}", self.data_dir.join("flotilla.db").display()),
+        }
     }
 }
 
@@ -397,4 +435,22 @@ pub fn controller_template() -> Value {
 
 pub fn thermostat_template() -> Value {
     fixture("thermostat.template.json")
+}
+
+/// Waits (up to 30 s) until the job reaches one of `statuses`, and returns it.
+pub async fn wait_job(api: &Api, job: &str, statuses: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = api.get(&format!("/jobs/{job}")).await;
+        if response.status == 200 && statuses.iter().any(|s| response.body["status"] == *s) {
+            return response.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not reach {statuses:?}: {} {}",
+            response.status,
+            response.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
