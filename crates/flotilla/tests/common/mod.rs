@@ -33,6 +33,7 @@ pub struct Server {
     pub base: String,
     pub admin_token: String,
     extra_env: Vec<(String, String)>,
+    open_file_limit: Option<u64>,
 }
 
 fn fresh_dir() -> PathBuf {
@@ -58,6 +59,16 @@ impl Server {
 
     /// Starts a server with extra environment variables (e.g. `FLOTILLA_ADMIN_TOKEN`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Self::start_configured(env, None).await
+    }
+
+    /// Starts a server whose process may hold at most `limit` open files (soft and hard limit),
+    /// so that tests of connection limits reach them with a few hundred sockets.
+    pub async fn start_with_open_file_limit(limit: u64, env: &[(&str, &str)]) -> Server {
+        Self::start_configured(env, Some(limit)).await
+    }
+
+    async fn start_configured(env: &[(&str, &str)], open_file_limit: Option<u64>) -> Server {
         let data_dir = fresh_dir();
         let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
             let name = format!(
@@ -82,6 +93,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            open_file_limit,
         };
         server.launch().await;
         server
@@ -113,6 +125,23 @@ impl Server {
         }
         if let Some((url, name)) = &self.postgres {
             command.env("FLOTILLA_DATABASE_URL", format!("{url}/{name}"));
+        }
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = command.spawn().expect("the flotilla binary starts");
         self.child = Some(child);
@@ -161,6 +190,11 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The server process's id (to read its `/proc` status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 }
 
