@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use flotilla_sim::mqtt::{self, ConnectError, ConnectOptions, Endpoint};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -379,4 +379,79 @@ async fn wait_for_file(path: &Path) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// The peak resident memory of a process, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+/// Removes the `request` of every command named `name` in a template, so that the command takes
+/// any request.
+fn without_request(template: &mut Value, name: &str) {
+    match template {
+        Value::Object(fields) => {
+            if fields.get("name").and_then(Value::as_str) == Some(name) {
+                fields.remove("request");
+            }
+            fields.values_mut().for_each(|v| without_request(v, name));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| without_request(v, name)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn concurrent_large_bodies_stay_within_a_memory_budget() {
+    let server = Server::start().await;
+    let api = server.admin();
+    let mut template = thermostat_template();
+    without_request(&mut template, "getMaxMinReport");
+    api.publish_template(THERMOSTAT, template).await;
+    api.put(
+        "/devices/offline-1",
+        json!({"displayName": "offline", "template": THERMOSTAT}),
+    )
+    .await
+    .ok(200);
+    // Each request is held a second, waiting for the device to connect, with its body parsed:
+    // an array of a quarter of a million zeros (512 KiB, the densest JSON there is in values
+    // per byte).
+    let mut body = String::from(r#"{"connectionTimeout": 1, "request": ["#);
+    while body.len() < 512 * 1024 {
+        body.push_str("0,");
+    }
+    body.push_str("0]}");
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let request = api
+            .request(
+                reqwest::Method::POST,
+                "/devices/offline-1/commands/getMaxMinReport",
+            )
+            .header("Content-Type", "application/json")
+            .body(body.clone());
+        requests.spawn(Api::send(request));
+    }
+    for answer in requests.join_all().await {
+        answer.error(404, "DeviceNotOnline");
+    }
+    let peak = peak_memory(server.pid());
+    assert!(
+        peak < 400 * 1024 * 1024,
+        "the server's peak memory was {} MiB",
+        peak / (1024 * 1024)
+    );
 }
