@@ -48,7 +48,9 @@ fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (routes, doc) = api_router();
     let doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    // Layers added later run first: authentication, then the body's budget.
     let api = routes
+        .route_layer(middleware::from_fn(body::within_budget))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -1,8 +1,11 @@
 //! The `flotilla` binary: `flotilla serve` runs the server; `flotilla sim` simulates a fleet of
 //! devices against one.
 
+mod admission;
 mod bootstrap;
+mod http_server;
 mod https;
+mod open_files;
 mod serve;
 mod sim;
 
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    open_files::raise_to_hard_limit();
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

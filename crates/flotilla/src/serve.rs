@@ -8,7 +8,9 @@ use clap::Args;
 use flotilla_api::AppState;
 use flotilla_store::Store;
 
-use crate::bootstrap;
+use crate::admission::ConnectionCaps;
+use crate::open_files::ConnectionBudget;
+use crate::{bootstrap, http_server};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -29,7 +31,9 @@ pub struct ServeArgs {
     /// The HTTPS listener: the REST API over TLS, and MQTT over WebSockets at
     /// `/$iothub/websocket` (the SDKs' `websockets=True` always dials port 443). The address
     /// bound is written to `<data-dir>/https.addr`. Without this flag the server tries
-    /// `0.0.0.0:443` and, if that port is taken or needs privileges it lacks, runs without HTTPS.
+    /// `127.0.0.1:443` (loopback, like the plain HTTP listener: this one serves the whole REST
+    /// API too; devices on other hosts need an address given) and, if that port is taken or
+    /// needs privileges it lacks, runs without HTTPS.
     #[arg(long, env = "FLOTILLA_HTTPS_ADDR")]
     pub https_addr: Option<SocketAddr>,
 
@@ -75,19 +79,42 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<flotilla_api::origin::TrustedProxy>,
 
+    /// The most connections the REST API's listeners (HTTP and HTTPS, MQTT over WebSockets
+    /// included) hold at once; past it a new one is closed at once. By default half the open
+    /// files the process may hold beyond a reserve for itself; the device endpoint gets the rest.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Of `--max-connections`, the most from one client address (an IPv6 client's /64). By
+    /// default a quarter of them, at most 256.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Seconds a REST client has to send a request's head, from connecting (TLS handshake
+    /// included) or from its previous answer: slow heads and idle connections are closed.
+    #[arg(
+        long,
+        env = "FLOTILLA_HTTP_HEAD_TIMEOUT_SECS",
+        default_value_t = 30,
+        hide = true
+    )]
+    pub http_head_timeout_secs: u64,
+
     /// An administrator API token to accept instead of generating one at first start.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 }
 
-/// Where HTTPS listens unless told otherwise: IoT Hub's WebSocket port.
-const DEFAULT_HTTPS_ADDR: &str = "0.0.0.0:443";
+/// Where HTTPS listens unless told otherwise: IoT Hub's WebSocket port, on loopback only.
+const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:443";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The device runtime starts here, on the main thread, so its threads inherit the default
     // scheduling: started from an API worker, they would inherit its short time slices (see
     // main.rs), and device work would preempt requests as readily as requests preempt it.
     let _ = flotilla_gateway::runtime::devices();
+    let budget =
+        ConnectionBudget::of_this_process(args.max_connections, args.max_connections_per_ip)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
@@ -130,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mqtt,
         tls.clone(),
         hub.clone(),
+        budget.devices,
     ));
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
@@ -190,25 +218,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let hub_for_https = hub;
     let rest = flotilla_api::app(state);
+    let limits = http_server::Limits {
+        caps: ConnectionCaps::new(budget.web, budget.web_per_address),
+        head_timeout: std::time::Duration::from_secs(args.http_head_timeout_secs),
+    };
     let secure = https.map(|https| {
-        tokio::spawn(crate::https::run(
+        tokio::spawn(http_server::serve(
             https,
-            tls,
             crate::https::app(rest.clone(), hub_for_https),
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            limits.clone(),
+            std::future::pending(),
         ))
     });
-    // TCP_NODELAY on accepted API sockets, as on the device and HTTPS listeners: a response
-    // written in two pieces would otherwise wait for the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
-        let _ = socket.set_nodelay(true);
-    });
-    // The peer's address tells `origin` whether to believe its X-Forwarded-* headers.
-    axum::serve(
-        listener,
-        rest.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    http_server::serve(listener, rest, None, limits, shutdown_signal()).await;
     gateway.abort();
     if let Some(secure) = secure {
         secure.abort();

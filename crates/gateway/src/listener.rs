@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, CONNECT_TIMEOUT};
@@ -16,9 +17,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Accepts connections until the task is dropped. The listener and every connection run on
-/// the device runtime (`runtime::devices`), whichever runtime calls this.
-pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
+/// Accepts connections until the task is dropped, at most `max_connections` open at once (past
+/// it, a new connection is closed at once, so the open files it would take stay free). The
+/// listener and every connection run on the device runtime (`runtime::devices`), whichever
+/// runtime calls this.
+pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub, max_connections: usize) {
     // A socket belongs to the runtime it was registered with: register it with the device
     // runtime's, so readiness comes from that runtime's own reactor.
     let listener = match listener.into_std() {
@@ -27,7 +30,7 @@ pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
     };
     let accepting = crate::runtime::devices().spawn(async move {
         match TcpListener::from_std(listener) {
-            Ok(listener) => accept(listener, tls, hub).await,
+            Ok(listener) => accept(listener, tls, hub, max_connections).await,
             Err(e) => tracing::error!(error = %e, "the device listener failed"),
         }
     });
@@ -35,8 +38,9 @@ pub async fn run(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
     let _ = (&mut accepting.0).await;
 }
 
-async fn accept(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
+async fn accept(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub, max_connections: usize) {
     let acceptor = TlsAcceptor::from(tls);
+    let open = Arc::new(Semaphore::new(max_connections));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -47,11 +51,16 @@ async fn accept(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub) {
                 continue;
             }
         };
+        let Ok(place) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "device connection refused: too many connections");
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let acceptor = acceptor.clone();
         let hub = hub.clone();
         tokio::spawn(async move {
             handshake_and_serve(acceptor, socket, peer, hub).await;
+            drop(place);
         });
     }
 }

@@ -2,7 +2,9 @@
 //! the WebSocket's binary messages carry the MQTT byte stream, which is bridged into the same
 //! connection handling as MQTT over TLS.
 
+use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{Message, WebSocket};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -10,10 +12,24 @@ use crate::connection;
 use crate::hub::Hub;
 
 /// The subprotocol MQTT clients ask for.
-pub const SUBPROTOCOL: &str = "mqtt";
+const SUBPROTOCOL: &str = "mqtt";
+
+/// The largest WebSocket message or frame taken from a client: the largest MQTT packet the
+/// gateway takes, as a client sends one packet per message. Without it, tungstenite would buffer
+/// up to 64 MiB from a client that has not yet even sent CONNECT.
+pub const MAX_MESSAGE_BYTES: usize = connection::MAX_PACKET;
+
+/// Accepts a WebSocket upgrade for MQTT, served as one MQTT connection.
+pub fn accept(upgrade: WebSocketUpgrade, hub: Hub) -> Response {
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(socket, hub, "websocket".into()))
+}
 
 /// Serves an upgraded WebSocket as one MQTT connection.
-pub async fn serve(socket: WebSocket, hub: Hub, peer: String) {
+async fn serve(socket: WebSocket, hub: Hub, peer: String) {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let connection = tokio::spawn(connection::serve(theirs, hub, peer));
     let (mut from_mqtt, mut to_mqtt) = tokio::io::split(ours);

@@ -35,6 +35,17 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
     /// Where the server's stderr (its log) goes: a file in the data dir, or the test's stderr.
     log_file: Option<PathBuf>,
+    /// The open files the server process may hold (soft and hard limit), when lowered.
+    open_file_limit: Option<u64>,
+}
+
+/// How a test server's process is started, beyond its environment.
+#[derive(Default)]
+struct Launch {
+    /// Its stderr (its log) into a file in the data dir that `Server::log` reads.
+    capture_log: bool,
+    /// A lowered open-file limit.
+    open_file_limit: Option<u64>,
 }
 
 fn fresh_dir() -> PathBuf {
@@ -60,15 +71,29 @@ impl Server {
 
     /// Starts a server with extra environment variables (e.g. `FLOTILLA_ADMIN_TOKEN`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
-        Self::start_configured(env, false).await
+        Self::start_configured(env, Launch::default()).await
     }
 
     /// Starts a server whose log goes to a file that `log` reads (not to the test's stderr).
     pub async fn start_logging(env: &[(&str, &str)]) -> Server {
-        Self::start_configured(env, true).await
+        let launch = Launch {
+            capture_log: true,
+            ..Launch::default()
+        };
+        Self::start_configured(env, launch).await
     }
 
-    async fn start_configured(env: &[(&str, &str)], capture_log: bool) -> Server {
+    /// Starts a server whose process may hold at most `limit` open files (soft and hard limit),
+    /// so that tests of connection limits reach them with a few hundred sockets.
+    pub async fn start_with_open_file_limit(limit: u64, env: &[(&str, &str)]) -> Server {
+        let launch = Launch {
+            open_file_limit: Some(limit),
+            ..Launch::default()
+        };
+        Self::start_configured(env, launch).await
+    }
+
+    async fn start_configured(env: &[(&str, &str)], launch: Launch) -> Server {
         let data_dir = fresh_dir();
         let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
             let name = format!(
@@ -86,7 +111,7 @@ impl Server {
         let mut server = Server {
             child: None,
             postgres,
-            log_file: capture_log.then(|| data_dir.join("server.log")),
+            log_file: launch.capture_log.then(|| data_dir.join("server.log")),
             data_dir,
             base: String::new(),
             admin_token: String::new(),
@@ -94,6 +119,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            open_file_limit: launch.open_file_limit,
         };
         server.launch().await;
         server
@@ -133,6 +159,23 @@ impl Server {
         }
         if let Some((url, name)) = &self.postgres {
             command.env("FLOTILLA_DATABASE_URL", format!("{url}/{name}"));
+        }
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = command.spawn().expect("the flotilla binary starts");
         self.child = Some(child);
@@ -199,6 +242,11 @@ impl Server {
             Some((url, name)) => format!("{url}/{name}"),
             None => format!("sqlite://{}", self.data_dir.join("flotilla.db").display()),
         }
+    }
+
+    /// The server process's id (to read its `/proc` status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 }
 
