@@ -4,6 +4,7 @@
 mod bootstrap;
 mod https;
 mod serve;
+mod server_files;
 mod sim;
 
 use clap::{Parser, Subcommand};

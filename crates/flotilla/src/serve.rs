@@ -8,7 +8,7 @@ use clap::Args;
 use flotilla_api::AppState;
 use flotilla_store::Store;
 
-use crate::bootstrap;
+use crate::{bootstrap, server_files};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -88,14 +88,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // scheduling: started from an API worker, they would inherit its short time slices (see
     // main.rs), and device work would preempt requests as readily as requests preempt it.
     let _ = flotilla_gateway::runtime::devices();
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+    let _data_dir_lock = server_files::open_data_dir(&args.data_dir)?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}?mode=rwc",
             args.data_dir.join("flotilla.db").display()
         )
     });
+    let _database_lock = server_files::lock_database(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
     let store = Store::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&database_url)))?;
