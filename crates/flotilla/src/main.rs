@@ -2,6 +2,7 @@
 //! devices against one.
 
 mod bootstrap;
+mod command_line_secrets;
 mod https;
 mod serve;
 mod server_files;

@@ -8,7 +8,7 @@ use clap::Args;
 use flotilla_api::AppState;
 use flotilla_store::Store;
 
-use crate::{bootstrap, server_files};
+use crate::{bootstrap, command_line_secrets, server_files};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -88,6 +88,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // scheduling: started from an API worker, they would inherit its short time slices (see
     // main.rs), and device work would preempt requests as readily as requests preempt it.
     let _ = flotilla_gateway::runtime::devices();
+    command_line_secrets::warn_about(std::env::args());
+    let admin_token = args
+        .admin_token
+        .as_deref()
+        .map(bootstrap::SuppliedAdminToken::parse)
+        .transpose()?;
     let _data_dir_lock = server_files::open_data_dir(&args.data_dir)?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
         format!(
@@ -101,7 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&database_url)))?;
-    let app = bootstrap::run(&store, &args.data_dir, args.admin_token.as_deref()).await?;
+    let app = bootstrap::run(&store, &args.data_dir, admin_token.as_ref()).await?;
 
     let tls =
         match (&args.tls_cert, &args.tls_key) {

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// A strong administrator token, for the tests that supply one.
+const STRONG_TOKEN: &str = "a-strong-administrator-token-of-48-characters-xx";
+
 /// A test's places: a work dir for data dirs and logs, and a fresh PostgreSQL database when
 /// `FLOTILLA_TEST_POSTGRES` is set (else each server uses SQLite in its data dir).
 struct Setup {
@@ -273,4 +276,77 @@ async fn a_killed_server_leaves_no_lock_behind() {
     let mut again = setup.serve(&data_dir, &[], &[]);
     let api = again.started(None).await;
     api.get("/devices/kept").await.ok(200);
+}
+
+#[tokio::test]
+async fn a_weak_admin_token_is_refused_at_start() {
+    let setup = Setup::new();
+    for weak in ["tooShort7", "only-31-characters-long-xxxxxxx"] {
+        let mut server = setup.serve(
+            &setup.data_dir(&weak.len().to_string()),
+            &[],
+            &[("FLOTILLA_ADMIN_TOKEN", weak)],
+        );
+        assert!(!server.exited(Duration::from_secs(30)).await.success());
+        let log = server.log();
+        assert!(log.contains("at least 32 characters"), "{log}");
+        assert!(!log.contains(weak), "the token is not logged: {log}");
+    }
+    let mut strong = setup.serve(
+        &setup.data_dir("strong"),
+        &[],
+        &[("FLOTILLA_ADMIN_TOKEN", STRONG_TOKEN)],
+    );
+    strong
+        .started(Some(STRONG_TOKEN))
+        .await
+        .get("/roles")
+        .await
+        .ok(200);
+}
+
+#[tokio::test]
+async fn secrets_on_the_command_line_are_warned_about_and_not_logged() {
+    let setup = Setup::new();
+    let mut server = setup.serve(
+        &setup.data_dir("flag"),
+        &["--admin-token", STRONG_TOKEN],
+        &[],
+    );
+    server
+        .started(Some(STRONG_TOKEN))
+        .await
+        .get("/roles")
+        .await
+        .ok(200);
+    let log = server.log();
+    assert!(
+        log.contains(" WARN ")
+            && log.contains("--admin-token")
+            && log.contains("FLOTILLA_ADMIN_TOKEN"),
+        "{log}"
+    );
+    assert!(!log.contains(STRONG_TOKEN), "{log}");
+
+    // A database password in a flag: warned about before connecting (here, to nowhere).
+    let mut with_password = setup.serve(
+        &setup.data_dir("password"),
+        &[
+            "--database-url",
+            "postgres://flotilla:pg-s3cret@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    assert!(
+        !with_password
+            .exited(Duration::from_secs(30))
+            .await
+            .success()
+    );
+    let log = with_password.log();
+    assert!(
+        log.contains(" WARN ") && log.contains("--database-url"),
+        "{log}"
+    );
+    assert!(!log.contains("pg-s3cret"), "{log}");
 }
