@@ -6,6 +6,7 @@ mod command_line_secrets;
 mod https;
 mod serve;
 mod server_files;
+mod shutdown;
 mod sim;
 
 use clap::{Parser, Subcommand};

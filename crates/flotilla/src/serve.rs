@@ -8,7 +8,7 @@ use clap::Args;
 use flotilla_api::AppState;
 use flotilla_store::Store;
 
-use crate::{bootstrap, command_line_secrets, server_files};
+use crate::{bootstrap, command_line_secrets, server_files, shutdown};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -184,14 +184,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => std::sync::Arc::new(flotilla_jobs::clock::SystemClock),
     };
-    flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
+    let scheduler = flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
 
     let state = AppState {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
         hub: hub.clone(),
-        jobs,
+        jobs: jobs.clone(),
         clock,
         trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),
     };
@@ -216,11 +216,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    gateway.abort();
-    if let Some(secure) = secure {
-        secure.abort();
+    shutdown::Running {
+        scheduler,
+        engine: jobs,
+        listeners: std::iter::once(gateway).chain(secure).collect(),
+        store,
     }
-    store.close().await;
+    .stop()
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

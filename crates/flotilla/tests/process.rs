@@ -137,6 +137,13 @@ impl Flotilla {
         }
     }
 
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -349,4 +356,84 @@ async fn secrets_on_the_command_line_are_warned_about_and_not_logged() {
         "{log}"
     );
     assert!(!log.contains("pg-s3cret"), "{log}");
+}
+
+#[tokio::test]
+async fn sigterm_in_the_middle_of_a_job_stops_cleanly_and_the_job_finishes_after_a_restart() {
+    const DEVICES: usize = 300;
+    let setup = Setup::new();
+    let data_dir = setup.data_dir("data");
+    // Few devices at a time: the engine starts the next ones as each finishes, so it is busy
+    // with the database when the signal comes.
+    let in_flight = [("FLOTILLA_JOB_MAX_IN_FLIGHT", "5")];
+    let mut server = setup.serve(&data_dir, &[], &in_flight);
+    let api = server.started(None).await;
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    let mut creating = tokio::task::JoinSet::new();
+    for i in 0..DEVICES {
+        let api = api.clone();
+        creating.spawn(async move {
+            api.put(
+                &format!("/devices/tc-{i:03}"),
+                json!({"template": CONTROLLER}),
+            )
+            .await
+            .ok(200);
+        });
+        if creating.len() >= 8 {
+            creating.join_next().await.unwrap().unwrap();
+        }
+    }
+    creating.join_all().await;
+    api.put(
+        "/deviceGroups/all",
+        json!({"displayName": "all", "filter": "SELECT * FROM devices"}),
+    )
+    .await
+    .ok(200);
+    api.put(
+        "/jobs/customer",
+        json!({"group": "all", "data": [{"type": "cloudProperty", "target": CONTROLLER,
+                                         "path": "customerName", "value": "Contoso"}]}),
+    )
+    .await
+    .ok(200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = api.get("/jobs/customer").await.ok(200).clone();
+        if job["status"] == "running" && job["progress"]["completed"].as_u64() > Some(0) {
+            assert!(
+                job["progress"]["completed"].as_u64() < Some(DEVICES as u64 / 2),
+                "{job}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started: {job}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    server.signal(libc::SIGTERM);
+    let status = server.exited(Duration::from_secs(15)).await;
+    let log = server.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+
+    std::fs::remove_file(data_dir.join("http.addr")).unwrap();
+    let mut again = setup.serve(&data_dir, &[], &in_flight);
+    let api = again.started(None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let job = api.get("/jobs/customer").await.ok(200).clone();
+        if job["status"] == "complete" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job never completed: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        job["progress"],
+        json!({"total": DEVICES, "pending": 0, "completed": DEVICES, "failed": 0})
+    );
 }
