@@ -403,10 +403,6 @@ async fn sigterm_in_the_middle_of_a_job_stops_cleanly_and_the_job_finishes_after
     loop {
         let job = api.get("/jobs/customer").await.ok(200).clone();
         if job["status"] == "running" && job["progress"]["completed"].as_u64() > Some(0) {
-            assert!(
-                job["progress"]["completed"].as_u64() < Some(DEVICES as u64 / 2),
-                "{job}"
-            );
             break;
         }
         assert!(Instant::now() < deadline, "the job never started: {job}");
