@@ -21,7 +21,33 @@ pub struct App {
 /// The id of the administrator token made at first start.
 pub const ADMIN_TOKEN_ID: &str = "admin";
 
-pub async fn run(store: &Store, data_dir: &Path, admin_token: Option<&str>) -> anyhow::Result<App> {
+/// The fewest characters an operator-supplied administrator token may have: a short one could
+/// be guessed, and it opens every part of the API.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// An administrator token the operator supplied (`FLOTILLA_ADMIN_TOKEN`), long enough.
+pub struct SuppliedAdminToken(String);
+
+impl SuppliedAdminToken {
+    /// Refuses an empty or short value; the message never repeats it.
+    pub fn parse(value: &str) -> anyhow::Result<SuppliedAdminToken> {
+        let value = flotilla_model::api_token::token_from_header(value)
+            .context("FLOTILLA_ADMIN_TOKEN is empty")?;
+        let chars = value.chars().count();
+        anyhow::ensure!(
+            chars >= MIN_ADMIN_TOKEN_CHARS,
+            "FLOTILLA_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters long (it has \
+             {chars}); for a random one: openssl rand -base64 33"
+        );
+        Ok(SuppliedAdminToken(value))
+    }
+}
+
+pub async fn run(
+    store: &Store,
+    data_dir: &Path,
+    admin_token: Option<&SuppliedAdminToken>,
+) -> anyhow::Result<App> {
     // DPS ID scopes look like 0ne00AB12CD.
     let id_scope = store
         .setting_or_init("id_scope", || {
@@ -58,7 +84,7 @@ pub async fn run(store: &Store, data_dir: &Path, admin_token: Option<&str>) -> a
 async fn ensure_admin_token(
     store: &Store,
     data_dir: &Path,
-    supplied: Option<&str>,
+    supplied: Option<&SuppliedAdminToken>,
     app_id: &str,
 ) -> anyhow::Result<()> {
     let expiry = jiff::Timestamp::now()
@@ -73,10 +99,8 @@ async fn ensure_admin_token(
         }],
         expiry,
     };
-    if let Some(value) = supplied {
-        let value = flotilla_model::api_token::token_from_header(value)
-            .context("FLOTILLA_ADMIN_TOKEN is empty")?;
-        store.upsert_api_token(&token, &token_hash(&value)).await?;
+    if let Some(SuppliedAdminToken(value)) = supplied {
+        store.upsert_api_token(&token, &token_hash(value)).await?;
         tracing::info!(
             token = ADMIN_TOKEN_ID,
             "using the administrator token from FLOTILLA_ADMIN_TOKEN"

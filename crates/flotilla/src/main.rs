@@ -3,10 +3,13 @@
 
 mod admission;
 mod bootstrap;
+mod command_line_secrets;
 mod http_server;
 mod https;
 mod open_files;
 mod serve;
+mod server_files;
+mod shutdown;
 mod sim;
 
 use clap::{Parser, Subcommand};

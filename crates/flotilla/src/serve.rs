@@ -10,7 +10,7 @@ use flotilla_store::Store;
 
 use crate::admission::ConnectionCaps;
 use crate::open_files::ConnectionBudget;
-use crate::{bootstrap, http_server};
+use crate::{bootstrap, command_line_secrets, http_server, server_files, shutdown};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -115,18 +115,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = flotilla_gateway::runtime::devices();
     let budget =
         ConnectionBudget::of_this_process(args.max_connections, args.max_connections_per_ip)?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+    command_line_secrets::warn_about(std::env::args());
+    let admin_token = args
+        .admin_token
+        .as_deref()
+        .map(bootstrap::SuppliedAdminToken::parse)
+        .transpose()?;
+    let _data_dir_lock = server_files::open_data_dir(&args.data_dir)?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}?mode=rwc",
             args.data_dir.join("flotilla.db").display()
         )
     });
+    let _database_lock = server_files::lock_database(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
     let store = Store::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&database_url)))?;
-    let app = bootstrap::run(&store, &args.data_dir, args.admin_token.as_deref()).await?;
+    let app = bootstrap::run(&store, &args.data_dir, admin_token.as_ref()).await?;
 
     let tls =
         match (&args.tls_cert, &args.tls_key) {
@@ -204,14 +212,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => std::sync::Arc::new(flotilla_jobs::clock::SystemClock),
     };
-    flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
+    let scheduler = flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
 
     let state = AppState {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
         hub: hub.clone(),
-        jobs,
+        jobs: jobs.clone(),
         clock,
         trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),
         turns: Default::default(),
@@ -232,11 +240,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
     http_server::serve(listener, rest, None, limits, shutdown_signal()).await;
-    gateway.abort();
-    if let Some(secure) = secure {
-        secure.abort();
+    shutdown::Running {
+        scheduler,
+        engine: jobs,
+        listeners: std::iter::once(gateway).chain(secure).collect(),
+        store,
     }
-    store.close().await;
+    .stop()
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

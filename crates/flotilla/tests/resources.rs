@@ -24,15 +24,18 @@ async fn first_start_makes_an_admin_token_file_only_its_owner_reads() {
         .ok(200);
 }
 
+/// An operator's own administrator token, long enough to be accepted.
+const OWN_TOKEN: &str = "my-own-administrator-token-at-least-32-chars";
+
 #[tokio::test]
 async fn an_operator_supplied_admin_token_is_accepted_and_no_file_is_written() {
-    let server = Server::start_with_env(&[("FLOTILLA_ADMIN_TOKEN", "my-own-admin-secret")]).await;
+    let server = Server::start_with_env(&[("FLOTILLA_ADMIN_TOKEN", OWN_TOKEN)]).await;
     assert!(!server.data_dir().join("admin-token").exists());
-    let api = server.client("my-own-admin-secret");
+    let api = server.client(OWN_TOKEN);
     let tokens = api.get("/apiTokens").await;
     assert_eq!(tokens.ok(200)["value"][0]["id"], "admin");
     server
-        .client("Bearer my-own-admin-secret")
+        .client(&format!("Bearer {OWN_TOKEN}"))
         .get("/roles")
         .await
         .ok(200);

@@ -10,6 +10,8 @@ use flotilla_gateway::{Hub, ReportedChange};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_store::{DeviceOutcome, JobDevice, JobRecord, Store};
 use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
 use crate::device_op::{DeviceRun, Outcome, ReportedWatch};
@@ -37,6 +39,10 @@ struct Inner {
     starved: Mutex<HashSet<String>>,
     /// Each job's parsed definition (a job's definition never changes).
     contexts: Mutex<HashMap<String, Arc<JobContext>>>,
+    /// Cancelled by `stop`: the loop ends and device tasks end where they are.
+    stopping: CancellationToken,
+    /// The loop, the acknowledgement listener and the device tasks, for `stop` to await.
+    tasks: TaskTracker,
 }
 
 /// The (job, device) pairs that have a task, and how many each job has.
@@ -68,14 +74,36 @@ impl Engine {
                 reported: Mutex::new(HashMap::new()),
                 starved: Mutex::new(HashSet::new()),
                 contexts: Mutex::new(HashMap::new()),
+                stopping: CancellationToken::new(),
+                tasks: TaskTracker::new(),
             }),
         };
         // Device work runs on the device runtime, beside the connections it talks to and away
         // from the REST API's (see `flotilla_gateway::runtime`).
         let devices = flotilla_gateway::runtime::devices();
-        devices.spawn(engine.clone().listen_for_reports());
-        devices.spawn(engine.clone().run());
+        let stopping = &engine.inner.stopping;
+        engine.inner.tasks.spawn_on(
+            stopping
+                .clone()
+                .run_until_cancelled_owned(engine.clone().listen_for_reports()),
+            &devices,
+        );
+        engine.inner.tasks.spawn_on(
+            stopping
+                .clone()
+                .run_until_cancelled_owned(engine.clone().run()),
+            &devices,
+        );
         engine
+    }
+
+    /// Stops the engine and returns when its tasks have ended: no device starts after this,
+    /// and a device in flight stops where it is. Its row stays `running`, as after a crash,
+    /// and the next start picks it up (every step a device takes is durable on its own).
+    pub async fn stop(&self) {
+        self.inner.stopping.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// Asks the engine to look at the jobs now (a job was created, stopped or resumed).
@@ -443,6 +471,9 @@ impl Engine {
     }
 
     fn spawn_device(&self, context: Arc<JobContext>, device: JobDevice) {
+        if self.inner.stopping.is_cancelled() {
+            return;
+        }
         let key = (context.id.clone(), device.device_id.clone());
         {
             let mut in_flight = self.inner.in_flight.lock().unwrap();
@@ -452,8 +483,15 @@ impl Engine {
             *in_flight.per_job.entry(context.id.clone()).or_default() += 1;
         }
         let engine = self.clone();
-        flotilla_gateway::runtime::devices().spawn(async move {
-            if let Err(e) = engine.run_device(&context, device).await {
+        let device_task = async move {
+            let stopping = engine.inner.stopping.clone();
+            let Some(run) = stopping
+                .run_until_cancelled(engine.run_device(&context, device))
+                .await
+            else {
+                return;
+            };
+            if let Err(e) = run {
                 tracing::error!(job = %context.id, error = %e, "a device's operation failed to record");
             }
             let left = {
@@ -476,7 +514,10 @@ impl Engine {
             if wanted {
                 engine.wake();
             }
-        });
+        };
+        self.inner
+            .tasks
+            .spawn_on(device_task, &flotilla_gateway::runtime::devices());
     }
 
     async fn run_device(

@@ -11,6 +11,8 @@ use flotilla_model::job;
 use flotilla_model::schedule::Schedule;
 use flotilla_store::{JobRecord, ScheduledJobRecord, Store};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engine::Engine;
@@ -18,15 +20,33 @@ use crate::engine::Engine;
 /// How often the scheduler looks at the schedules: occurrences start within this of their time.
 const TICK: Duration = Duration::from_millis(250);
 
-pub fn start(store: Store, engine: Engine, clock: Arc<dyn Clock>) {
-    tokio::spawn(async move {
+/// Handle to the running scheduler.
+pub struct Scheduler {
+    stopping: CancellationToken,
+    /// The loop; `None` when cut short by `stop`.
+    task: JoinHandle<Option<()>>,
+}
+
+pub fn start(store: Store, engine: Engine, clock: Arc<dyn Clock>) -> Scheduler {
+    let stopping = CancellationToken::new();
+    let task = tokio::spawn(stopping.clone().run_until_cancelled_owned(async move {
         loop {
             if let Err(e) = pass(&store, &engine, clock.as_ref()).await {
                 tracing::error!(error = %e, "scheduler pass failed");
             }
             tokio::time::sleep(TICK).await;
         }
-    });
+    }));
+    Scheduler { stopping, task }
+}
+
+impl Scheduler {
+    /// Stops the scheduler and returns when it has. A pass cut short leaves nothing half done:
+    /// an occurrence's job and the schedule's progress are written in one transaction.
+    pub async fn stop(self) {
+        self.stopping.cancel();
+        let _ = self.task.await;
+    }
 }
 
 async fn pass(store: &Store, engine: &Engine, clock: &dyn Clock) -> flotilla_store::Result<()> {

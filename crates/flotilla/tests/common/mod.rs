@@ -48,7 +48,7 @@ struct Launch {
     open_file_limit: Option<u64>,
 }
 
-fn fresh_dir() -> PathBuf {
+pub fn fresh_dir() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "flotilla-test-{}-{}-{}",
@@ -95,19 +95,7 @@ impl Server {
 
     async fn start_configured(env: &[(&str, &str)], launch: Launch) -> Server {
         let data_dir = fresh_dir();
-        let postgres = std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
-            let name = format!(
-                "flotilla_test_{}",
-                data_dir
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .replace('-', "_")
-            );
-            psql(&url, &format!("CREATE DATABASE {name}"));
-            (url, name)
-        });
+        let postgres = fresh_postgres(&data_dir);
         let mut server = Server {
             child: None,
             postgres,
@@ -128,21 +116,8 @@ impl Server {
     async fn launch(&mut self) {
         let addr_file = self.data_dir.join("http.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        let mut command = serve_command(&self.data_dir);
         command
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--mqtt-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env_remove("FLOTILLA_ADMIN_TOKEN")
-            .env_remove("FLOTILLA_DATABASE_URL")
             .env("FLOTILLA_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(match &self.log_file {
@@ -250,6 +225,40 @@ impl Server {
     }
 }
 
+/// `flotilla serve` on free loopback ports with its data dir, and with neither an admin token
+/// nor a database URL from the test's own environment.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    command
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("FLOTILLA_ADMIN_TOKEN")
+        .env_remove("FLOTILLA_DATABASE_URL");
+    command
+}
+
+/// With `FLOTILLA_TEST_POSTGRES` set, a fresh PostgreSQL database named after `dir`: the
+/// server's URL and the database's name.
+pub fn fresh_postgres(dir: &Path) -> Option<(String, String)> {
+    std::env::var("FLOTILLA_TEST_POSTGRES").ok().map(|url| {
+        let name = format!(
+            "flotilla_test_{}",
+            dir.file_name().unwrap().to_str().unwrap().replace('-', "_")
+        );
+        psql(&url, &format!("CREATE DATABASE {name}"));
+        (url, name)
+    })
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -264,7 +273,7 @@ impl Drop for Server {
 }
 
 /// Runs one SQL statement with `psql` against the `postgres` database of the server at `url`.
-fn psql(url: &str, sql: &str) {
+pub fn psql(url: &str, sql: &str) {
     let status = Command::new("psql")
         .arg(format!("{url}/postgres"))
         .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])

@@ -1,0 +1,62 @@
+//! What the server keeps on disk is private to its user, and one server at a time uses it: the
+//! database holds the enrollment groups' keys, from which every device's key derives.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+use flotilla_store::{InstanceLock, LockFile};
+
+/// Makes the data dir private (creating it) and locks it for this process's life. From here on,
+/// every file this process creates is private too: SQLite adds `-wal` and `-shm` files beside
+/// the database whenever it needs them, so a umask covers them where a chmod could not.
+pub fn open_data_dir(path: &Path) -> anyhow::Result<LockFile> {
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating the data dir {}", path.display()))?;
+    make_private(path, 0o700)?;
+    LockFile::acquire(
+        &path.join("server.lock"),
+        &format!("the data dir {}", path.display()),
+    )
+    .context("locking the data dir")
+}
+
+/// Locks the database for this process's life; a SQLite database's files that an older
+/// version left readable by others are made private.
+pub async fn lock_database(url: &str) -> anyhow::Result<InstanceLock> {
+    let lock = InstanceLock::acquire(url)
+        .await
+        .context("locking the database")?;
+    if let Some(database) = lock.sqlite_file() {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = database.as_os_str().to_owned();
+            file.push(suffix);
+            let file = Path::new(&file);
+            if file.exists() {
+                make_private(file, 0o600)?;
+            }
+        }
+    }
+    Ok(lock)
+}
+
+/// Takes group and other users' access away from `path` if it has any.
+fn make_private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    let current = std::fs::metadata(path)
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode();
+    if current & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} private", path.display()))?;
+        tracing::warn!(path = %path.display(), was = format!("{:o}", current & 0o777), "was open to other users; made private");
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! The server's stop, in order: what makes work for the others stops before what it uses, and
+//! the database closes last, so no part meets a closed pool (and logs it as an error).
+
+use flotilla_jobs::Engine;
+use flotilla_jobs::scheduler::Scheduler;
+use flotilla_store::Store;
+use tokio::task::JoinHandle;
+
+/// What runs until the server stops; the REST API's own listener has stopped before.
+pub struct Running {
+    pub scheduler: Scheduler,
+    pub engine: Engine,
+    /// The device listener and the HTTPS listener's accept loops.
+    pub listeners: Vec<JoinHandle<()>>,
+    pub store: Store,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        // The scheduler creates jobs for the engine; the engine's device tasks talk to devices
+        // through the listeners' connections, which must outlive them, or a task would record
+        // a disconnection the stop caused as a device's failure.
+        self.scheduler.stop().await;
+        self.engine.stop().await;
+        for listener in self.listeners {
+            listener.abort();
+        }
+        self.store.close().await;
+    }
+}
