@@ -100,7 +100,9 @@ pub struct ServeArgs {
     )]
     pub http_head_timeout_secs: u64,
 
-    /// An administrator API token to accept instead of generating one at first start.
+    /// An administrator API token to accept instead of generating one at first start: 32
+    /// characters or more. Give it in the environment, not as a flag, which other local users
+    /// can read.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 }
