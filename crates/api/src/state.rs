@@ -9,8 +9,8 @@ pub struct AppState {
     pub id_scope: String,
     /// The application's id, named in API token values (`sr=`).
     pub app_id: String,
-    /// The device gateway: how routes reach connected devices.
-    pub hub: flotilla_gateway::Hub,
+    /// How routes reach devices (the gateway, for devices connected to this process).
+    pub bus: std::sync::Arc<dyn flotilla_bus::DeviceBus>,
     /// The job engine, woken when jobs change.
     pub jobs: flotilla_jobs::Engine,
     /// The time schedules go by (the system clock, or a test's).

@@ -197,9 +197,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%https_bound, "HTTPS listening: REST API and MQTT over WebSockets (/$iothub/websocket)");
     }
 
+    // The engine and the API reach devices through the bus: here, the gateway's own devices.
+    let bus: std::sync::Arc<dyn flotilla_bus::DeviceBus> = std::sync::Arc::new(hub.clone());
     let jobs = flotilla_jobs::Engine::start(
         store.clone(),
-        hub.clone(),
+        bus.clone(),
+        flotilla_gateway::runtime::devices(),
         flotilla_jobs::EngineConfig {
             device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
             max_in_flight_per_job: args.job_max_in_flight.max(1),
@@ -220,7 +223,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         id_scope: app.id_scope,
         app_id: app.app_id,
-        hub: hub.clone(),
+        bus,
         jobs: jobs.clone(),
         clock,
         trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),

@@ -261,21 +261,10 @@ async fn save_session(
         .lock()
         .unwrap()
         .iter()
-        .map(|(sub, qos)| (filter_of(*sub, client_id), *qos))
+        .map(|(sub, qos)| (sub.filter(client_id), *qos))
         .collect();
     if let Err(e) = hub.store().save_session(client_id, &list).await {
         tracing::error!(error = %e, "saving a session failed");
-    }
-}
-
-/// The topic filter a subscription stands for.
-fn filter_of(sub: Subscription, client_id: &str) -> String {
-    match sub {
-        Subscription::TwinResponses => "$iothub/twin/res/#".into(),
-        Subscription::DesiredPatches => "$iothub/twin/PATCH/properties/desired/#".into(),
-        Subscription::Methods => "$iothub/methods/POST/#".into(),
-        Subscription::DpsResponses => "$dps/registrations/res/#".into(),
-        Subscription::CloudToDevice => format!("devices/{client_id}/messages/devicebound/#"),
     }
 }
 

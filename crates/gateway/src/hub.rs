@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use flotilla_bus::{
+    BoxFuture, Delivery, DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse,
+    ReportedChange, ReportedChanges,
+};
 use flotilla_store::Store;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -45,17 +49,6 @@ pub(crate) struct Live {
     pub desired_version: Arc<std::sync::atomic::AtomicI64>,
 }
 
-/// Why a direct method call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum InvokeError {
-    #[error("the device is not connected")]
-    NotConnected,
-    #[error("the device is connected but has not subscribed to direct methods")]
-    NotSubscribed,
-    #[error("the device did not answer in time")]
-    Timeout,
-}
-
 /// Removes a method call's pending entry when the call ends, however it ends.
 struct Forget<'a> {
     hub: &'a Hub,
@@ -73,21 +66,12 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// A device's reported properties after a change: the document (as stored) and its version,
-/// so that nobody waiting for an acknowledgement has to read the twin again.
-#[derive(Debug, Clone)]
-pub struct ReportedChange {
-    pub device_id: String,
-    pub version: i64,
-    pub reported: Arc<Value>,
-}
-
 /// Reported changes kept for listeners that fall behind (a job's devices acknowledge by the
 /// thousand at once).
 const REPORTED_BACKLOG: usize = 16 * 1024;
 
 /// A method call waiting for its response: the device asked, and where the answer goes.
-type PendingMethod = (String, oneshot::Sender<(i64, Value)>);
+type PendingMethod = (String, oneshot::Sender<MethodResponse>);
 
 /// Shared handle to the gateway's live state.
 #[derive(Clone)]
@@ -173,48 +157,9 @@ impl Hub {
         self.inner.live.lock().unwrap().get(device_id).cloned()
     }
 
-    pub fn is_connected(&self, device_id: &str) -> bool {
-        self.live(device_id).is_some()
-    }
-
     /// How many devices are connected now.
     pub fn connected_count(&self) -> usize {
         self.inner.live.lock().unwrap().len()
-    }
-
-    /// Closes a device's connection, if it has one (it was disabled or deleted).
-    pub fn disconnect(&self, device_id: &str) {
-        if let Some(live) = self.inner.live.lock().unwrap().remove(device_id) {
-            live.closed.notify_one();
-            let _ = live.tx.try_send(Outgoing::Close);
-        }
-    }
-
-    /// Sends a desired-property patch to a connected device that subscribed to them. A device
-    /// that is offline gets the change from its twin when it next connects (the SDKs GET the
-    /// twin on connecting). Returns whether it was sent.
-    pub async fn push_desired(&self, device_id: &str, message: &Value, version: i64) -> bool {
-        let Some(live) = self.live(device_id) else {
-            return false;
-        };
-        let Some(qos) = live
-            .subscriptions
-            .lock()
-            .unwrap()
-            .get(&Subscription::DesiredPatches)
-            .copied()
-        else {
-            return false;
-        };
-        if live.desired_version.fetch_max(version, Ordering::SeqCst) >= version {
-            return false;
-        }
-        let outgoing = Outgoing::Publish {
-            topic: topics::desired_patch(version),
-            payload: Bytes::from(message.to_string()),
-            qos: qos.min(1),
-        };
-        self.send_or_cut(device_id, &live, outgoing)
     }
 
     /// Queues a message for a connection without waiting; a connection whose queue is full has
@@ -232,61 +177,6 @@ impl Hub {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-    }
-
-    /// Invokes a direct method: waits up to `connect_timeout` for the device to be connected and
-    /// subscribed, then up to `response_timeout` for its response `(status, payload)`.
-    pub async fn invoke(
-        &self,
-        device_id: &str,
-        method: &str,
-        payload: &Value,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<(i64, Value), InvokeError> {
-        let live = self.wait_for_methods(device_id, connect_timeout).await?;
-        let rid = format!("{:x}", self.next_id());
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending_methods
-            .lock()
-            .unwrap()
-            .insert(rid.clone(), (device_id.to_string(), tx));
-        let qos = live
-            .subscriptions
-            .lock()
-            .unwrap()
-            .get(&Subscription::Methods)
-            .copied()
-            .unwrap_or(0);
-        let outgoing = Outgoing::Publish {
-            topic: topics::method_request(method, &rid),
-            payload: Bytes::from(payload.to_string()),
-            qos: qos.min(1),
-        };
-        // Whatever happens to this call (its caller may go away), the pending entry goes.
-        let _forget = Forget {
-            hub: self,
-            rid: rid.clone(),
-        };
-        let sent = self.send_or_cut(device_id, &live, outgoing);
-        if sent {
-            match tokio::time::timeout(response_timeout, rx).await {
-                Ok(Ok(response)) => Ok(response),
-                _ => Err(InvokeError::Timeout),
-            }
-        } else {
-            Err(InvokeError::NotConnected)
-        }
-    }
-
-    /// Waits up to `timeout` for the device to be connected and subscribed to methods.
-    pub async fn wait_until_reachable(
-        &self,
-        device_id: &str,
-        timeout: Duration,
-    ) -> Result<(), InvokeError> {
-        self.wait_for_methods(device_id, timeout).await.map(|_| ())
     }
 
     async fn wait_for_methods(
@@ -333,12 +223,6 @@ impl Hub {
         });
     }
 
-    /// Reported documents as they change. A listener that falls behind gets `Lagged` and should
-    /// re-check everything it waits for.
-    pub fn reported_changes(&self) -> broadcast::Receiver<ReportedChange> {
-        self.inner.reported.subscribe()
-    }
-
     /// A device's answer to a method call; ignored unless that device was the one asked.
     pub(crate) fn method_response(&self, device_id: &str, rid: &str, status: i64, payload: Value) {
         let mut pending = self.inner.pending_methods.lock().unwrap();
@@ -347,7 +231,114 @@ impl Hub {
             .is_some_and(|(device, _)| device == device_id)
             && let Some((_, tx)) = pending.remove(rid)
         {
-            let _ = tx.send((status, payload));
+            let _ = tx.send(MethodResponse { status, payload });
         }
+    }
+}
+
+impl DeviceBus for Hub {
+    fn push_desired<'a>(
+        &'a self,
+        device_id: &'a str,
+        patch: DesiredPatch,
+    ) -> BoxFuture<'a, Delivery> {
+        Box::pin(async move {
+            let Some(live) = self.live(device_id) else {
+                return Delivery::NotSent;
+            };
+            let Some(qos) = live
+                .subscriptions
+                .lock()
+                .unwrap()
+                .get(&Subscription::DesiredPatches)
+                .copied()
+            else {
+                return Delivery::NotSent;
+            };
+            if live
+                .desired_version
+                .fetch_max(patch.version, Ordering::SeqCst)
+                >= patch.version
+            {
+                return Delivery::NotSent;
+            }
+            let outgoing = Outgoing::Publish {
+                topic: topics::desired_patch(patch.version),
+                payload: Bytes::from(patch.message.to_string()),
+                qos: qos.min(1),
+            };
+            if self.send_or_cut(device_id, &live, outgoing) {
+                Delivery::Sent
+            } else {
+                Delivery::NotSent
+            }
+        })
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        device_id: &'a str,
+        call: MethodCall,
+    ) -> BoxFuture<'a, Result<MethodResponse, InvokeError>> {
+        Box::pin(async move {
+            let live = self
+                .wait_for_methods(device_id, call.connect_timeout)
+                .await?;
+            let rid = format!("{:x}", self.next_id());
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .pending_methods
+                .lock()
+                .unwrap()
+                .insert(rid.clone(), (device_id.to_string(), tx));
+            let qos = live
+                .subscriptions
+                .lock()
+                .unwrap()
+                .get(&Subscription::Methods)
+                .copied()
+                .unwrap_or(0);
+            let outgoing = Outgoing::Publish {
+                topic: topics::method_request(&call.method, &rid),
+                payload: Bytes::from(call.payload.to_string()),
+                qos: qos.min(1),
+            };
+            // Whatever happens to this call (its caller may go away), the pending entry goes.
+            let _forget = Forget {
+                hub: self,
+                rid: rid.clone(),
+            };
+            if !self.send_or_cut(device_id, &live, outgoing) {
+                return Err(InvokeError::NotConnected);
+            }
+            match tokio::time::timeout(call.response_timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                _ => Err(InvokeError::Timeout),
+            }
+        })
+    }
+
+    fn wait_until_reachable<'a>(
+        &'a self,
+        device_id: &'a str,
+        within: Duration,
+    ) -> BoxFuture<'a, Result<(), InvokeError>> {
+        Box::pin(async move { self.wait_for_methods(device_id, within).await.map(|_| ()) })
+    }
+
+    fn is_connected(&self, device_id: &str) -> bool {
+        self.live(device_id).is_some()
+    }
+
+    fn disconnect(&self, device_id: &str) {
+        if let Some(live) = self.inner.live.lock().unwrap().remove(device_id) {
+            live.closed.notify_one();
+            let _ = live.tx.try_send(Outgoing::Close);
+        }
+    }
+
+    /// A listener that falls behind hears `Missed` and should re-check everything it waits for.
+    fn reported_changes(&self) -> ReportedChanges {
+        ReportedChanges::new(self.inner.reported.subscribe())
     }
 }

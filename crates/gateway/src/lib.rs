@@ -4,7 +4,8 @@
 //!
 //! `listener` accepts connections; `connection` runs one (CONNECT, then its packets);
 //! `auth` checks SAS tokens; `device` acts on a client's publishes; `hub` holds who is
-//! connected and is how the rest of the server reaches devices; `topics` names every topic;
+//! connected and is how the rest of the server reaches devices (it implements
+//! `flotilla_bus::DeviceBus`); SAS tokens and topics are `flotilla_iothub`'s;
 //! `runtime` is where device work runs; `device_log` keeps what devices send from forging or
 //! flooding the log.
 
@@ -15,9 +16,10 @@ mod device_log;
 pub mod hub;
 pub mod listener;
 pub mod runtime;
-pub mod sas;
 pub mod tls;
-pub mod topics;
 pub mod websocket;
 
-pub use hub::{Hub, InvokeError, ReportedChange};
+// The protocol, under the paths the gateway always had.
+pub use flotilla_iothub::{sas, topics};
+
+pub use hub::Hub;

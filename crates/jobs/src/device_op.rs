@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_gateway::{Hub, InvokeError};
+use flotilla_bus::{DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse, method_name};
 use flotilla_model::job::{CapabilityTarget, Operation};
 use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
@@ -70,7 +70,7 @@ impl ReportedWatch {
 
 pub struct DeviceRun<'a> {
     pub store: &'a Store,
-    pub hub: &'a Hub,
+    pub bus: &'a dyn DeviceBus,
     pub config: &'a EngineConfig,
     pub job_id: &'a str,
     pub device: &'a JobDevice,
@@ -158,9 +158,11 @@ impl DeviceRun<'_> {
                 };
                 let message =
                     desired_patch_message(&change, twin.desired_version, &self.components);
-                self.hub
-                    .push_desired(&self.device.device_id, &message, twin.desired_version)
-                    .await;
+                let patch = DesiredPatch {
+                    version: twin.desired_version,
+                    message,
+                };
+                self.bus.push_desired(&self.device.device_id, patch).await;
                 current = Some((twin.reported_version, Arc::new(twin.reported)));
                 twin.desired_version
             }
@@ -195,7 +197,7 @@ impl DeviceRun<'_> {
             match verdict {
                 Some(outcome) => return outcome,
                 None if now_ms() >= self.deadline_ms => {
-                    let state = if self.hub.is_connected(&self.device.device_id) {
+                    let state = if self.bus.is_connected(&self.device.device_id) {
                         "the device did not acknowledge it"
                     } else {
                         "the device was offline"
@@ -219,13 +221,10 @@ impl DeviceRun<'_> {
                 "the server restarted after sending the command and before its answer; it was not sent again",
             );
         }
-        let method = match &c.component {
-            Some(component) => format!("{component}*{}", c.name),
-            None => c.name.clone(),
-        };
+        let method = method_name(c.component.as_deref(), &c.name);
         // Wait for the device first: only a command about to be sent is recorded as sent.
         if let Err(e) = self
-            .hub
+            .bus
             .wait_until_reachable(&self.device.device_id, self.remaining())
             .await
         {
@@ -246,18 +245,18 @@ impl DeviceRun<'_> {
             .config
             .command_response_timeout
             .min(remaining.max(Duration::from_secs(1)));
-        let result = self
-            .hub
-            .invoke(
-                &self.device.device_id,
-                &method,
-                c.effective_value.as_ref().unwrap_or(&Value::Null),
-                Duration::from_secs(1),
-                response_timeout,
-            )
-            .await;
+        let call = MethodCall {
+            method: method.clone(),
+            payload: c.effective_value.clone().unwrap_or(Value::Null),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout,
+        };
+        let result = self.bus.invoke(&self.device.device_id, call).await;
         match result {
-            Ok((code, response)) => {
+            Ok(MethodResponse {
+                status: code,
+                payload: response,
+            }) => {
                 let detail = json!({"responseCode": code, "response": response});
                 if (200..300).contains(&code) {
                     Outcome::Completed {

@@ -6,10 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use flotilla_gateway::{Hub, ReportedChange};
+use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_store::{DeviceOutcome, JobDevice, JobRecord, Store};
-use tokio::sync::{Notify, broadcast};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,7 +26,9 @@ pub struct Engine {
 
 struct Inner {
     store: Store,
-    hub: Hub,
+    bus: Arc<dyn DeviceBus>,
+    /// Where device work runs: beside the connections it talks to, away from the REST API's.
+    devices: Handle,
     config: EngineConfig,
     wake: Notify,
     /// Which devices have a task now.
@@ -61,12 +64,19 @@ struct JobContext {
 }
 
 impl Engine {
-    /// Starts the engine's loop and its listener for device acknowledgements.
-    pub fn start(store: Store, hub: Hub, config: EngineConfig) -> Engine {
+    /// Starts the engine's loop and its listener for device acknowledgements, on the `devices`
+    /// runtime.
+    pub fn start(
+        store: Store,
+        bus: Arc<dyn DeviceBus>,
+        devices: Handle,
+        config: EngineConfig,
+    ) -> Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
-                hub,
+                bus,
+                devices,
                 config,
                 wake: Notify::new(),
                 in_flight: Mutex::new(InFlight::default()),
@@ -78,21 +88,19 @@ impl Engine {
                 tasks: TaskTracker::new(),
             }),
         };
-        // Device work runs on the device runtime, beside the connections it talks to and away
-        // from the REST API's (see `flotilla_gateway::runtime`).
-        let devices = flotilla_gateway::runtime::devices();
+        let devices = &engine.inner.devices;
         let stopping = &engine.inner.stopping;
         engine.inner.tasks.spawn_on(
             stopping
                 .clone()
                 .run_until_cancelled_owned(engine.clone().listen_for_reports()),
-            &devices,
+            devices,
         );
         engine.inner.tasks.spawn_on(
             stopping
                 .clone()
                 .run_until_cancelled_owned(engine.clone().run()),
-            &devices,
+            devices,
         );
         engine
     }
@@ -142,26 +150,27 @@ impl Engine {
     }
 
     async fn listen_for_reports(self) {
-        let mut changes = self.inner.hub.reported_changes();
-        loop {
-            match changes.recv().await {
-                Ok(ReportedChange {
-                    device_id,
-                    version,
-                    reported,
-                }) => {
-                    let watch = self.inner.reported.lock().unwrap().get(&device_id).cloned();
+        let mut changes = self.inner.bus.reported_changes();
+        while let Some(event) = changes.next().await {
+            match event {
+                ReportedEvent::Changed(change) => {
+                    let watch = self
+                        .inner
+                        .reported
+                        .lock()
+                        .unwrap()
+                        .get(&change.device_id)
+                        .cloned();
                     if let Some(watch) = watch {
-                        watch.changed(version, reported);
+                        watch.changed(change.version, change.reported);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                ReportedEvent::Missed => {
                     // Changes were missed: every waiting operation reads its twin again.
                     for watch in self.inner.reported.lock().unwrap().values() {
                         watch.missed();
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
@@ -515,9 +524,7 @@ impl Engine {
                 engine.wake();
             }
         };
-        self.inner
-            .tasks
-            .spawn_on(device_task, &flotilla_gateway::runtime::devices());
+        self.inner.tasks.spawn_on(device_task, &self.inner.devices);
     }
 
     async fn run_device(
@@ -551,7 +558,7 @@ impl Engine {
             .clone();
         let run = DeviceRun {
             store,
-            hub: &self.inner.hub,
+            bus: self.inner.bus.as_ref(),
             config: &self.inner.config,
             job_id: &context.id,
             device: &device,

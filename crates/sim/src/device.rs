@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flotilla_gateway::sas::{percent_encode, sign};
+use flotilla_iothub::sas::{percent_encode, sign};
+use flotilla_iothub::topics;
 use rumqttc::{ConnectReturnCode, Packet, Publish, QoS};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -24,9 +25,9 @@ use crate::stats::Stats;
 
 const API_VERSION: &str = "2021-04-12";
 const SUBSCRIPTIONS: [&str; 3] = [
-    "$iothub/twin/res/#",
-    "$iothub/twin/PATCH/properties/desired/#",
-    "$iothub/methods/POST/#",
+    topics::TWIN_RESPONSES,
+    topics::DESIRED_PATCHES,
+    topics::METHODS,
 ];
 
 /// Why a hub session ended.
@@ -331,7 +332,7 @@ impl Device<'_> {
         }
         let twin_rid = self.rid();
         first.push(connection.publish_packet(
-            format!("$iothub/twin/GET/?$rid={twin_rid}"),
+            topics::device::twin_get(twin_rid),
             Bytes::from_static(b" "),
             behaviour.qos,
         ));
@@ -470,10 +471,7 @@ impl Device<'_> {
                 (200, json!({"method": name, "request": request}))
             };
             return Some(Reply {
-                topic: format!(
-                    "$iothub/methods/res/{status}/?$rid={}",
-                    percent_encode(&rid)
-                ),
+                topic: topics::device::method_response(status, &rid),
                 payload: Bytes::from(body.to_string()),
                 kind: ReplyKind::Method { failed: self.fails },
             });
@@ -484,7 +482,7 @@ impl Device<'_> {
     fn reported(&mut self, patch: Value, count: usize) -> Reply {
         let rid = self.rid();
         Reply {
-            topic: format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"),
+            topic: topics::device::reported_patch(rid),
             payload: Bytes::from(patch.to_string()),
             kind: ReplyKind::Acks(count),
         }

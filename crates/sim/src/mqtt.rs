@@ -21,7 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use flotilla_gateway::sas::percent_decode;
+use flotilla_iothub::sas::percent_decode;
 
 /// Largest packet accepted from the server (IoT Hub's 256 KiB plus headers).
 const MAX_PACKET: usize = 256 * 1024 + 4096;

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use flotilla_gateway::sas::{percent_encode, sign};
+use flotilla_iothub::sas::{percent_encode, sign};
+use flotilla_iothub::topics;
 use rumqttc::{Packet, QoS};
 use serde_json::{Value, json};
 
@@ -87,11 +88,14 @@ async fn converse(
         "registrationId": registration_id,
         "payload": model.map(|m| json!({"modelId": m})),
     });
-    let put = |rid: u32| format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}");
     let mut rid = 1u32;
     // Subscribe and register in one write: the server handles a connection's packets in order.
-    let subscribe = connection.subscribe_packet(&["$dps/registrations/res/#"], QoS::AtLeastOnce);
-    let publish = connection.publish_packet(put(rid), Bytes::from(body.to_string()), 1);
+    let subscribe = connection.subscribe_packet(&[topics::DPS_RESPONSES], QoS::AtLeastOnce);
+    let publish = connection.publish_packet(
+        topics::device::dps_register(rid),
+        Bytes::from(body.to_string()),
+        1,
+    );
     connection.send_all(&[subscribe, publish]).await?;
     for _ in 0..MAX_ROUNDS {
         let (status, retry_after, answer) = loop {
@@ -129,16 +133,17 @@ async fn converse(
                 return Err(failed(status, "an 'assigning' answer without operationId"));
             };
             tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(2))).await;
-            let topic = format!(
-                "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={}",
-                percent_encode(operation)
-            );
+            let topic = topics::device::dps_poll(rid, operation);
             let poll = connection.publish_packet(topic, Bytes::from_static(b" "), 1);
             connection.send(poll).await?;
         } else if status >= 429 {
             // Throttled or a server error: register again later, as the SDKs do.
             tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(2))).await;
-            let again = connection.publish_packet(put(rid), Bytes::from(body.to_string()), 1);
+            let again = connection.publish_packet(
+                topics::device::dps_register(rid),
+                Bytes::from(body.to_string()),
+                1,
+            );
             connection.send(again).await?;
         } else {
             let message = answer

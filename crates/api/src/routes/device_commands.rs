@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use flotilla_gateway::InvokeError;
+use flotilla_bus::{InvokeError, MethodCall, method_name};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::schema::check_value;
 use flotilla_model::template::{CapabilityKind, find};
@@ -105,20 +105,14 @@ async fn run_command(
         check_value(&command.schema, request)
             .map_err(|problem| ApiError::bad_request(format!("The field 'request' {problem}.")))?;
     }
-    let method = match component {
-        Some(c) => format!("{c}*{name}"),
-        None => name.to_string(),
+    let method = method_name(component, name);
+    let call = MethodCall {
+        method: method.clone(),
+        payload: request.clone().unwrap_or(Value::Null),
+        connect_timeout: Duration::from_secs(connection_timeout as u64),
+        response_timeout: Duration::from_secs(response_timeout as u64),
     };
-    let outcome = state
-        .hub
-        .invoke(
-            id,
-            &method,
-            request.as_ref().unwrap_or(&Value::Null),
-            Duration::from_secs(connection_timeout as u64),
-            Duration::from_secs(response_timeout as u64),
-        )
-        .await;
+    let outcome = state.bus.invoke(id, call).await;
     let mut record = CommandRecord {
         id: uuid::Uuid::now_v7().to_string(),
         device_id: id.to_string(),
@@ -130,9 +124,9 @@ async fn run_command(
         response: None,
         response_code: None,
     };
-    if let Ok((code, response)) = &outcome {
-        record.response = (!response.is_null()).then(|| response.clone());
-        record.response_code = Some(*code);
+    if let Ok(answer) = &outcome {
+        record.response = (!answer.payload.is_null()).then(|| answer.payload.clone());
+        record.response_code = Some(answer.status);
     }
     state.store.insert_command(&record).await?;
     match outcome {

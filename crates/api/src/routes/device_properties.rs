@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use flotilla_bus::{Delivery, DesiredPatch};
 use flotilla_model::properties::{desired_change, view};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::Capability;
@@ -81,14 +82,15 @@ async fn write(
     mark_components(&mut change, &components);
     let twin = state.store.patch_desired(id, &change).await?;
     let message = desired_patch_message(&change, twin.desired_version, &components);
-    let pushed = state
-        .hub
-        .push_desired(id, &message, twin.desired_version)
-        .await;
+    let patch = DesiredPatch {
+        version: twin.desired_version,
+        message,
+    };
+    let delivery = state.bus.push_desired(id, patch).await;
     tracing::info!(
         device = id,
         version = twin.desired_version,
-        pushed,
+        pushed = delivery == Delivery::Sent,
         "desired properties set"
     );
     Ok((StatusCode::ACCEPTED, Json(body)))

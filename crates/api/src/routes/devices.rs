@@ -136,7 +136,7 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
 /// stay connected).
 fn written(state: &AppState, device: Device) -> Json<Value> {
     if !device.enabled {
-        state.hub.disconnect(&device.id);
+        state.bus.disconnect(&device.id);
     }
     Json(device.to_json())
 }
@@ -258,7 +258,7 @@ async fn remove(
         StoreError::NotFound => not_found(&id),
         other => other.into(),
     })?;
-    state.hub.disconnect(&id);
+    state.bus.disconnect(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

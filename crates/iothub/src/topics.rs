@@ -106,14 +106,34 @@ pub enum Subscription {
     DpsResponses,
 }
 
+/// The filters of the subscriptions every device may hold (the cloud-to-device one names the
+/// device: [`Subscription::filter`]).
+pub const TWIN_RESPONSES: &str = "$iothub/twin/res/#";
+pub const DESIRED_PATCHES: &str = "$iothub/twin/PATCH/properties/desired/#";
+pub const METHODS: &str = "$iothub/methods/POST/#";
+pub const DPS_RESPONSES: &str = "$dps/registrations/res/#";
+
+impl Subscription {
+    /// The topic filter a device subscribes with (the inverse of [`parse_filter`]).
+    pub fn filter(self, device_id: &str) -> String {
+        match self {
+            Subscription::TwinResponses => TWIN_RESPONSES.into(),
+            Subscription::DesiredPatches => DESIRED_PATCHES.into(),
+            Subscription::Methods => METHODS.into(),
+            Subscription::DpsResponses => DPS_RESPONSES.into(),
+            Subscription::CloudToDevice => format!("devices/{device_id}/messages/devicebound/#"),
+        }
+    }
+}
+
 /// Which subscription a filter is; `None` for one the device may not hold.
 pub fn parse_filter(filter: &str, device_id: &str) -> Option<Subscription> {
     match filter {
-        "$iothub/twin/res/#" => Some(Subscription::TwinResponses),
-        "$iothub/twin/PATCH/properties/desired/#" => Some(Subscription::DesiredPatches),
-        "$iothub/methods/POST/#" => Some(Subscription::Methods),
-        "$dps/registrations/res/#" => Some(Subscription::DpsResponses),
-        _ if filter == format!("devices/{device_id}/messages/devicebound/#") => {
+        TWIN_RESPONSES => Some(Subscription::TwinResponses),
+        DESIRED_PATCHES => Some(Subscription::DesiredPatches),
+        METHODS => Some(Subscription::Methods),
+        DPS_RESPONSES => Some(Subscription::DpsResponses),
+        _ if filter == Subscription::CloudToDevice.filter(device_id) => {
             Some(Subscription::CloudToDevice)
         }
         _ => None,
@@ -133,6 +153,38 @@ pub fn desired_patch(version: i64) -> String {
 
 pub fn method_request(name: &str, rid: &str) -> String {
     format!("$iothub/methods/POST/{name}/?$rid={rid}")
+}
+
+/// The topics a device publishes to (what [`parse_publish`] reads), for clients.
+pub mod device {
+    use std::fmt::Display;
+
+    pub fn twin_get(rid: impl Display) -> String {
+        format!("$iothub/twin/GET/?$rid={rid}")
+    }
+
+    pub fn reported_patch(rid: impl Display) -> String {
+        format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}")
+    }
+
+    /// `rid` as the request carried it, encoded again.
+    pub fn method_response(status: i64, rid: &str) -> String {
+        format!(
+            "$iothub/methods/res/{status}/?$rid={}",
+            crate::sas::percent_encode(rid)
+        )
+    }
+
+    pub fn dps_register(rid: impl Display) -> String {
+        format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}")
+    }
+
+    pub fn dps_poll(rid: impl Display, operation_id: &str) -> String {
+        format!(
+            "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={}",
+            crate::sas::percent_encode(operation_id)
+        )
+    }
 }
 
 /// DPS responses put `$rid` first: the Python SDK splits the topic on `$`.
@@ -179,6 +231,49 @@ mod tests {
             Some(Inbound::DpsPoll {
                 rid: "2".into(),
                 operation_id: "op".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_subscription_s_filter_parses_back_to_it() {
+        for sub in [
+            Subscription::TwinResponses,
+            Subscription::DesiredPatches,
+            Subscription::Methods,
+            Subscription::CloudToDevice,
+            Subscription::DpsResponses,
+        ] {
+            assert_eq!(parse_filter(&sub.filter("dev1"), "dev1"), Some(sub));
+        }
+    }
+
+    #[test]
+    fn what_a_client_publishes_parses_as_meant() {
+        assert_eq!(
+            parse_publish(&device::twin_get("7"), "d"),
+            Some(Inbound::TwinGet { rid: "7".into() })
+        );
+        assert_eq!(
+            parse_publish(&device::reported_patch("8"), "d"),
+            Some(Inbound::ReportedPatch { rid: "8".into() })
+        );
+        assert_eq!(
+            parse_publish(&device::method_response(500, "a&b"), "d"),
+            Some(Inbound::MethodResponse {
+                status: 500,
+                rid: "a&b".into()
+            })
+        );
+        assert_eq!(
+            parse_publish(&device::dps_register("1"), "d"),
+            Some(Inbound::DpsRegister { rid: "1".into() })
+        );
+        assert_eq!(
+            parse_publish(&device::dps_poll("2", "o/p"), "d"),
+            Some(Inbound::DpsPoll {
+                rid: "2".into(),
+                operation_id: "o/p".into()
             })
         );
     }
