@@ -5,7 +5,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flotilla_model::Invalid;
 use flotilla_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -81,6 +82,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The response error definition: every refusal's body (this type is also its OpenAPI schema).
+#[derive(Serialize, ToSchema)]
+pub struct Error {
+    pub error: ErrorDetails,
+}
+
+/// The detail information of the error.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetails {
+    /// Error code, e.g. `NotFound`, `BadRequest`, `Forbidden`.
+    pub code: String,
+    /// Error message details.
+    pub message: String,
+    /// Correlation id for the request.
+    pub request_id: String,
+    /// The time the request failed, RFC 1123 (e.g. `Fri, 09 Oct 2020 00:08:44 GMT`).
+    pub time: String,
+}
+
 /// The `time` field: RFC 1123, the same format as the `Date` header.
 pub fn rfc1123_now() -> String {
     jiff::Timestamp::now()
@@ -96,12 +117,14 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(request_id, status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
         }
-        let body = json!({"error": {
-            "code": self.code,
-            "message": self.message,
-            "requestId": request_id,
-            "time": rfc1123_now(),
-        }});
+        let body = Error {
+            error: ErrorDetails {
+                code: self.code.to_string(),
+                message: self.message,
+                request_id,
+                time: rfc1123_now(),
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         response
             .headers_mut()

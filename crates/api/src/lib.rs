@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod collections;
 pub mod error;
 pub mod openapi;
 pub mod origin;

@@ -6,9 +6,9 @@ use axum::http::Uri;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use flotilla_store::{Page, PageRequest};
-use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::collections::Collection;
 use crate::error::ApiError;
 use crate::origin::Origin;
 use crate::query::query_pairs;
@@ -78,21 +78,18 @@ impl ListQuery {
 }
 
 /// The response body of a list: the page's items and, when more follow, a `nextLink` to them.
-pub fn list_body<T>(
+pub fn list_body<T, C: Collection>(
     page: Page<T>,
     last_id: impl Fn(&T) -> &str,
-    render: impl Fn(&T) -> Value,
+    render: impl Fn(&T) -> C::Item,
     uri: &Uri,
     origin: &Origin,
-) -> Value {
-    let value: Vec<Value> = page.items.iter().map(&render).collect();
-    let mut body = json!({"value": value});
-    if page.more
-        && let Some(last) = page.items.last()
-    {
-        body["nextLink"] = json!(next_link(uri, origin, last_id(last)));
-    }
-    body
+) -> C {
+    let next_link = match page.items.last() {
+        Some(last) if page.more => Some(next_link(uri, origin, last_id(last))),
+        _ => None,
+    };
+    C::new(page.items.iter().map(render).collect(), next_link)
 }
 
 /// The absolute URL of the next page: this request's URL on the client's [`Origin`], with the
@@ -110,4 +107,54 @@ fn next_link(uri: &Uri, origin: &Origin, last_id: &str) -> String {
         .collect();
     query.push(format!("$skiptoken={}", URL_SAFE_NO_PAD.encode(last_id)));
     origin.url(&format!("{}?{}", uri.path(), query.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_model::device::Device;
+
+    use super::*;
+    use crate::collections::DeviceCollection;
+
+    fn device(id: &str) -> Device {
+        Device {
+            id: id.into(),
+            etag: "\"e\"".into(),
+            display_name: id.into(),
+            template: None,
+            enabled: true,
+            provisioned: false,
+            simulated: false,
+            organizations: vec![],
+        }
+    }
+
+    #[test]
+    fn a_page_links_to_the_next_only_when_more_follow() {
+        let uri: Uri = "/api/devices?api-version=2022-07-31&$skiptoken=ZDA"
+            .parse()
+            .unwrap();
+        let origin = Origin {
+            scheme: "https",
+            host: "flotilla.example".into(),
+        };
+        let render = |more| {
+            let page = Page {
+                items: vec![device("d1"), device("d2")],
+                more,
+            };
+            list_body::<_, DeviceCollection>(page, |d| &d.id, Device::clone, &uri, &origin)
+        };
+        let last = serde_json::to_value(render(false)).unwrap();
+        assert_eq!(last.as_object().unwrap().len(), 1, "{last}");
+        assert_eq!(last["value"][1]["id"], "d2");
+        let next = render(true).next_link.unwrap();
+        assert_eq!(
+            next,
+            format!(
+                "https://flotilla.example/api/devices?api-version=2022-07-31&$skiptoken={}",
+                URL_SAFE_NO_PAD.encode("d2")
+            )
+        );
+    }
 }

@@ -66,7 +66,7 @@ pub async fn run(
             etag: new_etag(),
             display_name: enrollment_group::DEFAULT_DISPLAY_NAME.into(),
             enabled: true,
-            kind: "iot".into(),
+            kind: enrollment_group::EnrollmentGroupType::Iot,
             primary_key: random_key(),
             secondary_key: random_key(),
         };

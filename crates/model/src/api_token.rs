@@ -3,17 +3,24 @@
 
 use base64::Engine;
 use jiff::{Timestamp, ToSpan};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::keys::random_bytes;
 use crate::roles;
 use crate::validate::Fields;
 
-#[derive(Debug, Clone, PartialEq)]
+/// A role held, optionally within an organization.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RoleAssignment {
+    /// The role's ID (one of the built-in roles).
     pub role: String,
+    /// The organization the role applies in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub organization: Option<String>,
 }
 
@@ -33,22 +40,35 @@ pub struct ApiTokenSpec {
 
 pub const READ_ONLY: &[&str] = &["id", "token"];
 
+/// An API token as the API shows it; its value (`token`) only in the response that creates it
+/// (this type is also its OpenAPI schema).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ApiToken)]
+pub struct ApiTokenBody {
+    /// Unique ID of the API token (the path's `tokenId`).
+    #[schema(read_only)]
+    pub id: String,
+    /// The roles the token holds; at least one.
+    #[schema(min_items = 1)]
+    pub roles: Vec<RoleAssignment>,
+    /// When the token expires (UTC, with milliseconds); a year after its creation by default.
+    #[schema(required = false, format = DateTime)]
+    pub expiry: String,
+    /// The token's value, to send in the `Authorization` header; only in the create response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false)]
+    pub token: Option<String>,
+}
+
 impl ApiToken {
     /// `token` is the value, shown only in the response that creates it.
-    pub fn to_json(&self, token: Option<&str>) -> Value {
-        let roles: Vec<Value> = self
-            .roles
-            .iter()
-            .map(|r| match &r.organization {
-                Some(org) => json!({"role": r.role, "organization": org}),
-                None => json!({"role": r.role}),
-            })
-            .collect();
-        let mut body = json!({"id": self.id, "roles": roles, "expiry": format_time(self.expiry)});
-        if let Some(token) = token {
-            body["token"] = json!(token);
+    pub fn body(&self, token: Option<String>) -> ApiTokenBody {
+        ApiTokenBody {
+            id: self.id.clone(),
+            roles: self.roles.clone(),
+            expiry: format_time(self.expiry),
+            token,
         }
-        body
     }
 
     pub fn has_role(&self, role: &str) -> bool {
@@ -164,6 +184,8 @@ fn utf8_percent_encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -1,21 +1,42 @@
 //! Devices as the REST API shows them, and the checks on what a client may set.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::ids::check_dtmi;
 use crate::validate::Fields;
 
-/// A device as stored and returned.
-#[derive(Debug, Clone, PartialEq)]
+/// A device as stored, and as the API returns it (this type is also its OpenAPI schema).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Device {
+    /// Unique ID of the device (the path's `deviceId`).
+    #[schema(read_only)]
     pub id: String,
+    /// ETag used to prevent conflict in device updates.
+    #[schema(required = false)]
     pub etag: String,
+    /// Display name of the device (at most 200 characters); the id when not given.
+    #[schema(required = false, max_length = 200)]
     pub display_name: String,
+    /// The device template (DTMI) of the device; absent when the device has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub template: Option<String>,
+    /// Whether the device connection to IoT Central has been enabled.
+    #[schema(required = false, default = true)]
     pub enabled: bool,
+    /// Whether resources have been allocated for the device.
+    #[schema(read_only)]
     pub provisioned: bool,
+    /// Whether the device is simulated.
+    #[schema(required = false, default = false)]
     pub simulated: bool,
+    /// The organizations the device belongs to; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub organizations: Vec<String>,
 }
 
@@ -33,22 +54,9 @@ pub struct DeviceSpec {
 pub const READ_ONLY: &[&str] = &["id", "provisioned"];
 
 impl Device {
+    /// The device as the API shows it, which is what a merge patch applies to.
     pub fn to_json(&self) -> Value {
-        let mut body = json!({
-            "id": self.id,
-            "etag": self.etag,
-            "displayName": self.display_name,
-            "enabled": self.enabled,
-            "provisioned": self.provisioned,
-            "simulated": self.simulated,
-        });
-        if let Some(template) = &self.template {
-            body["template"] = json!(template);
-        }
-        if !self.organizations.is_empty() {
-            body["organizations"] = json!(self.organizations);
-        }
-        body
+        crate::to_json(self)
     }
 }
 
@@ -80,6 +88,8 @@ impl DeviceSpec {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

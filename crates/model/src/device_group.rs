@@ -1,17 +1,36 @@
 //! Device groups: a named filter over the devices.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::validate::Fields;
 
-#[derive(Debug, Clone, PartialEq)]
+/// A device group as stored, and as the API returns it (this type is also its OpenAPI schema).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceGroup {
+    /// Unique ID of the device group (the path's `deviceGroupId`).
+    #[schema(read_only)]
     pub id: String,
+    /// ETag used to prevent conflict in device group updates.
+    #[schema(required = false)]
     pub etag: String,
+    /// Display name of the device group.
+    #[schema(max_length = 200)]
     pub display_name: String,
+    /// The query that selects the group's devices, e.g.
+    /// `SELECT * FROM devices WHERE $template = "dtmi:..." AND $simulated = false`.
+    #[schema(max_length = 4096)]
     pub filter: String,
+    /// Short summary of the device group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
+    /// The organizations the group belongs to; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub organizations: Vec<String>,
 }
 
@@ -27,20 +46,9 @@ pub struct DeviceGroupSpec {
 pub const READ_ONLY: &[&str] = &["id"];
 
 impl DeviceGroup {
+    /// The group as the API shows it, which is what a merge patch applies to.
     pub fn to_json(&self) -> Value {
-        let mut body = json!({
-            "id": self.id,
-            "etag": self.etag,
-            "displayName": self.display_name,
-            "filter": self.filter,
-        });
-        if let Some(description) = &self.description {
-            body["description"] = json!(description);
-        }
-        if !self.organizations.is_empty() {
-            body["organizations"] = json!(self.organizations);
-        }
-        body
+        crate::to_json(self)
     }
 }
 

@@ -1,9 +1,12 @@
 //! Enrollment groups: how devices that the server has never seen provision themselves (DPS),
 //! each device deriving its key from the group's. Symmetric-key groups only, for now.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::Invalid;
+use crate::attestation::SymmetricKey;
 use crate::keys::{is_valid_key, random_key};
 use crate::validate::Fields;
 
@@ -17,40 +20,116 @@ pub struct EnrollmentGroup {
     pub etag: String,
     pub display_name: String,
     pub enabled: bool,
-    /// `iot` or `iotEdge`.
-    pub kind: String,
+    pub kind: EnrollmentGroupType,
     pub primary_key: String,
     pub secondary_key: String,
+}
+
+/// The type of devices that connect through an enrollment group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum EnrollmentGroupType {
+    #[serde(rename = "iot")]
+    Iot,
+    #[serde(rename = "iotEdge")]
+    IotEdge,
+}
+
+impl EnrollmentGroupType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentGroupType::Iot => "iot",
+            EnrollmentGroupType::IotEdge => "iotEdge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [EnrollmentGroupType::Iot, EnrollmentGroupType::IotEdge]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnrollmentGroupSpec {
     pub display_name: String,
     pub enabled: bool,
-    pub kind: String,
+    pub kind: EnrollmentGroupType,
     pub primary_key: String,
     pub secondary_key: String,
 }
 
 pub const READ_ONLY: &[&str] = &["id", "idScope"];
 
+/// An enrollment group as the API shows it: how devices the server has never seen provision
+/// themselves (this type is also its OpenAPI schema).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = EnrollmentGroup)]
+pub struct EnrollmentGroupBody {
+    /// Unique ID of the enrollment group (the path's `enrollmentGroupId`).
+    #[schema(read_only)]
+    pub id: String,
+    /// ETag used to prevent conflict in enrollment group updates.
+    #[schema(required = false)]
+    pub etag: String,
+    /// Display name of the enrollment group.
+    #[schema(max_length = 200)]
+    pub display_name: String,
+    /// Whether the devices using the group are allowed to connect to IoT Central.
+    #[schema(required = false, default = true)]
+    pub enabled: bool,
+    /// The type of devices that connect through the group.
+    #[serde(rename = "type")]
+    pub kind: EnrollmentGroupType,
+    /// The attestation mechanism of the group.
+    pub attestation: GroupAttestation,
+    /// The DPS ID scope of the application.
+    #[schema(read_only)]
+    pub id_scope: String,
+}
+
+/// An enrollment group's attestation. Only symmetric keys are supported; keys left out of a
+/// create are generated, and responses always carry them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAttestation {
+    #[serde(rename = "type")]
+    pub kind: GroupAttestationType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub symmetric_key: Option<SymmetricKey>,
+}
+
+/// The attestation type of an enrollment group.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum GroupAttestationType {
+    #[serde(rename = "symmetricKey")]
+    SymmetricKey,
+}
+
 impl EnrollmentGroup {
-    pub fn to_json(&self, id_scope: &str) -> Value {
-        json!({
-            "id": self.id,
-            "etag": self.etag,
-            "displayName": self.display_name,
-            "enabled": self.enabled,
-            "type": self.kind,
-            "attestation": {
-                "type": "symmetricKey",
-                "symmetricKey": {
-                    "primaryKey": self.primary_key,
-                    "secondaryKey": self.secondary_key,
-                }
+    /// The group as the API shows it, in the application of `id_scope`.
+    pub fn body(&self, id_scope: &str) -> EnrollmentGroupBody {
+        EnrollmentGroupBody {
+            id: self.id.clone(),
+            etag: self.etag.clone(),
+            display_name: self.display_name.clone(),
+            enabled: self.enabled,
+            kind: self.kind,
+            attestation: GroupAttestation {
+                kind: GroupAttestationType::SymmetricKey,
+                symmetric_key: Some(SymmetricKey {
+                    primary_key: self.primary_key.clone(),
+                    secondary_key: self.secondary_key.clone(),
+                }),
             },
-            "idScope": id_scope,
-        })
+            id_scope: id_scope.to_string(),
+        }
+    }
+
+    /// The group as the API shows it, which is what a merge patch applies to.
+    pub fn to_json(&self, id_scope: &str) -> Value {
+        crate::to_json(&self.body(id_scope))
     }
 }
 
@@ -65,9 +144,8 @@ impl EnrollmentGroupSpec {
         let kind = fields
             .string("type")?
             .ok_or_else(|| Invalid::field("type", "is required"))?;
-        if kind != "iot" && kind != "iotEdge" {
-            return Err(Invalid::field("type", "must be \"iot\" or \"iotEdge\""));
-        }
+        let kind = EnrollmentGroupType::parse(kind)
+            .ok_or_else(|| Invalid::field("type", "must be \"iot\" or \"iotEdge\""))?;
         let attestation_value = fields
             .object("attestation")?
             .ok_or_else(|| Invalid::field("attestation", "is required"))?;
@@ -108,7 +186,7 @@ impl EnrollmentGroupSpec {
         Ok(EnrollmentGroupSpec {
             display_name: display_name.to_string(),
             enabled: fields.bool("enabled")?.unwrap_or(true),
-            kind: kind.to_string(),
+            kind,
             primary_key,
             secondary_key,
         })

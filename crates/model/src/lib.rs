@@ -21,6 +21,11 @@ pub mod validate;
 
 pub use validate::Invalid;
 
+/// The JSON of a response type: what the API answers, and what a merge patch applies to.
+fn to_json(body: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(body).expect("response types have string keys and finite numbers")
+}
+
 /// A new etag: opaque, quoted like IoT Central's (`"\"...\""`), different on every change.
 pub fn new_etag() -> String {
     format!("\"{}\"", keys::random_hex::<12>())

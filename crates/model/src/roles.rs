@@ -4,15 +4,20 @@
 //! templates and enrollment groups; Administrators do everything, including API tokens.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const ADMINISTRATOR: &str = "ca310b8d-2f4a-44e0-a36e-957c202cd8d4";
 pub const BUILDER: &str = "344138e9-8de4-4497-8c54-5237e96d6aaf";
 pub const OPERATOR: &str = "ae2c9854-393b-4f97-8c42-479d70ce626e";
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A built-in role, as stored and as the API returns it (this type is also its OpenAPI schema).
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Role {
+    /// Unique ID of the role.
+    #[schema(read_only)]
     pub id: &'static str,
+    /// Display name of the role.
     pub display_name: &'static str,
 }
 

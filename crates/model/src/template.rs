@@ -2,7 +2,9 @@
 //! of its capabilities (writable, read-only and cloud properties, commands, telemetry), which
 //! the server needs to validate property writes, commands and jobs.
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::validate::Fields;
@@ -60,6 +62,61 @@ pub struct DeviceTemplate {
     pub display_name: String,
     pub body: Value,
     pub capabilities: Vec<Capability>,
+}
+
+/// A device template as the API returns it: the document as published, with `@id` set from the
+/// path and the current `etag` (this type is also its OpenAPI schema). The fields are taken from
+/// the document as they are (a `null` stays `null`, an absent field stays absent); fields other
+/// than these (such as `@context`) are kept as sent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = DeviceTemplate)]
+pub struct PublishedTemplate {
+    /// Unique ID (a DTMI) of the device template.
+    #[serde(rename = "@id")]
+    #[schema(read_only, value_type = String)]
+    pub id: Value,
+    /// The JSON-LD types; must include `ModelDefinition`.
+    #[serde(rename = "@type")]
+    #[schema(value_type = Vec<String>)]
+    pub types: Value,
+    /// ETag used to prevent conflict in device template updates; always in responses.
+    #[schema(required = false)]
+    pub etag: String,
+    /// Display name of the device template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false, max_length = 200)]
+    pub display_name: Option<Value>,
+    /// Detailed description of the device template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false, max_length = 1000)]
+    pub description: Option<Value>,
+    /// The DTDL v2 capability model: an inline interface, its contents and components.
+    #[schema(value_type = Object)]
+    pub capability_model: Value,
+    /// Any other field of the template, kept as sent.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl PublishedTemplate {
+    /// The template whose stored document (without etag) is `document`, at `etag`.
+    pub fn new(document: Value, etag: String) -> Self {
+        let mut other = match document {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
+        let mut take = |name: &str| other.remove(name);
+        PublishedTemplate {
+            id: take("@id").unwrap_or_default(),
+            types: take("@type").unwrap_or_default(),
+            etag,
+            display_name: take("displayName"),
+            description: take("description"),
+            capability_model: take("capabilityModel").unwrap_or_default(),
+            other,
+        }
+    }
 }
 
 /// Fields a client may not set: the server sets them.

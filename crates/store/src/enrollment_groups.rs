@@ -1,10 +1,11 @@
 //! SQL for `enrollment_groups`.
 
-use flotilla_model::enrollment_group::EnrollmentGroup;
+use flotilla_model::enrollment_group::{EnrollmentGroup, EnrollmentGroupType};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::devices::bool_column;
+use crate::error::corrupt;
 use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
 
 const GROUP_COLUMNS: &str = "id, etag, display_name, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, kind, \
@@ -17,7 +18,8 @@ fn from_row(row: &AnyRow) -> Result<EnrollmentGroup> {
         etag: row.try_get("etag")?,
         display_name: row.try_get("display_name")?,
         enabled,
-        kind: row.try_get("kind")?,
+        kind: EnrollmentGroupType::parse(&row.try_get::<String, _>("kind")?)
+            .ok_or_else(|| corrupt("an enrollment group's kind is not iot or iotEdge"))?,
         primary_key: row.try_get("primary_key")?,
         secondary_key: row.try_get("secondary_key")?,
     })
@@ -44,7 +46,7 @@ impl Store {
         .bind(&group.etag)
         .bind(&group.display_name)
         .bind(group.enabled)
-        .bind(&group.kind)
+        .bind(group.kind.as_str())
         .bind(&group.primary_key)
         .bind(&group.secondary_key)
         .bind(now_ms())
@@ -66,7 +68,7 @@ impl Store {
         .bind(&group.etag)
         .bind(&group.display_name)
         .bind(group.enabled)
-        .bind(&group.kind)
+        .bind(group.kind.as_str())
         .bind(&group.primary_key)
         .bind(&group.secondary_key)
         .bind(&group.id)

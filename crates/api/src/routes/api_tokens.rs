@@ -3,7 +3,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use flotilla_model::api_token::{ApiToken, ApiTokenSpec, new_token_value, token_hash};
+use flotilla_model::api_token::{
+    ApiToken, ApiTokenBody, ApiTokenSpec, new_token_value, token_hash,
+};
 use flotilla_model::ids::check_token_id;
 use flotilla_model::roles::{Access, Area};
 use serde_json::Value;
@@ -12,8 +14,9 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::ApiTokenCollection;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{self, ListParams};
+use crate::openapi::ListParams;
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::path::Path;
@@ -36,21 +39,21 @@ fn not_found(id: &str) -> ApiError {
     tag = "ApiTokens",
     summary = "Get the list of API tokens in an application. The token value will never be returned for security reasons.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::ApiTokenCollection)),
+    responses((status = 200, description = "Success", body = ApiTokenCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiTokenCollection>> {
     caller.require(Area::ApiTokens, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_api_tokens(query.page()).await?;
     Ok(Json(list_body(
         page,
         |t| &t.id,
-        |t| t.to_json(None),
+        |t| t.body(None),
         &uri,
         &origin,
     )))
@@ -63,20 +66,20 @@ async fn list(
     tag = "ApiTokens",
     summary = "Get an API token by ID.",
     params(("tokenId" = String, Path, description = "Unique ID of the API token.")),
-    responses((status = 200, description = "Success", body = openapi::ApiToken)),
+    responses((status = 200, description = "Success", body = ApiTokenBody)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiTokenBody>> {
     caller.require(Area::ApiTokens, Access::Read)?;
     let token = state
         .store
         .api_token(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(token.to_json(None)))
+    Ok(Json(token.body(None)))
 }
 
 #[utoipa::path(
@@ -86,15 +89,15 @@ async fn get_one(
     tag = "ApiTokens",
     summary = "Create a new API token in the application to use in the IoT Central public API. The token value will be returned in the response, and won't be returned again in subsequent requests.",
     params(("tokenId" = String, Path, description = "Unique ID of the API token.")),
-    request_body(content = openapi::ApiToken, description = "API token body."),
-    responses((status = 200, description = "Success: the token, with its value", body = openapi::ApiToken)),
+    request_body(content = ApiTokenBody, description = "API token body."),
+    responses((status = 200, description = "Success: the token, with its value", body = ApiTokenBody)),
 )]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiTokenBody>> {
     caller.require(Area::ApiTokens, Access::Write)?;
     let body = body.into_json()?;
     check_token_id(&id)?;
@@ -111,7 +114,7 @@ async fn create(
         .insert_api_token(&token, &token_hash(&value))
         .await?;
     tracing::info!(token = %id, by = %caller.token.id, "API token created");
-    Ok(Json(token.to_json(Some(&value))))
+    Ok(Json(token.body(Some(value))))
 }
 
 #[utoipa::path(

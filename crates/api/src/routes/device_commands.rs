@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use super::devices::not_found;
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::DeviceCommandCollection;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
@@ -156,7 +157,7 @@ async fn list_history(
     name: &str,
     uri: &axum::http::Uri,
     origin: &Origin,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceCommandCollection>> {
     state.store.device(id).await?.ok_or_else(|| not_found(id))?;
     let query = ListQuery::parse(uri, caller)?;
     let page = state
@@ -206,7 +207,7 @@ async fn run(
         ("commandName" = String, Path, description = "Name of this device command."),
         ListParams,
     ),
-    responses((status = 200, description = "Success", body = openapi::DeviceCommandCollection)),
+    responses((status = 200, description = "Success", body = DeviceCommandCollection)),
 )]
 async fn history(
     State(state): State<AppState>,
@@ -214,7 +215,7 @@ async fn history(
     Path((id, name)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceCommandCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     list_history(&state, &caller, &id, None, &name, &uri, &origin).await
 }
@@ -260,7 +261,7 @@ async fn run_component(
         ("commandName" = String, Path, description = "Name of this device command."),
         ListParams,
     ),
-    responses((status = 200, description = "Success", body = openapi::DeviceCommandCollection)),
+    responses((status = 200, description = "Success", body = DeviceCommandCollection)),
 )]
 async fn component_history(
     State(state): State<AppState>,
@@ -268,7 +269,7 @@ async fn component_history(
     Path((id, component, name)): Path<(String, String, String)>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceCommandCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     list_history(&state, &caller, &id, Some(&component), &name, &uri, &origin).await
 }

@@ -4,14 +4,13 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::components;
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::devices::not_found;
 use crate::auth::Caller;
+use crate::collections::ComponentCollection;
 use crate::error::ApiResult;
-use crate::openapi;
 use crate::path::Path;
 use crate::state::AppState;
 
@@ -28,13 +27,13 @@ pub fn router() -> OpenApiRouter<AppState> {
     summary = "List the components present in a device",
     description = "The components of the device's template, as the template declares them (an inline interface is named by its `@id`); none for a device without a template.",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    responses((status = 200, description = "Success", body = openapi::ComponentCollection)),
+    responses((status = 200, description = "Success", body = ComponentCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ComponentCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     let device = state
         .store
@@ -46,5 +45,8 @@ async fn list(
         None => None,
     };
     let value = template.map_or_else(Vec::new, |t| components(&t.body["capabilityModel"]));
-    Ok(Json(json!({ "value": value })))
+    Ok(Json(ComponentCollection {
+        value,
+        next_link: None,
+    }))
 }

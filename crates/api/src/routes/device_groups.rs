@@ -11,13 +11,13 @@ use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
-use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::{DeviceGroupCollection, DeviceGroupDeviceCollection};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
@@ -59,21 +59,21 @@ fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
     tag = "DeviceGroups",
     summary = "Get the list of device groups in an application.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::DeviceGroupCollection)),
+    responses((status = 200, description = "Success", body = DeviceGroupCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceGroupCollection>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_device_groups(query.page()).await?;
     Ok(Json(list_body(
         page,
         |g| &g.id,
-        DeviceGroup::to_json,
+        DeviceGroup::clone,
         &uri,
         &origin,
     )))
@@ -86,20 +86,20 @@ async fn list(
     tag = "DeviceGroups",
     summary = "Get the device group by ID.",
     params(("deviceGroupId" = String, Path, description = "Unique ID of the device group.")),
-    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+    responses((status = 200, description = "Success", body = DeviceGroup)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceGroup>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
     let group = state
         .store
         .device_group(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(group.to_json()))
+    Ok(Json(group))
 }
 
 #[utoipa::path(
@@ -110,8 +110,8 @@ async fn get_one(
     summary = "Create or update a device group",
     description = "Create or update a device group.",
     params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), IfMatch),
-    request_body(content = openapi::DeviceGroup, description = "Device group body."),
-    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+    request_body(content = DeviceGroup, description = "Device group body."),
+    responses((status = 200, description = "Success", body = DeviceGroup)),
 )]
 async fn create_or_replace(
     State(state): State<AppState>,
@@ -119,7 +119,7 @@ async fn create_or_replace(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceGroup>> {
     caller.require(Area::DeviceGroups, Access::Write)?;
     let body = body.into_json()?;
     check_entity_id("deviceGroupId", &id)?;
@@ -141,7 +141,7 @@ async fn create_or_replace(
                     .await?
             }
         };
-        Ok(written.then(|| Json(group.to_json())))
+        Ok(written.then_some(Json(group)))
     })
     .await
 }
@@ -155,7 +155,7 @@ async fn create_or_replace(
     description = "Update an existing device group by ID.",
     params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), IfMatch),
     request_body(description = "A JSON merge patch of the device group.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::DeviceGroup)),
+    responses((status = 200, description = "Success", body = DeviceGroup)),
 )]
 async fn update(
     State(state): State<AppState>,
@@ -163,7 +163,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceGroup>> {
     caller.require(Area::DeviceGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
@@ -183,7 +183,7 @@ async fn update(
             .store
             .replace_device_group(&group, &current.etag)
             .await?;
-        Ok(replaced.then(|| Json(group.to_json())))
+        Ok(replaced.then_some(Json(group)))
     })
     .await
 }
@@ -223,7 +223,7 @@ async fn remove(
     summary = "Get the devices of a device group",
     description = "The devices the group's filter selects now.",
     params(("deviceGroupId" = String, Path, description = "Unique ID of the device group."), ListParams),
-    responses((status = 200, description = "Success", body = openapi::DeviceGroupDeviceCollection)),
+    responses((status = 200, description = "Success", body = DeviceGroupDeviceCollection)),
 )]
 async fn devices(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ async fn devices(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceGroupDeviceCollection>> {
     caller.require(Area::DeviceGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let group = state
@@ -252,7 +252,7 @@ async fn devices(
     Ok(Json(list_body(
         page,
         |d| &d.id,
-        Device::to_json,
+        Device::clone,
         &uri,
         &origin,
     )))

@@ -6,13 +6,14 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::devices::not_found;
 use crate::auth::Caller;
+use crate::collections::{self, ModuleCollection};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, CommandPath, ComponentPath, ListParams, TelemetryPath};
 use crate::path::Path;
@@ -60,20 +61,23 @@ struct ModulePath {
     summary = "List the modules present in a device",
     description = "Always empty: devices here are not IoT Edge devices.",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    responses((status = 200, description = "Success", body = openapi::ModuleCollection)),
+    responses((status = 200, description = "Success", body = ModuleCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ModuleCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     state
         .store
         .device(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(json!({ "value": [] })))
+    Ok(Json(ModuleCollection {
+        value: Vec::new(),
+        next_link: None,
+    }))
 }
 
 /// 404 for the device if it does not exist, else 404 for its module, which cannot.
@@ -126,7 +130,7 @@ module_route!(
     list_module_components, Access::Read,
     get "/devices/{deviceId}/modules/{moduleName}/components",
     "Devices_ListModuleComponents", "List the components present in a module",
-    params(), 200 => openapi::ComponentCollection
+    params(), 200 => collections::ComponentCollection
 );
 module_route!(
     get_module_properties, Access::Read,
@@ -156,7 +160,7 @@ module_route!(
     get_module_command_history, Access::Read,
     get "/devices/{deviceId}/modules/{moduleName}/commands/{commandName}",
     "Devices_GetModuleCommandHistory", "Get module command history",
-    params(CommandPath, ListParams), 200 => openapi::DeviceCommandCollection
+    params(CommandPath, ListParams), 200 => collections::DeviceCommandCollection
 );
 module_route!(
     run_module_command, Access::Write,
@@ -192,7 +196,7 @@ module_route!(
     get_module_component_command_history, Access::Read,
     get "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/commands/{commandName}",
     "Devices_GetModuleComponentCommandHistory", "Get module component command history",
-    params(ComponentPath, CommandPath, ListParams), 200 => openapi::DeviceCommandCollection
+    params(ComponentPath, CommandPath, ListParams), 200 => collections::DeviceCommandCollection
 );
 module_route!(
     run_module_component_command, Access::Write,

@@ -6,16 +6,16 @@ use axum::{Extension, Json};
 use flotilla_model::ids::check_dtmi;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
-use flotilla_model::template::{self, DeviceTemplate};
+use flotilla_model::template::{self, DeviceTemplate, PublishedTemplate};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
-use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::DeviceTemplateCollection;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
@@ -40,21 +40,21 @@ fn not_found(id: &str) -> ApiError {
     tag = "DeviceTemplates",
     summary = "Get the list of device templates in an application.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::DeviceTemplateCollection)),
+    responses((status = 200, description = "Success", body = DeviceTemplateCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceTemplateCollection>> {
     caller.require(Area::DeviceTemplates, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_templates(query.page()).await?;
     Ok(Json(list_body(
         page,
         |t| &t.id,
-        |t| t.to_json(),
+        |t| PublishedTemplate::new(t.body.clone(), t.etag.clone()),
         &uri,
         &origin,
     )))
@@ -67,20 +67,20 @@ async fn list(
     tag = "DeviceTemplates",
     summary = "Get a device template by ID",
     params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template.")),
-    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+    responses((status = 200, description = "Success", body = PublishedTemplate)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublishedTemplate>> {
     caller.require(Area::DeviceTemplates, Access::Read)?;
     let stored = state
         .store
         .template(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(stored.to_json()))
+    Ok(Json(PublishedTemplate::new(stored.body, stored.etag)))
 }
 
 #[utoipa::path(
@@ -91,24 +91,22 @@ async fn get_one(
     summary = "Publish a new device template.",
     description = "Publishes the template, replacing one published under the same ID.",
     params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template.")),
-    request_body(content = openapi::DeviceTemplate, description = "Device template body."),
-    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+    request_body(content = PublishedTemplate, description = "Device template body."),
+    responses((status = 200, description = "Success", body = PublishedTemplate)),
 )]
 async fn publish(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublishedTemplate>> {
     caller.require(Area::DeviceTemplates, Access::Write)?;
     let body = body.into_json()?;
     check_dtmi("deviceTemplateId", &id)?;
     let template = DeviceTemplate::from_json(&id, &body)?;
     let etag = new_etag();
     state.store.insert_template(&template, &etag).await?;
-    let mut response = template.body;
-    response["etag"] = Value::String(etag);
-    Ok(Json(response))
+    Ok(Json(PublishedTemplate::new(template.body, etag)))
 }
 
 /// A JSON merge patch of the template document, validated again as a whole.
@@ -120,7 +118,7 @@ async fn publish(
     summary = "Update an existing device template via patch.",
     params(("deviceTemplateId" = String, Path, description = "Unique ID (a DTMI) of the device template."), IfMatch),
     request_body(description = "A JSON merge patch of the template document; the result is validated again as a whole.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::DeviceTemplate)),
+    responses((status = 200, description = "Success", body = PublishedTemplate)),
 )]
 async fn update(
     State(state): State<AppState>,
@@ -128,7 +126,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublishedTemplate>> {
     caller.require(Area::DeviceTemplates, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
@@ -151,9 +149,7 @@ async fn update(
         {
             return Ok(None);
         }
-        let mut response = template.body;
-        response["etag"] = Value::String(etag);
-        Ok(Some(Json(response)))
+        Ok(Some(Json(PublishedTemplate::new(template.body, etag))))
     })
     .await
 }

@@ -4,7 +4,9 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use flotilla_model::attestation::{attestation_from_json, credentials};
+use flotilla_model::attestation::{
+    Attestation, DeviceCredentials, SymmetricKey, attestation_from_json, credentials,
+};
 use flotilla_model::device::{self, Device, DeviceSpec};
 use flotilla_model::enrollment_group::DEFAULT_ID;
 use flotilla_model::ids::check_device_id;
@@ -22,6 +24,7 @@ use utoipa_axum::routes;
 use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::DeviceCollection;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
@@ -63,21 +66,21 @@ pub(super) fn not_found(id: &str) -> ApiError {
     tag = "Devices",
     summary = "Get the list of devices in an application.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::DeviceCollection)),
+    responses((status = 200, description = "Success", body = DeviceCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_devices(query.page(), None).await?;
     Ok(Json(list_body(
         page,
         |d| &d.id,
-        Device::to_json,
+        Device::clone,
         &uri,
         &origin,
     )))
@@ -91,20 +94,20 @@ async fn list(
     summary = "Get a device by ID",
     description = "Get details about an existing device by device ID.",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    responses((status = 200, description = "Success", body = openapi::Device)),
+    responses((status = 200, description = "Success", body = Device)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Device>> {
     caller.require(Area::Devices, Access::Read)?;
     let device = state
         .store
         .device(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(device.to_json()))
+    Ok(Json(device))
 }
 
 /// A device may only name a template that exists.
@@ -134,11 +137,11 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
 
 /// The answer to a device written: the device, and a disabled one is disconnected (it may not
 /// stay connected).
-fn written(state: &AppState, device: Device) -> Json<Value> {
+fn written(state: &AppState, device: Device) -> Json<Device> {
     if !device.enabled {
         state.bus.disconnect(&device.id);
     }
-    Json(device.to_json())
+    Json(device)
 }
 
 /// `PUT /devices/{id}` creates the device, or replaces the settable fields of an existing one.
@@ -150,8 +153,8 @@ fn written(state: &AppState, device: Device) -> Json<Value> {
     summary = "Create or update a device",
     description = "Creates the device, or replaces the settable fields of an existing one.",
     params(("deviceId" = String, Path, description = "Unique ID of the device."), IfMatch),
-    request_body(content = openapi::Device, description = "Device body."),
-    responses((status = 200, description = "Success", body = openapi::Device)),
+    request_body(content = Device, description = "Device body."),
+    responses((status = 200, description = "Success", body = Device)),
 )]
 async fn create_or_replace(
     State(state): State<AppState>,
@@ -159,7 +162,7 @@ async fn create_or_replace(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Device>> {
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
     check_device_id(&id)?;
@@ -203,7 +206,7 @@ async fn create_or_replace(
     description = "Update an existing device by ID.",
     params(("deviceId" = String, Path, description = "Unique ID of the device."), IfMatch),
     request_body(description = "A JSON merge patch of the device.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::Device)),
+    responses((status = 200, description = "Success", body = Device)),
 )]
 async fn update(
     State(state): State<AppState>,
@@ -211,7 +214,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Device>> {
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
@@ -401,33 +404,42 @@ async fn check_cloud_properties(
     summary = "Get device credentials",
     description = "The device's individual attestation where it has one, else symmetric keys derived from the default enrollment group.",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    responses((status = 200, description = "Success", body = openapi::DeviceCredentials)),
+    responses((status = 200, description = "Success", body = DeviceCredentials)),
 )]
 async fn get_credentials(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceCredentials>> {
     caller.require(Area::Devices, Access::Read)?;
-    let attestation = state
-        .store
-        .attestation(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let attestation = stored_attestation(&state, &id).await?;
     let group = state.store.enrollment_group(DEFAULT_ID).await?;
     let derived = group
         .and_then(|g| {
-            Some((
-                derive_device_key(&g.primary_key, &id)?,
-                derive_device_key(&g.secondary_key, &id)?,
-            ))
+            Some(SymmetricKey {
+                primary_key: derive_device_key(&g.primary_key, &id)?,
+                secondary_key: derive_device_key(&g.secondary_key, &id)?,
+            })
         })
         .unwrap_or_default();
-    Ok(Json(credentials(
-        &state.id_scope,
-        attestation.as_ref(),
-        derived,
-    )))
+    Ok(Json(credentials(&state.id_scope, attestation, derived)))
+}
+
+/// The device's individual attestation, if it has one (`None`); not found without the device.
+async fn stored_attestation(state: &AppState, id: &str) -> ApiResult<Option<Attestation>> {
+    let stored = state
+        .store
+        .attestation(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    // What is stored is what `attestation_from_json` accepted, so it reads back the same.
+    stored
+        .map(|json| attestation_from_json(&json))
+        .transpose()
+        .map_err(|invalid| {
+            tracing::error!(device = id, %invalid, "a stored attestation does not validate");
+            ApiError::internal()
+        })
 }
 
 fn no_attestation(id: &str) -> ApiError {
@@ -441,19 +453,15 @@ fn no_attestation(id: &str) -> ApiError {
     tag = "Devices",
     summary = "Get device attestation",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    responses((status = 200, description = "Success", body = openapi::Attestation)),
+    responses((status = 200, description = "Success", body = Attestation)),
 )]
 async fn get_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Attestation>> {
     caller.require(Area::Devices, Access::Read)?;
-    let attestation = state
-        .store
-        .attestation(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let attestation = stored_attestation(&state, &id).await?;
     attestation.map(Json).ok_or_else(|| no_attestation(&id))
 }
 
@@ -464,19 +472,19 @@ async fn get_attestation(
     tag = "Devices",
     summary = "Create an individual device attestation",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
-    request_body(content = openapi::Attestation, description = "Individual device attestation body."),
-    responses((status = 200, description = "Success", body = openapi::Attestation)),
+    request_body(content = Attestation, description = "Individual device attestation body."),
+    responses((status = 200, description = "Success", body = Attestation)),
 )]
 async fn replace_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Attestation>> {
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
     let attestation = attestation_from_json(&body)?;
-    set_attestation(&state, &id, Some(&attestation)).await?;
+    set_attestation(&state, &id, Some(&attestation.to_json())).await?;
     Ok(Json(attestation))
 }
 
@@ -488,14 +496,14 @@ async fn replace_attestation(
     summary = "Update an individual device attestation via patch",
     params(("deviceId" = String, Path, description = "Unique ID of the device.")),
     request_body(description = "A JSON merge patch of the attestation.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::Attestation)),
+    responses((status = 200, description = "Success", body = Attestation)),
 )]
 async fn update_attestation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Attestation>> {
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
     read_modify_write(&state, entity(&id), || async {
@@ -507,7 +515,7 @@ async fn update_attestation(
         let mut merged = current.ok_or_else(|| no_attestation(&id))?;
         merge_patch(&mut merged, &patch);
         let attestation = attestation_from_json(&merged)?;
-        set_attestation(&state, &id, Some(&attestation)).await?;
+        set_attestation(&state, &id, Some(&attestation.to_json())).await?;
         Ok(Some(Json(attestation)))
     })
     .await

@@ -3,19 +3,21 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use flotilla_model::enrollment_group::{self, EnrollmentGroup, EnrollmentGroupSpec};
+use flotilla_model::enrollment_group::{
+    self, EnrollmentGroup, EnrollmentGroupBody, EnrollmentGroupSpec,
+};
 use flotilla_model::ids::check_enrollment_group_id;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::{check_read_only, merge_patch};
 use flotilla_store::StoreError;
-use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::EnrollmentGroupCollection;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
@@ -52,14 +54,14 @@ fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
     tag = "EnrollmentGroups",
     summary = "Get the list of enrollment groups in an application",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::EnrollmentGroupCollection)),
+    responses((status = 200, description = "Success", body = EnrollmentGroupCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnrollmentGroupCollection>> {
     caller.require(Area::EnrollmentGroups, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_enrollment_groups(query.page()).await?;
@@ -67,7 +69,7 @@ async fn list(
     Ok(Json(list_body(
         page,
         |g| &g.id,
-        |g| g.to_json(&scope),
+        |g| g.body(&scope),
         &uri,
         &origin,
     )))
@@ -81,20 +83,20 @@ async fn list(
     summary = "Get an enrollment group by ID",
     description = "Get details about an enrollment group by ID.",
     params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group.")),
-    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+    responses((status = 200, description = "Success", body = EnrollmentGroupBody)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnrollmentGroupBody>> {
     caller.require(Area::EnrollmentGroups, Access::Read)?;
     let group = state
         .store
         .enrollment_group(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(group.to_json(&state.id_scope)))
+    Ok(Json(group.body(&state.id_scope)))
 }
 
 /// `PUT` creates; the spec names it "Create an enrollment group", so an existing id is a 409.
@@ -106,21 +108,21 @@ async fn get_one(
     summary = "Create an enrollment group",
     description = "Create an enrollment group; an existing ID is a conflict (409).",
     params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group.")),
-    request_body(content = openapi::EnrollmentGroup, description = "Enrollment group body."),
-    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+    request_body(content = EnrollmentGroupBody, description = "Enrollment group body."),
+    responses((status = 200, description = "Success", body = EnrollmentGroupBody)),
 )]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnrollmentGroupBody>> {
     caller.require(Area::EnrollmentGroups, Access::Write)?;
     let body = body.into_json()?;
     check_enrollment_group_id(&id)?;
     let group = build(&id, EnrollmentGroupSpec::from_json(&id, &body)?);
     state.store.insert_enrollment_group(&group, false).await?;
-    Ok(Json(group.to_json(&state.id_scope)))
+    Ok(Json(group.body(&state.id_scope)))
 }
 
 #[utoipa::path(
@@ -132,7 +134,7 @@ async fn create(
     description = "Update an enrollment group.",
     params(("enrollmentGroupId" = String, Path, description = "Unique ID of the enrollment group."), IfMatch),
     request_body(description = "A JSON merge patch of the enrollment group.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::EnrollmentGroup)),
+    responses((status = 200, description = "Success", body = EnrollmentGroupBody)),
 )]
 async fn update(
     State(state): State<AppState>,
@@ -140,7 +142,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnrollmentGroupBody>> {
     caller.require(Area::EnrollmentGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
@@ -160,7 +162,7 @@ async fn update(
             .store
             .replace_enrollment_group(&group, &current.etag)
             .await?;
-        Ok(replaced.then(|| Json(group.to_json(&state.id_scope))))
+        Ok(replaced.then(|| Json(group.body(&state.id_scope))))
     })
     .await
 }

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::{JobCollection, JobDeviceStatusCollection};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
@@ -137,14 +138,14 @@ fn new_record(id: &str, definition: Value, rerun_of: Option<String>) -> JobRecor
     summary = "Get the list of jobs in an application",
     description = "Newest first.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::JobCollection)),
+    responses((status = 200, description = "Success", body = JobCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobCollection>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = query.page();
@@ -233,7 +234,7 @@ fn render_device(device: &JobDevice) -> Value {
     summary = "Get device statuses",
     description = "In the job's order. Beside the spec's `id` and `status`: `reason` for a failed device, and for command jobs the device's `responseCode` and `response`.",
     params(("jobId" = String, Path, description = "Unique ID of the job."), ListParams),
-    responses((status = 200, description = "Success", body = openapi::JobDeviceStatusCollection)),
+    responses((status = 200, description = "Success", body = JobDeviceStatusCollection)),
 )]
 async fn devices(
     State(state): State<AppState>,
@@ -241,7 +242,7 @@ async fn devices(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobDeviceStatusCollection>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;

@@ -4,13 +4,13 @@ use axum::extract::OriginalUri;
 use axum::{Extension, Json};
 use flotilla_model::roles::{self, Access, Area, Role};
 use flotilla_store::Page;
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::collections::RoleCollection;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{self, ListParams};
+use crate::openapi::ListParams;
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
 use crate::path::Path;
@@ -22,10 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one))
 }
 
-fn render(role: &Role) -> Value {
-    json!({"id": role.id, "displayName": role.display_name})
-}
-
 #[utoipa::path(
     get,
     path = "/roles",
@@ -33,13 +29,13 @@ fn render(role: &Role) -> Value {
     tag = "Roles",
     summary = "Get the list of roles in an application.",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::RoleCollection)),
+    responses((status = 200, description = "Success", body = RoleCollection)),
 )]
 async fn list(
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoleCollection>> {
     caller.require(Area::Roles, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let request = query.page();
@@ -58,7 +54,7 @@ async fn list(
     Ok(Json(list_body(
         page,
         |r| r.id,
-        |r| render(r),
+        |r| Role::clone(r),
         &uri,
         &origin,
     )))
@@ -71,14 +67,14 @@ async fn list(
     tag = "Roles",
     summary = "Get a role by ID.",
     params(("roleId" = String, Path, description = "Unique ID of the role.")),
-    responses((status = 200, description = "Success", body = openapi::Role)),
+    responses((status = 200, description = "Success", body = Role)),
 )]
 async fn get_one(
     Extension(caller): Extension<Caller>,
     Path(role_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Role>> {
     caller.require(Area::Roles, Access::Read)?;
     let role = roles::find(&role_id)
         .ok_or_else(|| ApiError::not_found(format!("The role '{role_id}' was not found.")))?;
-    Ok(Json(render(role)))
+    Ok(Json(role.clone()))
 }

@@ -19,6 +19,7 @@ use super::jobs::{render as render_job, validate_definition};
 use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
+use crate::collections::{JobCollection, ScheduledJobCollection};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, IfMatch, ListParams};
 use crate::origin::Origin;
@@ -98,14 +99,14 @@ async fn validate(
     tag = "ScheduledJobs",
     summary = "Get the list of scheduled job definitions in an application",
     params(ListParams),
-    responses((status = 200, description = "Success", body = openapi::ScheduledJobCollection)),
+    responses((status = 200, description = "Success", body = ScheduledJobCollection)),
 )]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduledJobCollection>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = state.store.list_scheduled_jobs(query.page()).await?;
@@ -282,7 +283,7 @@ async fn remove(
     summary = "Get the list of jobs for a scheduled job definition",
     description = "Newest first. Also after the scheduled job is deleted.",
     params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), ListParams),
-    responses((status = 200, description = "Success", body = openapi::JobCollection)),
+    responses((status = 200, description = "Success", body = JobCollection)),
 )]
 async fn jobs(
     State(state): State<AppState>,
@@ -290,7 +291,7 @@ async fn jobs(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobCollection>> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
     let page = query.page();
