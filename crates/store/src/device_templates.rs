@@ -16,15 +16,6 @@ pub struct StoredTemplate {
     pub body: Value,
 }
 
-impl StoredTemplate {
-    /// The body as the API returns it: the stored document plus its etag.
-    pub fn to_json(&self) -> Value {
-        let mut body = self.body.clone();
-        body["etag"] = Value::String(self.etag.clone());
-        body
-    }
-}
-
 fn from_row(row: &AnyRow) -> Result<StoredTemplate> {
     Ok(StoredTemplate {
         id: row.try_get("id")?,
