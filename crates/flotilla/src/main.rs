@@ -2,7 +2,6 @@
 //! devices against one.
 
 mod admission;
-mod bootstrap;
 mod command_line_secrets;
 mod http_server;
 mod https;

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use flotilla_api::AppState;
 use flotilla_store::Store;
 
 use crate::admission::ConnectionCaps;
 use crate::open_files::ConnectionBudget;
-use crate::{bootstrap, command_line_secrets, http_server, server_files, shutdown};
+use crate::{command_line_secrets, http_server, server_files, shutdown};
+use flotilla::{bootstrap, wiring};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -156,19 +156,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "localhost".to_string());
-    let hub = flotilla_gateway::Hub::new(store.clone(), app.id_scope.clone(), assigned_hub);
     let mqtt = flotilla_gateway::listener::bind(args.mqtt_addr)
         .await
         .with_context(|| format!("binding the MQTT listener to {}", args.mqtt_addr))?;
     let mqtt_bound = mqtt.local_addr()?;
     std::fs::write(args.data_dir.join("mqtt.addr"), mqtt_bound.to_string())?;
     tracing::info!(%mqtt_bound, "device endpoint (MQTT over TLS, IoT Hub and DPS) listening");
-    let gateway = tokio::spawn(flotilla_gateway::listener::run(
-        mqtt,
-        tls.clone(),
-        hub.clone(),
-        budget.devices,
-    ));
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -197,19 +190,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%https_bound, "HTTPS listening: REST API and MQTT over WebSockets (/$iothub/websocket)");
     }
 
-    // The engine and the API reach devices through the bus: here, the gateway's own devices.
-    let bus: std::sync::Arc<dyn flotilla_bus::DeviceBus> = std::sync::Arc::new(hub.clone());
-    let jobs = flotilla_jobs::Engine::start(
-        store.clone(),
-        bus.clone(),
-        flotilla_gateway::runtime::devices(),
-        flotilla_jobs::EngineConfig {
-            device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
-            max_in_flight_per_job: args.job_max_in_flight.max(1),
-            ..Default::default()
-        },
-    );
-
     let clock: std::sync::Arc<dyn flotilla_jobs::clock::Clock> = match &args.clock_file {
         Some(path) => {
             tracing::warn!(path = %path.display(), "schedules follow the time in this file, not the system clock");
@@ -217,20 +197,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => std::sync::Arc::new(flotilla_jobs::clock::SystemClock),
     };
-    let scheduler = flotilla_jobs::scheduler::start(store.clone(), jobs.clone(), clock.clone());
-
-    let state = AppState {
-        store: store.clone(),
-        id_scope: app.id_scope,
-        app_id: app.app_id,
-        bus,
-        jobs: jobs.clone(),
-        clock,
-        trusted_proxies: flotilla_api::origin::TrustedProxies::new(args.trusted_proxies.clone()),
-        turns: Default::default(),
-    };
-    let hub_for_https = hub;
-    let rest = flotilla_api::app(state);
+    let parts = wiring::start(
+        &store,
+        wiring::Settings {
+            app,
+            assigned_hub,
+            engine: flotilla_jobs::EngineConfig {
+                device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
+                max_in_flight_per_job: args.job_max_in_flight.max(1),
+                ..Default::default()
+            },
+            clock,
+            trusted_proxies: flotilla_api::origin::TrustedProxies::new(
+                args.trusted_proxies.clone(),
+            ),
+        },
+    );
+    let gateway = tokio::spawn(flotilla_gateway::listener::run(
+        mqtt,
+        tls.clone(),
+        parts.hub.clone(),
+        budget.devices,
+    ));
+    let rest = flotilla_api::app(parts.state);
     let limits = http_server::Limits {
         caps: ConnectionCaps::new(budget.web, budget.web_per_address),
         head_timeout: std::time::Duration::from_secs(args.http_head_timeout_secs),
@@ -238,7 +227,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let secure = https.map(|https| {
         tokio::spawn(http_server::serve(
             https,
-            crate::https::app(rest.clone(), hub_for_https),
+            crate::https::app(rest.clone(), parts.hub),
             Some(tokio_rustls::TlsAcceptor::from(tls)),
             limits.clone(),
             std::future::pending(),
@@ -246,8 +235,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     http_server::serve(listener, rest, None, limits, shutdown_signal()).await;
     shutdown::Running {
-        scheduler,
-        engine: jobs,
+        scheduler: parts.scheduler,
+        engine: parts.engine,
         listeners: std::iter::once(gateway).chain(secure).collect(),
         store,
     }

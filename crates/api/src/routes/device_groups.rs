@@ -9,12 +9,14 @@ use flotilla_model::device_group::{self, DeviceGroup, DeviceGroupSpec};
 use flotilla_model::ids::check_entity_id;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
-use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::Result as StoreResult;
 use flotilla_store::StoreError;
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_etag, expected_etag, read_modify_write};
+use super::conditional::{Creatable, Resource, patch_resource, put_resource};
+use super::expected_etag;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::{DeviceGroupCollection, DeviceGroupDeviceCollection};
@@ -32,13 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(devices))
 }
 
-/// The name a device group's writers take turns under.
-fn entity(id: &str) -> String {
-    format!("deviceGroups/{id}")
-}
-
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The device group '{id}' was not found."))
+    super::conditional::not_found::<DeviceGroup>(id)
 }
 
 fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
@@ -49,6 +46,39 @@ fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
         filter: spec.filter,
         description: spec.description,
         organizations: spec.organizations,
+    }
+}
+
+impl Resource for DeviceGroup {
+    const COLLECTION: &'static str = "deviceGroups";
+    const NOUN: &'static str = "device group";
+    const READ_ONLY: &'static [&'static str] = device_group::READ_ONLY;
+    type Changed = Self;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        state.store.device_group(id).await
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn document(&self, _: &AppState) -> Value {
+        self.to_json()
+    }
+
+    async fn from_document(_: &AppState, id: &str, document: &Value, _: &Self) -> ApiResult<Self> {
+        Ok(build(id, DeviceGroupSpec::from_json(id, document)?))
+    }
+
+    async fn replace(state: &AppState, group: &Self, expected: &str) -> StoreResult<bool> {
+        state.store.replace_device_group(group, expected).await
+    }
+}
+
+impl Creatable for DeviceGroup {
+    async fn insert(&self, state: &AppState) -> StoreResult<()> {
+        state.store.insert_device_group(self).await
     }
 }
 
@@ -125,25 +155,11 @@ async fn create_or_replace(
     check_entity_id("deviceGroupId", &id)?;
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceGroupSpec::from_json(&id, &body)?;
-    read_modify_write(&state, entity(&id), || async {
-        let group = build(&id, spec.clone());
-        let written = match state.store.device_group(&id).await? {
-            None => match state.store.insert_device_group(&group).await {
-                Ok(()) => true,
-                Err(StoreError::Conflict(_)) => false,
-                Err(other) => return Err(other.into()),
-            },
-            Some(current) => {
-                check_etag(expected.as_deref(), &current.etag)?;
-                state
-                    .store
-                    .replace_device_group(&group, &current.etag)
-                    .await?
-            }
-        };
-        Ok(written.then_some(Json(group)))
+    let group = put_resource(&state, &id, expected.as_deref(), &body, |_| {
+        Ok(build(&id, spec.clone()))
     })
-    .await
+    .await?;
+    Ok(Json(group))
 }
 
 #[utoipa::path(
@@ -167,25 +183,8 @@ async fn update(
     caller.require(Area::DeviceGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    read_modify_write(&state, entity(&id), || async {
-        let current = state
-            .store
-            .device_group(&id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        check_etag(expected.as_deref(), &current.etag)?;
-        let current_json = current.to_json();
-        check_read_only(&current_json, &patch, device_group::READ_ONLY)?;
-        let mut merged = current_json;
-        merge_patch(&mut merged, &patch);
-        let group = build(&id, DeviceGroupSpec::from_json(&id, &merged)?);
-        let replaced = state
-            .store
-            .replace_device_group(&group, &current.etag)
-            .await?;
-        Ok(replaced.then_some(Json(group)))
-    })
-    .await
+    let group = patch_resource::<DeviceGroup>(&state, &id, expected.as_deref(), &patch).await?;
+    Ok(Json(group))
 }
 
 #[utoipa::path(

@@ -7,12 +7,14 @@ use flotilla_model::ids::check_dtmi;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::{self, DeviceTemplate, PublishedTemplate};
-use flotilla_model::validate::{check_read_only, merge_patch};
-use flotilla_store::StoreError;
+use flotilla_store::Result as StoreResult;
+use flotilla_store::{StoreError, StoredTemplate};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_etag, expected_etag, read_modify_write};
+use super::conditional::{Resource, patch_resource};
+use super::expected_etag;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::DeviceTemplateCollection;
@@ -30,7 +32,58 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The device template '{id}' was not found."))
+    super::conditional::not_found::<StoredTemplate>(id)
+}
+
+/// A template validated for publishing, with its new etag.
+pub(super) struct Revision {
+    template: DeviceTemplate,
+    etag: String,
+}
+
+impl Revision {
+    fn published(self) -> PublishedTemplate {
+        PublishedTemplate::new(self.template.body, self.etag)
+    }
+}
+
+impl Resource for StoredTemplate {
+    const COLLECTION: &'static str = "deviceTemplates";
+    const NOUN: &'static str = "device template";
+    const READ_ONLY: &'static [&'static str] = template::READ_ONLY;
+    type Changed = Revision;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        state.store.template(id).await
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// The template document, without its etag.
+    fn document(&self, _: &AppState) -> Value {
+        self.body.clone()
+    }
+
+    async fn from_document(
+        _: &AppState,
+        id: &str,
+        document: &Value,
+        _: &Self,
+    ) -> ApiResult<Revision> {
+        Ok(Revision {
+            template: DeviceTemplate::from_json(id, document)?,
+            etag: new_etag(),
+        })
+    }
+
+    async fn replace(state: &AppState, revision: &Revision, expected: &str) -> StoreResult<bool> {
+        state
+            .store
+            .replace_template(&revision.template, expected, &revision.etag)
+            .await
+    }
 }
 
 #[utoipa::path(
@@ -104,9 +157,15 @@ async fn publish(
     let body = body.into_json()?;
     check_dtmi("deviceTemplateId", &id)?;
     let template = DeviceTemplate::from_json(&id, &body)?;
-    let etag = new_etag();
-    state.store.insert_template(&template, &etag).await?;
-    Ok(Json(PublishedTemplate::new(template.body, etag)))
+    let revision = Revision {
+        template,
+        etag: new_etag(),
+    };
+    state
+        .store
+        .insert_template(&revision.template, &revision.etag)
+        .await?;
+    Ok(Json(revision.published()))
 }
 
 /// A JSON merge patch of the template document, validated again as a whole.
@@ -130,28 +189,9 @@ async fn update(
     caller.require(Area::DeviceTemplates, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    read_modify_write(&state, format!("deviceTemplates/{id}"), || async {
-        let stored = state
-            .store
-            .template(&id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        check_etag(expected.as_deref(), &stored.etag)?;
-        check_read_only(&stored.body, &patch, template::READ_ONLY)?;
-        let mut merged = stored.body.clone();
-        merge_patch(&mut merged, &patch);
-        let template = DeviceTemplate::from_json(&id, &merged)?;
-        let etag = new_etag();
-        if !state
-            .store
-            .replace_template(&template, &stored.etag, &etag)
-            .await?
-        {
-            return Ok(None);
-        }
-        Ok(Some(Json(PublishedTemplate::new(template.body, etag))))
-    })
-    .await
+    let revision =
+        patch_resource::<StoredTemplate>(&state, &id, expected.as_deref(), &patch).await?;
+    Ok(Json(revision.published()))
 }
 
 #[utoipa::path(

@@ -15,13 +15,17 @@ use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::schema::check_value;
 use flotilla_model::template::{CapabilityKind, find};
-use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_model::validate::merge_patch;
+use flotilla_store::Result as StoreResult;
 use flotilla_store::{CloudPropertiesUpdate, StoreError};
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_etag, expected_etag, read_modify_write};
+use super::conditional::{
+    Creatable, Resource, patch_resource, put_resource, read_modify_write, replace_resource,
+};
+use super::expected_etag;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::DeviceCollection;
@@ -52,11 +56,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The name a device's writers take turns under (its cloud properties and attestation included).
 fn entity(id: &str) -> String {
-    format!("devices/{id}")
+    format!("{}/{id}", Device::COLLECTION)
 }
 
 pub(super) fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The device '{id}' was not found."))
+    super::conditional::not_found::<Device>(id)
 }
 
 #[utoipa::path(
@@ -135,6 +139,48 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
     }
 }
 
+impl Resource for Device {
+    const COLLECTION: &'static str = "devices";
+    const NOUN: &'static str = "device";
+    const READ_ONLY: &'static [&'static str] = device::READ_ONLY;
+    type Changed = Self;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        state.store.device(id).await
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn document(&self, _: &AppState) -> Value {
+        self.to_json()
+    }
+
+    async fn from_document(
+        state: &AppState,
+        id: &str,
+        document: &Value,
+        current: &Self,
+    ) -> ApiResult<Self> {
+        let spec = DeviceSpec::from_json(id, document)?;
+        if spec.template != current.template {
+            check_template(state, &spec).await?;
+        }
+        Ok(build(id, spec, current.provisioned))
+    }
+
+    async fn replace(state: &AppState, device: &Self, expected: &str) -> StoreResult<bool> {
+        state.store.replace_device(device, expected).await
+    }
+}
+
+impl Creatable for Device {
+    async fn insert(&self, state: &AppState) -> StoreResult<()> {
+        state.store.insert_device(self).await
+    }
+}
+
 /// The answer to a device written: the device, and a disabled one is disconnected (it may not
 /// stay connected).
 fn written(state: &AppState, device: Device) -> Json<Device> {
@@ -169,30 +215,19 @@ async fn create_or_replace(
     let expected = expected_etag(&headers, Some(&body))?;
     let spec = DeviceSpec::from_json(&id, &body)?;
     check_template(&state, &spec).await?;
-    let device = read_modify_write(&state, entity(&id), || async {
-        match state.store.device(&id).await? {
-            None => {
-                if body.get("provisioned") == Some(&Value::Bool(true)) {
-                    return Err(
-                        flotilla_model::Invalid::field("provisioned", "is read-only").into(),
-                    );
-                }
-                let device = build(&id, spec.clone(), false);
-                match state.store.insert_device(&device).await {
-                    Ok(()) => Ok(Some(device)),
-                    Err(StoreError::Conflict(_)) => Ok(None),
-                    Err(other) => Err(other.into()),
-                }
+    let device = put_resource(
+        &state,
+        &id,
+        expected.as_deref(),
+        &body,
+        |current: Option<&Device>| {
+            if current.is_none() && body.get("provisioned") == Some(&Value::Bool(true)) {
+                return Err(flotilla_model::Invalid::field("provisioned", "is read-only").into());
             }
-            Some(current) => {
-                check_etag(expected.as_deref(), &current.etag)?;
-                check_read_only(&current.to_json(), &body, device::READ_ONLY)?;
-                let device = build(&id, spec.clone(), current.provisioned);
-                let replaced = state.store.replace_device(&device, &current.etag).await?;
-                Ok(replaced.then_some(device))
-            }
-        }
-    })
+            let provisioned = current.is_some_and(|c| c.provisioned);
+            Ok(build(&id, spec.clone(), provisioned))
+        },
+    )
     .await?;
     Ok(written(&state, device))
 }
@@ -218,26 +253,7 @@ async fn update(
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    let device = read_modify_write(&state, entity(&id), || async {
-        let current = state
-            .store
-            .device(&id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        check_etag(expected.as_deref(), &current.etag)?;
-        let current_json = current.to_json();
-        check_read_only(&current_json, &patch, device::READ_ONLY)?;
-        let mut merged = current_json;
-        merge_patch(&mut merged, &patch);
-        let spec = DeviceSpec::from_json(&id, &merged)?;
-        if spec.template != current.template {
-            check_template(&state, &spec).await?;
-        }
-        let device = build(&id, spec, current.provisioned);
-        let replaced = state.store.replace_device(&device, &current.etag).await?;
-        Ok(replaced.then_some(device))
-    })
-    .await?;
+    let device = patch_resource::<Device>(&state, &id, expected.as_deref(), &patch).await?;
     Ok(written(&state, device))
 }
 
@@ -307,7 +323,8 @@ async fn replace_cloud_properties(
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
-    write_cloud_properties(&state, &id, |_| body.clone()).await
+    let written = replace_resource::<CloudProperties>(&state, &id, &body).await?;
+    Ok(Json(written.values))
 }
 
 #[utoipa::path(
@@ -328,41 +345,70 @@ async fn update_cloud_properties(
 ) -> ApiResult<Json<Value>> {
     caller.require(Area::Devices, Access::Write)?;
     let patch = patch.into_json()?;
-    write_cloud_properties(&state, &id, |current| {
-        let mut merged = current.clone();
-        merge_patch(&mut merged, &patch);
-        merged
-    })
-    .await
+    let written = patch_resource::<CloudProperties>(&state, &id, None, &patch).await?;
+    Ok(Json(written.values))
 }
 
-/// Computes the new cloud properties from the current ones, checks them against the device's
-/// template, and writes them if nothing changed the device meanwhile.
-async fn write_cloud_properties(
-    state: &AppState,
-    id: &str,
-    compute: impl Fn(&Value) -> Value,
-) -> ApiResult<Json<Value>> {
-    read_modify_write(state, entity(id), || async {
-        let device = state.store.device(id).await?.ok_or_else(|| not_found(id))?;
-        let (current, etag) = state
-            .store
-            .cloud_properties(id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
-        let properties = compute(&current);
-        check_cloud_properties(state, &device, &properties).await?;
-        let new_etag = new_etag();
-        let update = CloudPropertiesUpdate {
-            device_id: id,
-            expected_etag: &etag,
-            new_etag: &new_etag,
-            properties: &properties,
+/// A device's cloud properties, written under their own etag and checked against the device's
+/// template.
+struct CloudProperties {
+    device: Device,
+    values: Value,
+    etag: String,
+}
+
+impl Resource for CloudProperties {
+    // One device's writers take turns, whichever part of it they write.
+    const COLLECTION: &'static str = Device::COLLECTION;
+    const NOUN: &'static str = "device";
+    const READ_ONLY: &'static [&'static str] = &[];
+    type Changed = Self;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        let Some(device) = state.store.device(id).await? else {
+            return Ok(None);
         };
-        let written = state.store.set_cloud_properties(update).await?;
-        Ok(written.then_some(Json(properties)))
-    })
-    .await
+        let Some((values, etag)) = state.store.cloud_properties(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            device,
+            values,
+            etag,
+        }))
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn document(&self, _: &AppState) -> Value {
+        self.values.clone()
+    }
+
+    async fn from_document(
+        state: &AppState,
+        _: &str,
+        document: &Value,
+        current: &Self,
+    ) -> ApiResult<Self> {
+        check_cloud_properties(state, &current.device, document).await?;
+        Ok(Self {
+            device: current.device.clone(),
+            values: document.clone(),
+            etag: new_etag(),
+        })
+    }
+
+    async fn replace(state: &AppState, changed: &Self, expected: &str) -> StoreResult<bool> {
+        let update = CloudPropertiesUpdate {
+            device_id: &changed.device.id,
+            expected_etag: expected,
+            new_etag: &changed.etag,
+            properties: &changed.values,
+        };
+        state.store.set_cloud_properties(update).await
+    }
 }
 
 async fn check_cloud_properties(

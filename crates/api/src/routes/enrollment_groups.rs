@@ -9,12 +9,14 @@ use flotilla_model::enrollment_group::{
 use flotilla_model::ids::check_enrollment_group_id;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
-use flotilla_model::validate::{check_read_only, merge_patch};
+use flotilla_store::Result as StoreResult;
 use flotilla_store::StoreError;
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_etag, expected_etag, read_modify_write};
+use super::conditional::{Resource, patch_resource};
+use super::expected_etag;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::EnrollmentGroupCollection;
@@ -32,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The enrollment group '{id}' was not found."))
+    super::conditional::not_found::<EnrollmentGroup>(id)
 }
 
 fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
@@ -44,6 +46,33 @@ fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
         kind: spec.kind,
         primary_key: spec.primary_key,
         secondary_key: spec.secondary_key,
+    }
+}
+
+impl Resource for EnrollmentGroup {
+    const COLLECTION: &'static str = "enrollmentGroups";
+    const NOUN: &'static str = "enrollment group";
+    const READ_ONLY: &'static [&'static str] = enrollment_group::READ_ONLY;
+    type Changed = Self;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        state.store.enrollment_group(id).await
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn document(&self, state: &AppState) -> Value {
+        self.to_json(&state.id_scope)
+    }
+
+    async fn from_document(_: &AppState, id: &str, document: &Value, _: &Self) -> ApiResult<Self> {
+        Ok(build(id, EnrollmentGroupSpec::from_json(id, document)?))
+    }
+
+    async fn replace(state: &AppState, group: &Self, expected: &str) -> StoreResult<bool> {
+        state.store.replace_enrollment_group(group, expected).await
     }
 }
 
@@ -146,25 +175,8 @@ async fn update(
     caller.require(Area::EnrollmentGroups, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    read_modify_write(&state, format!("enrollmentGroups/{id}"), || async {
-        let current = state
-            .store
-            .enrollment_group(&id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        check_etag(expected.as_deref(), &current.etag)?;
-        let current_json = current.to_json(&state.id_scope);
-        check_read_only(&current_json, &patch, enrollment_group::READ_ONLY)?;
-        let mut merged = current_json;
-        merge_patch(&mut merged, &patch);
-        let group = build(&id, EnrollmentGroupSpec::from_json(&id, &merged)?);
-        let replaced = state
-            .store
-            .replace_enrollment_group(&group, &current.etag)
-            .await?;
-        Ok(replaced.then(|| Json(group.body(&state.id_scope))))
-    })
-    .await
+    let group = patch_resource::<EnrollmentGroup>(&state, &id, expected.as_deref(), &patch).await?;
+    Ok(Json(group.body(&state.id_scope)))
 }
 
 #[utoipa::path(

@@ -2,6 +2,7 @@
 //! validates with the domain model, and reads or writes through the store.
 
 mod api_tokens;
+mod conditional;
 mod device_commands;
 mod device_components;
 mod device_groups;
@@ -19,7 +20,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Every `/api` route (paths relative to `/api`), with the OpenAPI operations their handlers
@@ -41,29 +42,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(scheduled_jobs::router())
 }
 
-/// Runs a read-modify-write of one entity (`entity` names it, e.g. `devices/{id}`) until it
-/// applies: `attempt` reads, checks and writes with compare-and-swap, and answers `None` when
-/// another writer changed the entity between its read and its write. Without a precondition the
-/// next attempt applies the change to what that writer left (last writer wins), so a merge patch
-/// is never refused for contention; with one, the next attempt reads the new etag and answers
-/// 412. Every retry follows another writer's success, and this process's writers of the entity
-/// take turns, so retries stay few.
-async fn read_modify_write<T, Attempt>(
-    state: &AppState,
-    entity: String,
-    mut attempt: impl FnMut() -> Attempt,
-) -> ApiResult<T>
-where
-    Attempt: Future<Output = ApiResult<Option<T>>>,
-{
-    let _turn = state.turns.take(entity).await;
-    loop {
-        if let Some(done) = attempt().await? {
-            return Ok(done);
-        }
-    }
-}
-
 /// Optimistic concurrency: the etag the client says it last saw, from `If-Match` (preview) or
 /// the body's `etag` field. `*` matches anything.
 fn expected_etag(headers: &HeaderMap, body: Option<&Value>) -> Result<Option<String>, ApiError> {
@@ -77,15 +55,5 @@ fn expected_etag(headers: &HeaderMap, body: Option<&Value>) -> Result<Option<Str
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(etag)) => Ok(Some(etag.clone())),
         Some(_) => Err(ApiError::bad_request("The field 'etag' must be a string.")),
-    }
-}
-
-/// 412 unless the client's etag (if it sent one) is the current one.
-fn check_etag(expected: Option<&str>, current: &str) -> Result<(), ApiError> {
-    match expected {
-        Some(expected) if expected != current => Err(ApiError::precondition_failed(format!(
-            "The etag {expected} does not match the current etag {current}; read the resource again and retry."
-        ))),
-        _ => Ok(()),
     }
 }

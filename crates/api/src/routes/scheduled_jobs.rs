@@ -9,14 +9,16 @@ use flotilla_model::job::Operation;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::schedule::Schedule;
-use flotilla_model::validate::{Fields, check_read_only, merge_patch};
+use flotilla_model::validate::Fields;
+use flotilla_store::Result as StoreResult;
 use flotilla_store::{JobPageRequest, ScheduledJobRecord, StoreError};
 use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::conditional::{Creatable, Resource, patch_resource, put_resource};
+use super::expected_etag;
 use super::jobs::{render as render_job, validate_definition};
-use super::{check_etag, expected_etag, read_modify_write};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::{JobCollection, ScheduledJobCollection};
@@ -34,13 +36,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs))
 }
 
-/// The name a scheduled job's writers take turns under.
-fn entity(id: &str) -> String {
-    format!("scheduledJobs/{id}")
-}
-
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The scheduled job '{id}' was not found."))
+    super::conditional::not_found::<ScheduledJobRecord>(id)
 }
 
 /// Fields the server sets.
@@ -90,6 +87,60 @@ async fn validate(
         .entry("description")
         .or_insert_with(|| Value::String(String::new()));
     Ok((Value::Object(definition), schedule, schedule_json, enabled))
+}
+
+impl Resource for ScheduledJobRecord {
+    const COLLECTION: &'static str = "scheduledJobs";
+    const NOUN: &'static str = "scheduled job";
+    const READ_ONLY: &'static [&'static str] = READ_ONLY;
+    type Changed = Self;
+
+    async fn load(state: &AppState, id: &str) -> StoreResult<Option<Self>> {
+        state.store.scheduled_job(id).await
+    }
+
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn document(&self, _: &AppState) -> Value {
+        render(self)
+    }
+
+    async fn from_document(
+        state: &AppState,
+        id: &str,
+        document: &Value,
+        current: &Self,
+    ) -> ApiResult<Self> {
+        let (definition, schedule, schedule_json, enabled) = validate(state, id, document).await?;
+        // A changed schedule, or one switched back on, starts from now: the past is not replayed.
+        let restart = schedule_json != current.schedule || (enabled && !current.enabled);
+        let next_occurrence = if restart {
+            schedule.first_upcoming(state.clock.now())?.into()
+        } else {
+            current.next_occurrence
+        };
+        Ok(ScheduledJobRecord {
+            id: id.to_string(),
+            etag: new_etag(),
+            definition,
+            completed: if restart { false } else { current.completed },
+            schedule: schedule_json,
+            enabled,
+            next_occurrence,
+        })
+    }
+
+    async fn replace(state: &AppState, job: &Self, expected: &str) -> StoreResult<bool> {
+        state.store.replace_scheduled_job(job, expected).await
+    }
+}
+
+impl Creatable for ScheduledJobRecord {
+    async fn insert(&self, state: &AppState) -> StoreResult<()> {
+        state.store.insert_scheduled_job(self).await
+    }
 }
 
 #[utoipa::path(
@@ -160,8 +211,8 @@ async fn create(
     let expected = expected_etag(&headers, Some(&body))?;
     let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &body).await?;
     let next_occurrence = schedule.first_upcoming(state.clock.now())?;
-    read_modify_write(&state, entity(&id), || async {
-        let record = ScheduledJobRecord {
+    let record = put_resource(&state, &id, expected.as_deref(), &body, |_| {
+        Ok(ScheduledJobRecord {
             id: id.clone(),
             etag: new_etag(),
             definition: definition.clone(),
@@ -169,25 +220,10 @@ async fn create(
             enabled,
             completed: false,
             next_occurrence: next_occurrence.into(),
-        };
-        let written = match state.store.scheduled_job(&id).await? {
-            None => match state.store.insert_scheduled_job(&record).await {
-                Ok(()) => true,
-                Err(StoreError::Conflict(_)) => false,
-                Err(e) => return Err(e.into()),
-            },
-            Some(current) => {
-                check_etag(expected.as_deref(), &current.etag)?;
-                check_read_only(&render(&current), &body, READ_ONLY)?;
-                state
-                    .store
-                    .replace_scheduled_job(&record, &current.etag)
-                    .await?
-            }
-        };
-        Ok(written.then(|| Json(render(&record))))
+        })
     })
-    .await
+    .await?;
+    Ok(Json(render(&record)))
 }
 
 #[utoipa::path(
@@ -211,41 +247,9 @@ async fn update(
     caller.require(Area::Jobs, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
-    read_modify_write(&state, entity(&id), || async {
-        let current = state
-            .store
-            .scheduled_job(&id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        check_etag(expected.as_deref(), &current.etag)?;
-        let current_json = render(&current);
-        check_read_only(&current_json, &patch, READ_ONLY)?;
-        let mut merged = current_json;
-        merge_patch(&mut merged, &patch);
-        let (definition, schedule, schedule_json, enabled) = validate(&state, &id, &merged).await?;
-        // A changed schedule, or one switched back on, starts from now: the past is not replayed.
-        let restart = schedule_json != current.schedule || (enabled && !current.enabled);
-        let next_occurrence = if restart {
-            schedule.first_upcoming(state.clock.now())?.into()
-        } else {
-            current.next_occurrence
-        };
-        let record = ScheduledJobRecord {
-            id: id.clone(),
-            etag: new_etag(),
-            definition,
-            completed: if restart { false } else { current.completed },
-            schedule: schedule_json,
-            enabled,
-            next_occurrence,
-        };
-        let replaced = state
-            .store
-            .replace_scheduled_job(&record, &current.etag)
-            .await?;
-        Ok(replaced.then(|| Json(render(&record))))
-    })
-    .await
+    let record =
+        patch_resource::<ScheduledJobRecord>(&state, &id, expected.as_deref(), &patch).await?;
+    Ok(Json(render(&record)))
 }
 
 #[utoipa::path(

@@ -272,15 +272,7 @@ impl Drop for Server {
     }
 }
 
-/// Runs one SQL statement with `psql` against the `postgres` database of the server at `url`.
-pub fn psql(url: &str, sql: &str) {
-    let status = Command::new("psql")
-        .arg(format!("{url}/postgres"))
-        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .status()
-        .expect("psql runs");
-    assert!(status.success(), "psql failed: {sql}");
-}
+pub use flotilla_testkit::psql;
 
 /// An HTTP client of the API: adds the token and the api-version to every request.
 #[derive(Clone)]

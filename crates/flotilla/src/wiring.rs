@@ -1,0 +1,72 @@
+//! The server's parts wired together over one store: the device gateway's hub (the device bus
+//! for this process's devices), the job engine, the scheduler and the REST API's state. The
+//! binary and the in-process test server both build them here, so tests run the parts as the
+//! server does; listeners stay with the caller.
+
+use std::sync::Arc;
+
+use flotilla_api::AppState;
+use flotilla_api::origin::TrustedProxies;
+use flotilla_bus::DeviceBus;
+use flotilla_gateway::Hub;
+use flotilla_jobs::clock::Clock;
+use flotilla_jobs::scheduler::Scheduler;
+use flotilla_jobs::{Engine, EngineConfig};
+use flotilla_store::Store;
+
+use crate::bootstrap::App;
+
+/// What the parts are built with, besides the store.
+pub struct Settings {
+    /// The application's identity, from `bootstrap::run`.
+    pub app: App,
+    /// The IoT Hub host name DPS assigns devices to.
+    pub assigned_hub: String,
+    pub engine: EngineConfig,
+    /// The time schedules go by.
+    pub clock: Arc<dyn Clock>,
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The running parts: the device listeners serve `hub`, the REST API serves `state`.
+pub struct Parts {
+    pub hub: Hub,
+    pub engine: Engine,
+    pub scheduler: Scheduler,
+    pub state: AppState,
+}
+
+/// Builds the parts and starts the engine and the scheduler.
+pub fn start(store: &Store, settings: Settings) -> Parts {
+    let hub = Hub::new(
+        store.clone(),
+        settings.app.id_scope.clone(),
+        settings.assigned_hub,
+    );
+    // The engine and the API reach devices through the bus: here, the gateway's own devices.
+    let bus: Arc<dyn DeviceBus> = Arc::new(hub.clone());
+    let engine = Engine::start(
+        store.clone(),
+        bus.clone(),
+        flotilla_gateway::runtime::devices(),
+        settings.engine,
+    );
+    let scheduler =
+        flotilla_jobs::scheduler::start(store.clone(), engine.clone(), settings.clock.clone());
+    let state = AppState {
+        store: store.clone(),
+        id_scope: settings.app.id_scope,
+        app_id: settings.app.app_id,
+        bus,
+        jobs: engine.clone(),
+        clock: settings.clock,
+        trusted_proxies: settings.trusted_proxies,
+        turns: Default::default(),
+    };
+    Parts {
+        hub,
+        engine,
+        scheduler,
+        state,
+    }
+}
