@@ -87,7 +87,7 @@ fn parse<T: std::str::FromStr<Err = flotilla_model::job_state::UnknownStatus>>(
 
 /// Statuses as an SQL list of literals (`'pending', 'running'`): they are fixed words, and
 /// literals keep each statement's plan as it was with the statuses written out.
-pub(crate) fn status_list(statuses: impl IntoIterator<Item = &'static str>) -> String {
+fn status_list(statuses: impl IntoIterator<Item = &'static str>) -> String {
     statuses
         .into_iter()
         .map(|s| format!("'{s}'"))
@@ -95,9 +95,16 @@ pub(crate) fn status_list(statuses: impl IntoIterator<Item = &'static str>) -> S
         .join(", ")
 }
 
-/// The statuses a job can be moved from by `event`, as an SQL list.
-fn job_sources(event: &JobEvent) -> String {
-    status_list(JobStatus::sources(event).into_iter().map(JobStatus::as_str))
+/// The move `event` makes in the transition table: the statuses it leaves, as an SQL list, and
+/// the one status it leads to. `None` for an event that moves no job (a rerun creates one).
+fn job_move(event: &JobEvent) -> Option<(String, JobStatus)> {
+    let sources = JobStatus::sources(event);
+    let to = sources.first()?.next(event).ok()?;
+    if sources.iter().any(|s| s.next(event) != Ok(to)) {
+        return None;
+    }
+    let list = status_list(sources.into_iter().map(JobStatus::as_str));
+    Some((list, to))
 }
 
 /// The status `event` moves a job device from, as an SQL literal.
@@ -247,19 +254,13 @@ impl Store {
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
-        // Every source of an event leads to one status, except a rerun, which moves nothing.
-        let sources = JobStatus::sources(event);
-        let Some(to) = sources.first().and_then(|s| s.next(event).ok()) else {
+        let Some((sources, to)) = job_move(event) else {
             return Ok(false);
         };
-        if sources.iter().any(|s| s.next(event) != Ok(to)) {
-            return Ok(false);
-        }
         let end = if to.is_final() { ", end_ms = ?" } else { "" };
         let sql = self.sql(&format!(
             "UPDATE jobs SET status = ?, reason = COALESCE(?, reason){end} \
-             WHERE id = ? AND status IN ({})",
-            job_sources(event)
+             WHERE id = ? AND status IN ({sources})"
         ));
         let mut query = sqlx::query(&sql).bind(to.as_str()).bind(event.reason());
         if to.is_final() {
@@ -281,13 +282,13 @@ impl Store {
         deadline_ms: i64,
     ) -> Result<bool> {
         let now = now_ms();
+        let (sources, to) = job_move(&JobEvent::Start).expect("the table starts pending jobs");
         let mut tx = self.begin_write().await?;
         let started = sqlx::query(&self.sql(&format!(
             "UPDATE jobs SET status = ?, start_ms = ?, total = ?, batch_size = ? \
-             WHERE id = ? AND status IN ({})",
-            job_sources(&JobEvent::Start)
+             WHERE id = ? AND status IN ({sources})"
         )))
-        .bind(JobStatus::Running.as_str())
+        .bind(to.as_str())
         .bind(now)
         .bind(devices.len() as i64)
         .bind(batch_size)
