@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use flotilla_bus::{DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse, method_name};
 use flotilla_model::job::{CapabilityTarget, Operation};
+use flotilla_model::job_state::FailureReason;
 use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
 use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store};
@@ -24,13 +25,15 @@ pub enum Outcome {
         detail: Option<Value>,
     },
     Failed {
+        code: FailureReason,
         reason: String,
         detail: Option<Value>,
     },
 }
 
-fn failed(reason: impl Into<String>) -> Outcome {
+fn failed(code: FailureReason, reason: impl Into<String>) -> Outcome {
     Outcome::Failed {
+        code,
         reason: reason.into(),
         detail: None,
     }
@@ -152,9 +155,14 @@ impl DeviceRun<'_> {
                 let twin = match write {
                     Ok(twin) => twin,
                     Err(flotilla_store::StoreError::NotFound) => {
-                        return failed("the device was deleted");
+                        return failed(FailureReason::DeviceDeleted, "the device was deleted");
                     }
-                    Err(e) => return failed(format!("writing desired properties failed: {e}")),
+                    Err(e) => {
+                        return failed(
+                            FailureReason::StorageError,
+                            format!("writing desired properties failed: {e}"),
+                        );
+                    }
                 };
                 let message =
                     desired_patch_message(&change, twin.desired_version, &self.components);
@@ -187,7 +195,9 @@ impl DeviceRun<'_> {
                     Ok(Some(twin)) => {
                         current = Some((twin.reported_version, Arc::new(twin.reported)));
                     }
-                    Ok(None) => return failed("the device was deleted"),
+                    Ok(None) => {
+                        return failed(FailureReason::DeviceDeleted, "the device was deleted");
+                    }
                     Err(e) => tracing::warn!(error = %e, "reading a twin failed"),
                 }
             }
@@ -197,15 +207,21 @@ impl DeviceRun<'_> {
             match verdict {
                 Some(outcome) => return outcome,
                 None if now_ms() >= self.deadline_ms => {
-                    let state = if self.bus.is_connected(&self.device.device_id) {
-                        "the device did not acknowledge it"
+                    let (code, state) = if self.bus.is_connected(&self.device.device_id) {
+                        (
+                            FailureReason::NoAcknowledgement,
+                            "the device did not acknowledge it",
+                        )
                     } else {
-                        "the device was offline"
+                        (FailureReason::Offline, "the device was offline")
                     };
-                    return failed(format!(
-                        "no acknowledgement of desired version {version} within {} s: {state}",
-                        self.config.device_timeout.as_secs()
-                    ));
+                    return failed(
+                        code,
+                        format!(
+                            "no acknowledgement of desired version {version} within {} s: {state}",
+                            self.config.device_timeout.as_secs()
+                        ),
+                    );
                 }
                 None => {}
             }
@@ -218,6 +234,7 @@ impl DeviceRun<'_> {
     async fn command(&self, c: &CapabilityTarget) -> Outcome {
         if self.device.sent {
             return failed(
+                FailureReason::Interrupted,
                 "the server restarted after sending the command and before its answer; it was not sent again",
             );
         }
@@ -228,17 +245,23 @@ impl DeviceRun<'_> {
             .wait_until_reachable(&self.device.device_id, self.remaining())
             .await
         {
-            return failed(format!(
-                "the command '{method}' could not reach the device within {} s: {e}",
-                self.config.device_timeout.as_secs()
-            ));
+            return failed(
+                FailureReason::Offline,
+                format!(
+                    "the command '{method}' could not reach the device within {} s: {e}",
+                    self.config.device_timeout.as_secs()
+                ),
+            );
         }
         if let Err(e) = self
             .store
             .note_job_device(self.job_id, &self.device.device_id, None, true)
             .await
         {
-            return failed(format!("recording progress failed: {e}"));
+            return failed(
+                FailureReason::StorageError,
+                format!("recording progress failed: {e}"),
+            );
         }
         let remaining = self.remaining();
         let response_timeout = self
@@ -264,19 +287,26 @@ impl DeviceRun<'_> {
                     }
                 } else {
                     Outcome::Failed {
+                        code: FailureReason::Rejected,
                         reason: format!("the device answered '{method}' with status {code}"),
                         detail: Some(detail),
                     }
                 }
             }
-            Err(InvokeError::Timeout) => failed(format!(
-                "the device did not answer '{method}' within {} s",
-                response_timeout.as_secs()
-            )),
-            Err(e) => failed(format!(
-                "the command '{method}' could not reach the device within {} s: {e}",
-                self.config.device_timeout.as_secs()
-            )),
+            Err(InvokeError::Timeout) => failed(
+                FailureReason::TimedOut,
+                format!(
+                    "the device did not answer '{method}' within {} s",
+                    response_timeout.as_secs()
+                ),
+            ),
+            Err(e) => failed(
+                FailureReason::Offline,
+                format!(
+                    "the command '{method}' could not reach the device within {} s: {e}",
+                    self.config.device_timeout.as_secs()
+                ),
+            ),
         }
     }
 
@@ -285,7 +315,7 @@ impl DeviceRun<'_> {
             let Ok(Some((mut properties, etag))) =
                 self.store.cloud_properties(&self.device.device_id).await
             else {
-                return failed("the device was deleted");
+                return failed(FailureReason::DeviceDeleted, "the device was deleted");
             };
             merge_patch(
                 &mut properties,
@@ -301,16 +331,24 @@ impl DeviceRun<'_> {
             match self.store.set_cloud_properties(update).await {
                 Ok(true) => return Outcome::Completed { detail: None },
                 Ok(false) => continue,
-                Err(e) => return failed(format!("writing the cloud property failed: {e}")),
+                Err(e) => {
+                    return failed(
+                        FailureReason::StorageError,
+                        format!("writing the cloud property failed: {e}"),
+                    );
+                }
             }
         }
-        failed("the device kept changing while its cloud property was written")
+        failed(
+            FailureReason::ConcurrentChange,
+            "the device kept changing while its cloud property was written",
+        )
     }
 
     async fn migrate(&self, template: &str) -> Outcome {
         for _ in 0..10 {
             let Ok(Some(mut device)) = self.store.device(&self.device.device_id).await else {
-                return failed("the device was deleted");
+                return failed(FailureReason::DeviceDeleted, "the device was deleted");
             };
             let expected = device.etag.clone();
             device.template = Some(template.to_string());
@@ -318,10 +356,18 @@ impl DeviceRun<'_> {
             match self.store.replace_device(&device, &expected).await {
                 Ok(true) => return Outcome::Completed { detail: None },
                 Ok(false) => continue,
-                Err(e) => return failed(format!("migrating the device failed: {e}")),
+                Err(e) => {
+                    return failed(
+                        FailureReason::StorageError,
+                        format!("migrating the device failed: {e}"),
+                    );
+                }
             }
         }
-        failed("the device kept changing while it was migrated")
+        failed(
+            FailureReason::ConcurrentChange,
+            "the device kept changing while it was migrated",
+        )
     }
 }
 
@@ -339,6 +385,7 @@ fn acknowledged(
                 Some(202) | None => return None,
                 Some(code) => {
                     return Some(Outcome::Failed {
+                        code: FailureReason::Rejected,
                         reason: format!(
                             "the device refused '{}' with ac {code}{}",
                             p.path,

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
-use flotilla_store::{DeviceOutcome, JobDevice, JobRecord, Store};
+use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, JobEvent, JobStatus};
+use flotilla_store::{JobDevice, JobRecord, Store};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +22,11 @@ use crate::templates::Templates;
 /// Handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
     bus: Arc<dyn DeviceBus>,
     /// Where device work runs: beside the connections it talks to, away from the REST API's.
     devices: Handle,
@@ -128,7 +129,7 @@ impl Engine {
         match self
             .inner
             .store
-            .jobs_with_status(&[job::STOPPED, job::CANCELLED])
+            .jobs_with_status(&[JobStatus::Stopped, JobStatus::Cancelled])
             .await
         {
             Ok(jobs) => {
@@ -176,14 +177,10 @@ impl Engine {
     }
 
     async fn pass(&self) -> flotilla_store::Result<()> {
-        let jobs = self
-            .inner
-            .store
-            .jobs_with_status(&[job::PENDING, job::RUNNING])
-            .await?;
+        let jobs = self.inner.store.jobs_with_status(JobStatus::ACTIVE).await?;
         for record in jobs {
-            let result = match record.status.as_str() {
-                job::PENDING => self.start_job(&record).await,
+            let result = match record.status {
+                JobStatus::Pending => self.start_job(&record).await,
                 _ => self.drive(&record).await,
             };
             if let Err(e) = result {
@@ -227,13 +224,7 @@ impl Engine {
         let fail = |reason: String| async move {
             tracing::warn!(job = %record.id, %reason, "job failed to start");
             store
-                .set_job_status(
-                    &record.id,
-                    &[job::PENDING],
-                    job::FAILED,
-                    Some(&reason),
-                    true,
-                )
+                .transition(&record.id, &JobEvent::Fail(reason))
                 .await
                 .map(|_| ())
         };
@@ -312,8 +303,9 @@ impl Engine {
                             device_id: device_id.clone(),
                             position: position as i64,
                             batch: position as i64 / batch_size as i64,
-                            status: "running".into(),
+                            status: DeviceStatus::Running,
                             reason: None,
+                            reason_code: None,
                             detail: None,
                             deadline_ms: Some(deadline),
                             desired_version: None,
@@ -349,13 +341,7 @@ impl Engine {
             Err(reason) => {
                 self.inner
                     .store
-                    .set_job_status(
-                        &record.id,
-                        &[job::RUNNING],
-                        job::FAILED,
-                        Some(&reason),
-                        true,
-                    )
+                    .transition(&record.id, &JobEvent::Fail(reason))
                     .await?;
                 Ok(None)
             }
@@ -378,7 +364,7 @@ impl Engine {
         if first_visit {
             // Devices this process has no task for, left running by a restart: pick them up.
             let running = store
-                .job_devices_with_status(&record.id, "running", usize::MAX >> 1)
+                .job_devices_with_status(&record.id, DeviceStatus::Running, usize::MAX >> 1)
                 .await;
             match running {
                 Ok(devices) => {
@@ -393,7 +379,7 @@ impl Engine {
                 }
             }
         }
-        if record.status != job::RUNNING {
+        if record.status != JobStatus::Running {
             return Ok(());
         }
         let in_flight = self.in_flight_of(&record.id);
@@ -407,10 +393,7 @@ impl Engine {
         }
         match store.current_batch(&record.id, room).await? {
             None => {
-                if store
-                    .set_job_status(&record.id, &[job::RUNNING], job::COMPLETE, None, true)
-                    .await?
-                {
+                if store.transition(&record.id, &JobEvent::Complete).await? {
                     tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
                     self.inner.contexts.lock().unwrap().remove(&record.id);
                     self.inner.starved.lock().unwrap().remove(&record.id);
@@ -464,7 +447,7 @@ impl Engine {
                     .collect();
                 for mut device in chosen {
                     if started.contains(&device.device_id) {
-                        device.status = "running".into();
+                        device.status = DeviceStatus::Running;
                         device.deadline_ms = Some(deadline);
                         self.spawn_device(context.clone(), device);
                     }
@@ -534,7 +517,7 @@ impl Engine {
     ) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
         let deadline_ms = match device.deadline_ms {
-            Some(deadline) if device.status == "running" => deadline,
+            Some(deadline) if device.status == DeviceStatus::Running => deadline,
             _ => {
                 let deadline = jiff::Timestamp::now().as_millisecond()
                     + self.inner.config.device_timeout.as_millis() as i64;
@@ -544,7 +527,7 @@ impl Engine {
                 {
                     return Ok(());
                 }
-                device.status = "running".into();
+                device.status = DeviceStatus::Running;
                 deadline
             }
         };
@@ -576,8 +559,12 @@ impl Engine {
         }
         let (result, reason, detail) = match &outcome {
             Outcome::Completed { detail } => (DeviceOutcome::Completed, None, detail.as_ref()),
-            Outcome::Failed { reason, detail } => (
-                DeviceOutcome::Failed,
+            Outcome::Failed {
+                code,
+                reason,
+                detail,
+            } => (
+                DeviceOutcome::Failed(*code),
                 Some(reason.as_str()),
                 detail.as_ref(),
             ),
@@ -605,7 +592,7 @@ impl Engine {
                 }
             }
         };
-        if finish.counted && result == DeviceOutcome::Failed {
+        if finish.counted && matches!(result, DeviceOutcome::Failed(_)) {
             tracing::info!(job = %context.id, device = %device.device_id, reason, "device failed");
         }
         if let Some(reason) = finish.cancelled {

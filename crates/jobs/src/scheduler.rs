@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_model::job;
 use flotilla_model::schedule::Schedule;
 use flotilla_store::{JobRecord, ScheduledJobRecord, Store};
 use serde_json::{Value, json};
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engine::Engine;
+use crate::service::{new_job, sort_key_at};
 
 /// How often the scheduler looks at the schedules: occurrences start within this of their time.
 const TICK: Duration = Duration::from_millis(250);
@@ -121,24 +121,11 @@ fn occurrence_job(
         .unwrap_or(&scheduled.id)
         .to_string();
     definition["displayName"] = json!(format!("{name} - {number}"));
-    JobRecord {
-        id: format!("{}-{number}", scheduled.id),
-        sort_key: format!(
-            "{:013}-{}",
-            now.as_millisecond()
-                .max(jiff::Timestamp::now().as_millisecond()),
-            flotilla_model::keys::random_hex::<6>()
-        ),
-        scheduled_job_id: Some(scheduled.id.clone()),
-        definition,
-        status: job::PENDING.into(),
-        reason: None,
-        start_ms: None,
-        end_ms: None,
-        total: 0,
-        completed: 0,
-        failed: 0,
-        batch_size: 0,
-        rerun_of: None,
-    }
+    let mut job = new_job(&format!("{}-{number}", scheduled.id), definition, None);
+    job.scheduled_job_id = Some(scheduled.id.clone());
+    job.sort_key = sort_key_at(
+        now.as_millisecond()
+            .max(jiff::Timestamp::now().as_millisecond()),
+    );
+    job
 }

@@ -17,6 +17,7 @@ use flotilla_bus::{
 use flotilla_jobs::{Engine, EngineConfig};
 use flotilla_model::device::Device;
 use flotilla_model::device_group::DeviceGroup;
+use flotilla_model::job_state::JobStatus;
 use flotilla_model::template::DeviceTemplate;
 use flotilla_store::{JobDevice, JobRecord, Store};
 use serde_json::{Value, json};
@@ -253,7 +254,7 @@ impl Fixture {
             sort_key: format!("{:013}-{id}", jiff::Timestamp::now().as_millisecond()),
             scheduled_job_id: None,
             definition: json!({"displayName": id, "group": "all", "data": data}),
-            status: "pending".into(),
+            status: JobStatus::Pending,
             reason: None,
             start_ms: None,
             end_ms: None,

@@ -221,14 +221,6 @@ pub struct JobSpec {
     pub organizations: Vec<String>,
 }
 
-/// The statuses a job goes through.
-pub const PENDING: &str = "pending";
-pub const RUNNING: &str = "running";
-pub const STOPPED: &str = "stopped";
-pub const COMPLETE: &str = "complete";
-pub const CANCELLED: &str = "cancelled";
-pub const FAILED: &str = "failed";
-
 /// Read-only fields of a job body: the server sets them.
 pub const READ_ONLY: &[&str] = &["start", "end", "progress", "status"];
 
@@ -248,7 +240,10 @@ impl JobSpec {
             if fields.contains(field) && !fields.get(field).is_none_or(Value::is_null) {
                 // Clients that PUT back what they read send these; only `status` of a new job
                 // would mean something, and it is the server's to set.
-                if *field == "status" && fields.get(field) != Some(&json!(PENDING)) {
+                if *field == "status"
+                    && fields.get(field)
+                        != Some(&json!(crate::job_state::JobStatus::Pending.as_str()))
+                {
                     return Err(Invalid::field(field, "is read-only"));
                 }
             }

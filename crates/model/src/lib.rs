@@ -10,6 +10,7 @@ pub mod device_group;
 pub mod enrollment_group;
 pub mod ids;
 pub mod job;
+pub mod job_state;
 pub mod keys;
 pub mod properties;
 pub mod roles;

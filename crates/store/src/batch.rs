@@ -22,9 +22,10 @@ use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::jobs::{DeviceOutcome, Finish};
+use crate::jobs::{Finish, batch_failures_sql, device_source, reason_code};
 use crate::write_gate::WriteTx;
 use crate::{Result, Store, StoreError, now_ms};
+use flotilla_model::job_state::{DeviceEvent, DeviceOutcome, DeviceStatus};
 
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 2000;
@@ -673,20 +674,22 @@ async fn finish_bulk(
         for chunk in indexes.chunks(CHUNK) {
             let sql = core.sql(&format!(
                 "UPDATE job_devices SET status = v.column2, reason = v.column3, detail = v.column4, \
-                 finished_ms = ? FROM (VALUES {}) AS v \
+                 reason_code = v.column5, finished_ms = ? FROM (VALUES {}) AS v \
                  WHERE job_devices.job_id = ? AND job_devices.device_id = v.column1 \
-                 AND {} = 'running' RETURNING job_devices.device_id AS device_id",
-                value_rows(chunk.len(), 4),
+                 AND {} = {} RETURNING job_devices.device_id AS device_id",
+                value_rows(chunk.len(), 5),
                 core.not_indexed("job_devices.status"),
+                device_source(DeviceEvent::Finish(DeviceOutcome::Completed)),
             ));
             let mut query = sqlx::query(&sql).bind(now);
             for &i in chunk {
                 let w = &writes[i].0;
                 query = query
                     .bind(&w.device_id)
-                    .bind(status_of(w.outcome))
+                    .bind(DeviceStatus::target(DeviceEvent::Finish(w.outcome)).as_str())
                     .bind(w.reason.as_deref())
-                    .bind(w.detail.as_ref().map(Value::to_string));
+                    .bind(w.detail.as_ref().map(Value::to_string))
+                    .bind(reason_code(w.outcome));
             }
             for row in query.bind(job_id).fetch_all(&mut **tx).await? {
                 counted.insert(row.try_get::<String, _>("device_id")?);
@@ -703,7 +706,7 @@ async fn finish_bulk(
         let failures: Vec<usize> = counted
             .iter()
             .copied()
-            .filter(|&i| writes[i].0.outcome == DeviceOutcome::Failed)
+            .filter(|&i| matches!(writes[i].0.outcome, DeviceOutcome::Failed(_)))
             .collect();
         // Updating the job's row locks it (PostgreSQL), so concurrent finishers of one job
         // count their failures one after another.
@@ -727,13 +730,6 @@ async fn finish_bulk(
     Ok(results)
 }
 
-fn status_of(outcome: DeviceOutcome) -> &'static str {
-    match outcome {
-        DeviceOutcome::Completed => "completed",
-        DeviceOutcome::Failed => "failed",
-    }
-}
-
 /// Walks this batch's counted failures in order, counting them on top of the failures before
 /// the batch, and cancels the job at the first that reaches the threshold (with the count at
 /// that failure in the reason, as when they came one by one).
@@ -754,14 +750,11 @@ async fn check_threshold(
         batches.sort_unstable();
         batches.dedup();
         for batch in batches {
-            let row = sqlx::query(&core.sql(
-                "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
-                 FROM job_devices WHERE job_id = ? AND batch = ?",
-            ))
-            .bind(job_id)
-            .bind(batch)
-            .fetch_one(&mut **tx)
-            .await?;
+            let row = sqlx::query(&core.sql(&batch_failures_sql()))
+                .bind(job_id)
+                .bind(batch)
+                .fetch_one(&mut **tx)
+                .await?;
             let ours = failures.iter().filter(|&&i| batch_of(i) == batch).count() as i64;
             scopes.insert(
                 Some(batch),

@@ -1,12 +1,16 @@
-//! SQL for `jobs` and `job_devices`. Every device state change is conditional on the state it
-//! leaves (`... WHERE status = 'running'`) and moves the job's counters in the same transaction,
-//! so a device is counted once and ends in exactly one final state, across crashes and retries.
+//! SQL for `jobs` and `job_devices`. Every state change is conditional on the states it leaves,
+//! which come from the transition tables in `flotilla_model::job_state` (`... WHERE status IN
+//! (..)`); a device's change moves the job's counters in the same transaction, so a device is
+//! counted once and ends in exactly one final state, across crashes and retries.
 
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use flotilla_model::job::Threshold;
+use flotilla_model::job_state::{
+    DeviceEvent, DeviceOutcome, DeviceStatus, FailureReason, JobEvent, JobStatus,
+};
 
 use crate::error::corrupt;
 use crate::{Page, Result, Store, StoreError, inserted, into_page, now_ms};
@@ -19,7 +23,7 @@ pub struct JobRecord {
     pub scheduled_job_id: Option<String>,
     /// The job's definition as the API shows it (displayName, group, batch, data, ...).
     pub definition: Value,
-    pub status: String,
+    pub status: JobStatus,
     /// Why a job failed as a whole (its group vanished, say).
     pub reason: Option<String>,
     pub start_ms: Option<i64>,
@@ -37,8 +41,10 @@ pub struct JobDevice {
     pub device_id: String,
     pub position: i64,
     pub batch: i64,
-    pub status: String,
+    pub status: DeviceStatus,
+    /// Why it failed: the human message, and its stable code.
     pub reason: Option<String>,
+    pub reason_code: Option<FailureReason>,
     pub detail: Option<Value>,
     pub deadline_ms: Option<i64>,
     pub desired_version: Option<i64>,
@@ -60,7 +66,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         scheduled_job_id: row.try_get("scheduled_job_id")?,
         definition: serde_json::from_str(&row.try_get::<String, _>("definition")?)
             .map_err(corrupt)?,
-        status: row.try_get("status")?,
+        status: parse(&row.try_get::<String, _>("status")?)?,
         reason: row.try_get("reason")?,
         start_ms: row.try_get("start_ms")?,
         end_ms: row.try_get("end_ms")?,
@@ -72,9 +78,48 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     })
 }
 
+/// A stored status (or reason code) as its enum; an unknown one is corrupt data.
+fn parse<T: std::str::FromStr<Err = flotilla_model::job_state::UnknownStatus>>(
+    text: &str,
+) -> Result<T> {
+    text.parse().map_err(corrupt)
+}
+
+/// Statuses as an SQL list of literals (`'pending', 'running'`): they are fixed words, and
+/// literals keep each statement's plan as it was with the statuses written out.
+fn status_list(statuses: impl IntoIterator<Item = &'static str>) -> String {
+    statuses
+        .into_iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The move `event` makes in the transition table: the statuses it leaves, as an SQL list, and
+/// the one status it leads to. `None` for an event that moves no job (a rerun creates one).
+fn job_move(event: &JobEvent) -> Option<(String, JobStatus)> {
+    let sources = JobStatus::sources(event);
+    let to = sources.first()?.next(event).ok()?;
+    if sources.iter().any(|s| s.next(event) != Ok(to)) {
+        return None;
+    }
+    let list = status_list(sources.into_iter().map(JobStatus::as_str));
+    Some((list, to))
+}
+
+/// The status `event` moves a job device from, as an SQL literal.
+pub(crate) fn device_source(event: DeviceEvent) -> String {
+    status_list([DeviceStatus::source(event).as_str()])
+}
+
+/// The active job statuses (`JobStatus::ACTIVE`), as an SQL list.
+fn active_jobs() -> String {
+    status_list(JobStatus::ACTIVE.iter().map(|s| s.as_str()))
+}
+
 /// The columns of a job device, in the order `device_from_json` reads them.
-const DEVICE_COLUMNS: &str =
-    "device_id, position, batch, status, reason, detail, deadline_ms, desired_version, sent";
+const DEVICE_COLUMNS: &str = "device_id, position, batch, status, reason, detail, deadline_ms, \
+     desired_version, sent, reason_code";
 
 /// A job device from one element of a `job_device_list` array.
 fn device_from_json(item: &Value) -> Result<JobDevice> {
@@ -85,8 +130,9 @@ fn device_from_json(item: &Value) -> Result<JobDevice> {
         device_id: text(0)?.ok_or_else(bad)?,
         position: field(1)?.as_i64().ok_or_else(bad)?,
         batch: field(2)?.as_i64().ok_or_else(bad)?,
-        status: text(3)?.ok_or_else(bad)?,
+        status: parse(&text(3)?.ok_or_else(bad)?)?,
         reason: text(4)?,
+        reason_code: text(9)?.as_deref().map(parse).transpose()?,
         detail: text(5)?
             .map(|t| serde_json::from_str(&t).map_err(corrupt))
             .transpose()?,
@@ -105,11 +151,21 @@ pub struct Finish {
     pub cancelled: Option<String>,
 }
 
-/// The ends a device's operation can come to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceOutcome {
-    Completed,
-    Failed,
+/// The stored code of a device's outcome (a completed device has none).
+pub(crate) fn reason_code(outcome: DeviceOutcome) -> Option<&'static str> {
+    match outcome {
+        DeviceOutcome::Completed => None,
+        DeviceOutcome::Failed(reason) => Some(reason.as_str()),
+    }
+}
+
+/// Counts a batch's devices and its failed ones (binds: job id, batch).
+pub(crate) fn batch_failures_sql() -> String {
+    format!(
+        "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = '{}' THEN 1 ELSE 0 END), 0) \
+         AS failed FROM job_devices WHERE job_id = ? AND batch = ?",
+        DeviceStatus::Failed
+    )
 }
 
 impl Store {
@@ -123,7 +179,7 @@ impl Store {
         .bind(&job.sort_key)
         .bind(job.scheduled_job_id.as_deref())
         .bind(job.definition.to_string())
-        .bind(&job.status)
+        .bind(job.status.as_str())
         .bind(job.rerun_of.as_deref())
         .bind(now_ms())
         .execute(&*self.writing().await)
@@ -164,43 +220,53 @@ impl Store {
     }
 
     /// Jobs in any of these statuses, oldest first (the engine's work list).
-    pub async fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<JobRecord>> {
+    pub async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
         let marks = vec!["?"; statuses.len()].join(", ");
         let sql = self.sql(&format!(
             "SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY sort_key"
         ));
         let mut query = sqlx::query(&sql);
         for status in statuses {
-            query = query.bind(*status);
+            query = query.bind(status.as_str());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Moves a job from one of `from` to `to`; `Ok(false)` if it was in none of them.
-    pub async fn set_job_status(
+    /// Applies `event` to a job, if the transition table allows it in the job's status now;
+    /// `Ok(false)` if not. A final status sets the end time; the event's reason (if any)
+    /// replaces the job's.
+    pub async fn transition(&self, id: &str, event: &JobEvent) -> Result<bool> {
+        let moved = self
+            .transition_with(&*self.writing().await, id, event)
+            .await?;
+        self.job_cache.changed();
+        Ok(moved)
+    }
+
+    /// `transition` on this connection or transaction.
+    pub(crate) async fn transition_with<'e, E>(
         &self,
+        executor: E,
         id: &str,
-        from: &[&str],
-        to: &str,
-        reason: Option<&str>,
-        ended: bool,
-    ) -> Result<bool> {
-        let marks = vec!["?"; from.len()].join(", ");
-        let end = if ended { ", end_ms = ?" } else { "" };
+        event: &JobEvent,
+    ) -> Result<bool>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let Some((sources, to)) = job_move(event) else {
+            return Ok(false);
+        };
+        let end = if to.is_final() { ", end_ms = ?" } else { "" };
         let sql = self.sql(&format!(
-            "UPDATE jobs SET status = ?, reason = COALESCE(?, reason){end} WHERE id = ? AND status IN ({marks})"
+            "UPDATE jobs SET status = ?, reason = COALESCE(?, reason){end} \
+             WHERE id = ? AND status IN ({sources})"
         ));
-        let mut query = sqlx::query(&sql).bind(to).bind(reason);
-        if ended {
+        let mut query = sqlx::query(&sql).bind(to.as_str()).bind(event.reason());
+        if to.is_final() {
             query = query.bind(now_ms());
         }
-        query = query.bind(id);
-        for status in from {
-            query = query.bind(*status);
-        }
-        let moved = query.execute(&*self.writing().await).await?.rows_affected() == 1;
-        self.job_cache.changed();
+        let moved = query.bind(id).execute(executor).await?.rows_affected() == 1;
         Ok(moved)
     }
 
@@ -216,11 +282,13 @@ impl Store {
         deadline_ms: i64,
     ) -> Result<bool> {
         let now = now_ms();
+        let (sources, to) = job_move(&JobEvent::Start).expect("the table starts pending jobs");
         let mut tx = self.begin_write().await?;
-        let started = sqlx::query(&self.sql(
-            "UPDATE jobs SET status = 'running', start_ms = ?, total = ?, batch_size = ? \
-             WHERE id = ? AND status = 'pending'",
-        ))
+        let started = sqlx::query(&self.sql(&format!(
+            "UPDATE jobs SET status = ?, start_ms = ?, total = ?, batch_size = ? \
+             WHERE id = ? AND status IN ({sources})"
+        )))
+        .bind(to.as_str())
         .bind(now)
         .bind(devices.len() as i64)
         .bind(batch_size)
@@ -246,7 +314,11 @@ impl Store {
                     .bind(device)
                     .bind(position)
                     .bind(position / batch_size.max(1))
-                    .bind(if started { "running" } else { "pending" })
+                    .bind(if started {
+                        DeviceStatus::Running.as_str()
+                    } else {
+                        DeviceStatus::Pending.as_str()
+                    })
                     .bind(started.then_some(now))
                     .bind(started.then_some(deadline_ms));
             }
@@ -319,7 +391,7 @@ impl Store {
     pub async fn job_devices_with_status(
         &self,
         job_id: &str,
-        status: &str,
+        status: DeviceStatus,
         limit: usize,
     ) -> Result<Vec<JobDevice>> {
         let sql = self.job_device_list_sql(&format!(
@@ -328,7 +400,7 @@ impl Store {
         ));
         let query = sqlx::query(&sql)
             .bind(job_id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(limit as i64);
         self.job_device_list(query).await
     }
@@ -340,9 +412,11 @@ impl Store {
         job_id: &str,
         limit: usize,
     ) -> Result<Option<(i64, Vec<JobDevice>)>> {
-        let row = sqlx::query(&self.sql(
-            "SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status IN ('pending', 'running')",
-        ))
+        let unfinished =
+            status_list([DeviceStatus::Pending, DeviceStatus::Running].map(DeviceStatus::as_str));
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status IN ({unfinished})",
+        )))
         .bind(job_id)
         .fetch_one(&self.pool)
         .await?;
@@ -351,7 +425,8 @@ impl Store {
         };
         let sql = self.job_device_list_sql(&format!(
             "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND batch = ? \
-             AND status = 'pending' ORDER BY position LIMIT ?"
+             AND status = {} ORDER BY position LIMIT ?",
+            device_source(DeviceEvent::Start)
         ));
         let query = sqlx::query(&sql)
             .bind(job_id)
@@ -364,10 +439,12 @@ impl Store {
     /// Whether any job created before this one is still pending or running (when none is, no
     /// device of this job can be held back by another job).
     pub async fn earlier_active_job_exists(&self, sort_key: &str) -> Result<bool> {
-        let row = sqlx::query(&self.sql(
-            "SELECT 1 AS one FROM jobs j WHERE j.sort_key < ? AND (j.status IN ('pending', 'running') \
-             OR EXISTS (SELECT 1 FROM job_devices d WHERE d.job_id = j.id AND d.status = 'running')) LIMIT 1",
-        ))
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT 1 AS one FROM jobs j WHERE j.sort_key < ? AND (j.status IN ({}) \
+             OR EXISTS (SELECT 1 FROM job_devices d WHERE d.job_id = j.id AND d.status = '{}')) LIMIT 1",
+            active_jobs(),
+            DeviceStatus::Running,
+        )))
         .bind(sort_key)
         .fetch_optional(&self.pool)
         .await?;
@@ -379,11 +456,14 @@ impl Store {
     /// while its operation on it runs (whatever that job's status), or while it is pending in a
     /// job that is pending or running (a stopped job does not hold later ones back).
     pub async fn earlier_job_holds_device(&self, sort_key: &str, device_id: &str) -> Result<bool> {
-        let row = sqlx::query(&self.sql(
+        let row = sqlx::query(&self.sql(&format!(
             "SELECT 1 AS one FROM job_devices d JOIN jobs j ON j.id = d.job_id \
-             WHERE d.device_id = ? AND j.sort_key < ? AND (d.status = 'running' \
-             OR (d.status = 'pending' AND j.status IN ('pending', 'running'))) LIMIT 1",
-        ))
+             WHERE d.device_id = ? AND j.sort_key < ? AND (d.status = '{}' \
+             OR (d.status = '{}' AND j.status IN ({}))) LIMIT 1",
+            DeviceStatus::Running,
+            DeviceStatus::Pending,
+            active_jobs(),
+        )))
         .bind(device_id)
         .bind(sort_key)
         .fetch_optional(&self.pool)
@@ -416,9 +496,10 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // Touching the job's row locks it (PostgreSQL) against a concurrent stop or cancel, so
         // the check and the start are one step.
-        let running = sqlx::query(
-            &self.sql("UPDATE jobs SET status = status WHERE id = ? AND status = 'running'"),
-        )
+        let running = sqlx::query(&self.sql(&format!(
+            "UPDATE jobs SET status = status WHERE id = ? AND status = '{}'",
+            JobStatus::Running
+        )))
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
@@ -430,10 +511,12 @@ impl Store {
         for chunk in device_ids.chunks(250) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
-                "UPDATE job_devices SET status = 'running', started_ms = ?, deadline_ms = ? \
-                 WHERE job_id = ? AND device_id IN ({marks}) AND {} = 'pending' \
+                "UPDATE job_devices SET status = '{}', started_ms = ?, deadline_ms = ? \
+                 WHERE job_id = ? AND device_id IN ({marks}) AND {} = {} \
                  RETURNING device_id",
+                DeviceStatus::target(DeviceEvent::Start),
                 self.not_indexed("status"),
+                device_source(DeviceEvent::Start),
             ));
             let mut query = sqlx::query(&sql).bind(now).bind(deadline_ms).bind(job_id);
             for device in chunk {
@@ -543,17 +626,20 @@ impl Store {
         detail: Option<&Value>,
         threshold: Option<(Threshold, i64)>,
     ) -> Result<Finish> {
-        let (status, counter) = match outcome {
-            DeviceOutcome::Completed => ("completed", "completed"),
-            DeviceOutcome::Failed => ("failed", "failed"),
+        let event = DeviceEvent::Finish(outcome);
+        let counter = match outcome {
+            DeviceOutcome::Completed => "completed",
+            DeviceOutcome::Failed(_) => "failed",
         };
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(&self.sql(
-            "UPDATE job_devices SET status = ?, reason = ?, detail = ?, finished_ms = ? \
-             WHERE job_id = ? AND device_id = ? AND status = 'running'",
-        ))
-        .bind(status)
+        let done = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET status = ?, reason = ?, reason_code = ?, detail = ?, \
+             finished_ms = ? WHERE job_id = ? AND device_id = ? AND status = {}",
+            device_source(event)
+        )))
+        .bind(DeviceStatus::target(event).as_str())
         .bind(reason)
+        .bind(reason_code(outcome))
         .bind(detail.map(Value::to_string))
         .bind(now_ms())
         .bind(job_id)
@@ -572,16 +658,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let mut cancelled = None;
-        if let (DeviceOutcome::Failed, Some((threshold, batch))) = (outcome, threshold) {
+        if let (DeviceOutcome::Failed(_), Some((threshold, batch))) = (outcome, threshold) {
             let (failed, size) = if threshold.per_batch {
-                let row = sqlx::query(&self.sql(
-                    "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed \
-                     FROM job_devices WHERE job_id = ? AND batch = ?",
-                ))
-                .bind(job_id)
-                .bind(batch)
-                .fetch_one(&mut *tx)
-                .await?;
+                let row = sqlx::query(&self.sql(&batch_failures_sql()))
+                    .bind(job_id)
+                    .bind(batch)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 (
                     row.try_get::<i64, _>("failed")?,
                     row.try_get::<i64, _>("total")?,
@@ -609,7 +692,7 @@ impl Store {
     }
 
     /// Cancels the job, in the caller's transaction, when `failed` of `size` devices reach the
-    /// threshold and it is still running or stopped; why, if this cancelled it.
+    /// threshold (the model decides) and the table allows it; why, if this cancelled it.
     pub(crate) async fn cancel_at_threshold(
         &self,
         tx: &mut sqlx::AnyConnection,
@@ -618,30 +701,20 @@ impl Store {
         failed: i64,
         size: i64,
     ) -> Result<Option<String>> {
-        if !threshold.reached(failed.max(0) as u64, size.max(0) as u64) {
+        let Some(cancellation) = threshold.cancellation(failed, size) else {
             return Ok(None);
-        }
-        let scope = if threshold.per_batch { "batch" } else { "job" };
-        let why = format!(
-            "cancelled: {failed} of the {scope}'s {size} devices failed, reaching the cancellation threshold"
-        );
-        let moved = sqlx::query(&self.sql(
-            "UPDATE jobs SET status = 'cancelled', reason = ?, end_ms = ? \
-             WHERE id = ? AND status IN ('running', 'stopped')",
-        ))
-        .bind(&why)
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(tx)
-        .await?;
-        Ok((moved.rows_affected() == 1).then_some(why))
+        };
+        let event = JobEvent::ThresholdReached(cancellation);
+        let moved = self.transition_with(tx, job_id, &event).await?;
+        Ok(moved.then(|| cancellation.reason()))
     }
 
     /// The ids of a job's failed devices, in order (what a rerun targets).
     pub async fn failed_job_devices(&self, job_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT device_id FROM job_devices WHERE job_id = ? AND status = 'failed' ORDER BY position",
-        ))
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT device_id FROM job_devices WHERE job_id = ? AND status = '{}' ORDER BY position",
+            DeviceStatus::Failed
+        )))
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
@@ -683,5 +756,29 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get("id").map_err(StoreError::from))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The migrations' CHECK lists name every status and reason code the model knows.
+    #[test]
+    fn the_database_checks_list_every_status_the_model_knows() {
+        let migrations = [
+            include_str!("../migrations/sqlite/0007_job_status_checks.sql"),
+            include_str!("../migrations/postgres/0007_job_status_checks.sql"),
+        ];
+        let words = JobStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(DeviceStatus::ALL.iter().map(|s| s.as_str()))
+            .chain(FailureReason::ALL.iter().map(|r| r.as_str()));
+        for word in words {
+            for migration in migrations {
+                assert!(migration.contains(&format!("'{word}'")), "{word}");
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
 pub use error::StoreError;
 pub use instance_lock::{InstanceLock, LockError, LockFile};
-pub use jobs::{DeviceOutcome, Finish, JobDevice, JobPageRequest, JobRecord};
+pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
 pub use scheduled_jobs::ScheduledJobRecord;
 pub use twins::CommandRecord;
 

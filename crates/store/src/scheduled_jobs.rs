@@ -169,7 +169,7 @@ impl Store {
         .bind(&job.sort_key)
         .bind(job.scheduled_job_id.as_deref())
         .bind(job.definition.to_string())
-        .bind(&job.status)
+        .bind(job.status.as_str())
         .bind(job.rerun_of.as_deref())
         .bind(now_ms())
         .execute(&mut *tx)

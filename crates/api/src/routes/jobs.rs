@@ -4,13 +4,15 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use flotilla_jobs::JobError;
+use flotilla_jobs::service::new_job;
 use flotilla_jobs::templates::Templates;
 use flotilla_model::api_token::format_time;
 use flotilla_model::ids::check_entity_id;
-use flotilla_model::job::{self, JobSpec};
+use flotilla_model::job::JobSpec;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::Fields;
-use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page, StoreError};
+use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,7 +48,7 @@ pub fn render(job: &JobRecord) -> Value {
     if let Some(schedule) = &job.scheduled_job_id {
         body["scheduledJobId"] = json!(schedule);
     }
-    body["status"] = json!(job.status);
+    body["status"] = json!(job.status.as_str());
     if let Some(reason) = &job.reason {
         body["reason"] = json!(reason);
     }
@@ -67,15 +69,6 @@ pub fn render(job: &JobRecord) -> Value {
     body
 }
 
-/// A new job's creation-order key: time first, then a random tie-breaker.
-fn sort_key() -> String {
-    format!(
-        "{:013}-{}",
-        jiff::Timestamp::now().as_millisecond(),
-        flotilla_model::keys::random_hex::<6>()
-    )
-}
-
 /// Validates a job definition against the templates and the groups; the spec, as stored.
 pub async fn validate_definition(state: &AppState, body: &Value) -> ApiResult<JobSpec> {
     let templates = Templates::load(&state.store).await?;
@@ -89,44 +82,20 @@ pub async fn validate_definition(state: &AppState, body: &Value) -> ApiResult<Jo
     Ok(spec)
 }
 
-async fn insert(state: &AppState, mut job: JobRecord) -> ApiResult<JobRecord> {
-    for _ in 0..3 {
-        match state.store.insert_job(&job).await {
-            Ok(()) => {
-                state.jobs.wake();
-                return Ok(job);
-            }
-            // Two jobs created in the same millisecond with the same tie-breaker: draw again.
-            Err(StoreError::Conflict(_)) if state.store.job(&job.id).await?.is_none() => {
-                job.sort_key = sort_key();
-            }
-            Err(StoreError::Conflict(_)) => {
-                return Err(ApiError::conflict(format!(
-                    "A job with the id '{}' already exists.",
-                    job.id
-                )));
-            }
-            Err(e) => return Err(e.into()),
+/// The API's answer to a lifecycle command the engine refused; `refused` words a status
+/// conflict for this command.
+fn job_error(id: &str, error: JobError, refused: impl FnOnce(&str) -> String) -> ApiError {
+    match error {
+        JobError::NotFound(_) => not_found(id),
+        JobError::AlreadyExists(id) => {
+            ApiError::conflict(format!("A job with the id '{id}' already exists."))
         }
-    }
-    Err(ApiError::internal())
-}
-
-fn new_record(id: &str, definition: Value, rerun_of: Option<String>) -> JobRecord {
-    JobRecord {
-        id: id.to_string(),
-        sort_key: sort_key(),
-        scheduled_job_id: None,
-        definition,
-        status: job::PENDING.into(),
-        reason: None,
-        start_ms: None,
-        end_ms: None,
-        total: 0,
-        completed: 0,
-        failed: 0,
-        batch_size: 0,
-        rerun_of,
+        JobError::Illegal(illegal) => ApiError::conflict(refused(illegal.from.as_str())),
+        JobError::NoFailedDevices => {
+            ApiError::conflict(format!("The job '{id}' has no failed devices to rerun."))
+        }
+        JobError::NoSortKey(_) => ApiError::internal(),
+        JobError::Store(e) => e.into(),
     }
 }
 
@@ -208,13 +177,17 @@ async fn create(
     Fields::of(&body)?.check_path_id("id", &id)?;
     let spec = validate_definition(&state, &body).await?;
     let definition = Value::Object(spec.to_json());
-    let job = insert(&state, new_record(&id, definition, None)).await?;
+    let job = state
+        .jobs
+        .create_job(new_job(&id, definition, None))
+        .await
+        .map_err(|e| job_error(&id, e, |_| String::new()))?;
     tracing::info!(job = %id, by = %caller.token.id, "job created");
     Ok(Json(render(&job)))
 }
 
 fn render_device(device: &JobDevice) -> Value {
-    let mut body = json!({"id": device.device_id, "status": device.status});
+    let mut body = json!({"id": device.device_id, "status": device.status.as_str()});
     if let Some(reason) = &device.reason {
         body["reason"] = json!(reason);
     }
@@ -292,23 +265,11 @@ async fn stop(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::Jobs, Access::Write)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
-    if !state
-        .store
-        .set_job_status(
-            &id,
-            &[job::PENDING, job::RUNNING],
-            job::STOPPED,
-            None,
-            false,
-        )
-        .await?
-    {
-        return Err(ApiError::conflict(format!(
-            "The job '{id}' is {}; only a pending or running job can be stopped.",
-            job.status
-        )));
-    }
+    state.jobs.stop_job(&id).await.map_err(|e| {
+        job_error(&id, e, |status| {
+            format!("The job '{id}' is {status}; only a pending or running job can be stopped.")
+        })
+    })?;
     tracing::info!(job = %id, by = %caller.token.id, "job stopped");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -332,24 +293,11 @@ async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::Jobs, Access::Write)?;
-    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
-    // A job stopped before it started goes back to pending.
-    let to = if job.start_ms.is_some() {
-        job::RUNNING
-    } else {
-        job::PENDING
-    };
-    if !state
-        .store
-        .set_job_status(&id, &[job::STOPPED], to, None, false)
-        .await?
-    {
-        return Err(ApiError::conflict(format!(
-            "The job '{id}' is {}; only a stopped job can be resumed.",
-            job.status
-        )));
-    }
-    state.jobs.wake();
+    state.jobs.resume_job(&id).await.map_err(|e| {
+        job_error(&id, e, |status| {
+            format!("The job '{id}' is {status}; only a stopped job can be resumed.")
+        })
+    })?;
     tracing::info!(job = %id, by = %caller.token.id, "job resumed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -378,22 +326,15 @@ async fn rerun(
     caller.require(Area::Jobs, Access::Write)?;
     let original = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
     check_entity_id("rerunId", &rerun_id)?;
-    if original.status == job::PENDING || original.status == job::RUNNING {
-        return Err(ApiError::conflict(format!(
-            "The job '{id}' is {}; rerun it when it has finished.",
-            original.status
-        )));
-    }
-    if original.failed == 0 {
-        return Err(ApiError::conflict(format!(
-            "The job '{id}' has no failed devices to rerun."
-        )));
-    }
-    let job = insert(
-        &state,
-        new_record(&rerun_id, original.definition.clone(), Some(id.clone())),
-    )
-    .await?;
+    let job = state
+        .jobs
+        .rerun_job(&original, &rerun_id)
+        .await
+        .map_err(|e| {
+            job_error(&id, e, |status| {
+                format!("The job '{id}' is {status}; rerun it when it has finished.")
+            })
+        })?;
     tracing::info!(job = %rerun_id, original = %id, by = %caller.token.id, "job rerun created");
     Ok(Json(render(&job)))
 }

@@ -1,0 +1,138 @@
+//! The lifecycle commands users give a job (create, stop, resume, rerun). The engine applies
+//! them through the transition table (`flotilla_model::job_state`), so the engine alone moves a
+//! job's status; callers only read jobs.
+
+use flotilla_model::job_state::{IllegalTransition, JobEvent, JobStatus};
+use flotilla_store::{JobRecord, StoreError};
+use serde_json::Value;
+
+use crate::engine::Engine;
+
+/// Why a lifecycle command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the job '{0}' was not found")]
+    NotFound(String),
+    #[error("a job with the id '{0}' already exists")]
+    AlreadyExists(String),
+    /// The job's status does not allow the command.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("the job has no failed devices to rerun")]
+    NoFailedDevices,
+    /// Every creation-order key drawn was taken (a server fault, not the caller's).
+    #[error("no free creation-order key for the job '{0}'")]
+    NoSortKey(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new job's creation-order key: time first, then a random tie-breaker.
+pub fn sort_key() -> String {
+    sort_key_at(jiff::Timestamp::now().as_millisecond())
+}
+
+/// The creation-order key of a job created at `ms` (milliseconds since the epoch).
+pub fn sort_key_at(ms: i64) -> String {
+    format!("{ms:013}-{}", flotilla_model::keys::random_hex::<6>())
+}
+
+/// A new pending job with this definition (validated by the caller).
+pub fn new_job(id: &str, definition: Value, rerun_of: Option<String>) -> JobRecord {
+    JobRecord {
+        id: id.to_string(),
+        sort_key: sort_key(),
+        scheduled_job_id: None,
+        definition,
+        status: JobStatus::Pending,
+        reason: None,
+        start_ms: None,
+        end_ms: None,
+        total: 0,
+        completed: 0,
+        failed: 0,
+        batch_size: 0,
+        rerun_of,
+    }
+}
+
+impl Engine {
+    /// Stores a new pending job and wakes the engine to start it.
+    pub async fn create_job(&self, mut job: JobRecord) -> Result<JobRecord, JobError> {
+        let store = &self.inner.store;
+        for _ in 0..3 {
+            match store.insert_job(&job).await {
+                Ok(()) => {
+                    self.wake();
+                    return Ok(job);
+                }
+                // Two jobs created in the same millisecond with the same tie-breaker: draw again.
+                Err(StoreError::Conflict(_)) if store.job(&job.id).await?.is_none() => {
+                    job.sort_key = sort_key();
+                }
+                Err(StoreError::Conflict(_)) => return Err(JobError::AlreadyExists(job.id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(JobError::NoSortKey(job.id))
+    }
+
+    /// Stops a pending or running job: no device starts; devices in flight finish.
+    pub async fn stop_job(&self, id: &str) -> Result<(), JobError> {
+        self.apply(id, |_| JobEvent::Stop).await
+    }
+
+    /// Resumes a stopped job (to pending when it was stopped before it started).
+    pub async fn resume_job(&self, id: &str) -> Result<(), JobError> {
+        self.apply(id, |job| JobEvent::Resume {
+            started: job.start_ms.is_some(),
+        })
+        .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Creates a job that reruns a settled job (`original`, as the caller read it) on the
+    /// devices that failed in it.
+    pub async fn rerun_job(
+        &self,
+        original: &JobRecord,
+        rerun_id: &str,
+    ) -> Result<JobRecord, JobError> {
+        original.status.next(&JobEvent::Rerun)?;
+        if original.failed == 0 {
+            return Err(JobError::NoFailedDevices);
+        }
+        let rerun = new_job(
+            rerun_id,
+            original.definition.clone(),
+            Some(original.id.clone()),
+        );
+        self.create_job(rerun).await
+    }
+
+    /// Applies the event `for_job` makes of the job as read; `Illegal` (with the status read)
+    /// when the table refuses it then, or the job moved on before the update.
+    async fn apply(
+        &self,
+        id: &str,
+        for_job: impl FnOnce(&JobRecord) -> JobEvent,
+    ) -> Result<(), JobError> {
+        let store = &self.inner.store;
+        let job = store
+            .job(id)
+            .await?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        let event = for_job(&job);
+        job.status.next(&event)?;
+        if store.transition(id, &event).await? {
+            Ok(())
+        } else {
+            Err(IllegalTransition {
+                from: job.status,
+                event: event.name(),
+            }
+            .into())
+        }
+    }
+}
