@@ -76,7 +76,7 @@ async fn run_command(
     id: &str,
     component: Option<&str>,
     name: &str,
-    body: Value,
+    mut body: Value,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let device = state.store.device(id).await?.ok_or_else(|| not_found(id))?;
     let template = device.template.as_deref().ok_or_else(|| {
@@ -99,7 +99,13 @@ async fn run_command(
     let fields = Fields::of(&body)?;
     let connection_timeout = seconds(&fields, "connectionTimeout", 0..=30, 0)?;
     let response_timeout = seconds(&fields, "responseTimeout", 5..=30, 30)?;
-    let request = fields.get("request").cloned();
+    // Taken out of the body, not copied: a large request is held while the device is awaited,
+    // and the body's memory budget counts one parsed copy of it besides the call's.
+    let request = body
+        .get_mut("request")
+        .map(Value::take)
+        .filter(|request| !request.is_null());
+    drop(body);
     if let Some(request) = &request
         && !command.schema.is_null()
     {
