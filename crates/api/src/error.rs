@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flotilla_model::Invalid;
-use flotilla_store::StoreError;
+use flotilla_store::{ConflictKind, Entity, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -54,6 +54,29 @@ impl ApiError {
         )
     }
 
+    /// `NotFound` for an entity that does not exist.
+    pub fn missing(entity: Entity, id: &str) -> Self {
+        Self::not_found(format!("The {} '{id}' was not found.", noun(entity)))
+    }
+
+    /// `Conflict` for a change the stored entity refuses.
+    fn conflicting(entity: Entity, id: &str, kind: ConflictKind) -> Self {
+        let noun = noun(entity);
+        Self::conflict(match (kind, entity) {
+            (ConflictKind::Exists, Entity::DeviceTemplate) => format!(
+                "A {noun} with the id '{id}' already exists; change it with PATCH or publish a new version."
+            ),
+            (ConflictKind::Exists, _) => format!("A {noun} with the id '{id}' already exists."),
+            (ConflictKind::InUse { users }, _) => format!(
+                "The {noun} '{id}' is used by {users} device(s); move or delete them first."
+            ),
+            (ConflictKind::Contended, Entity::Twin) => {
+                format!("The twin of device '{id}' kept changing; retry.")
+            }
+            (ConflictKind::Contended, _) => format!("The {noun} '{id}' kept changing; retry."),
+        })
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,8 +95,8 @@ impl From<Invalid> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound => ApiError::not_found("The resource was not found."),
-            StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::NotFound { entity, id } => ApiError::missing(entity, &id),
+            StoreError::Conflict { entity, id, kind } => ApiError::conflicting(entity, &id, kind),
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::internal()
@@ -100,6 +123,20 @@ pub struct ErrorDetails {
     pub request_id: String,
     /// The time the request failed, RFC 1123 (e.g. `Fri, 09 Oct 2020 00:08:44 GMT`).
     pub time: String,
+}
+
+/// How messages name each kind of entity.
+fn noun(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Device => "device",
+        Entity::Twin => "twin",
+        Entity::DeviceGroup => "device group",
+        Entity::DeviceTemplate => "device template",
+        Entity::EnrollmentGroup => "enrollment group",
+        Entity::ApiToken => "API token",
+        Entity::Job => "job",
+        Entity::ScheduledJob => "scheduled job",
+    }
 }
 
 /// The `time` field: RFC 1123, the same format as the `Date` header.

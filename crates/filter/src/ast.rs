@@ -80,7 +80,7 @@ pub enum Literal {
 
 /// The JSON-ish type of a literal or field, used by the type rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ValueKind {
+pub enum ValueKind {
     String,
     Number,
     Bool,
@@ -99,7 +99,7 @@ impl Literal {
 impl CompareOp {
     /// Whether the operator only tests (in)equality, the only thing that
     /// makes sense for booleans.
-    pub(crate) fn is_equality(self) -> bool {
+    pub fn is_equality(self) -> bool {
         matches!(self, CompareOp::Eq | CompareOp::Ne)
     }
 
@@ -131,7 +131,7 @@ impl CompareOp {
 impl Field {
     /// The literal type a system field accepts; `None` for properties,
     /// which accept any literal.
-    pub(crate) fn system_kind(&self) -> Option<ValueKind> {
+    pub fn system_kind(&self) -> Option<ValueKind> {
         match self {
             Field::Id | Field::DisplayName | Field::Template => Some(ValueKind::String),
             Field::Provisioned | Field::Simulated | Field::Enabled => Some(ValueKind::Bool),
@@ -169,7 +169,7 @@ impl Field {
     }
 
     /// The dotted property path (`name` or `component.name`).
-    pub(crate) fn property_path(&self) -> Option<String> {
+    pub fn property_path(&self) -> Option<String> {
         match self {
             Field::Property {
                 component: Some(c),

@@ -2,20 +2,18 @@
 //! (`SELECT * FROM devices WHERE ...`).
 //!
 //! A filter is [`parse`]d (and type-checked) once when a device group is
-//! created, printed back canonically with `Display`, and evaluated either
-//! in memory ([`Filter::matches`]) or, for group membership queries, as a
-//! single SQL condition over the `devices` table ([`sql::condition`]).
+//! created, printed back canonically with `Display`, and evaluated in memory
+//! ([`Filter::matches`]). The crate knows the language, not the database:
+//! the store compiles a filter into SQL over its `devices` table.
 //!
 //! ```
-//! use flotilla_filter::{parse, sql};
+//! use flotilla_filter::parse;
 //!
 //! let filter = parse("select * from devices where $provisioned = true and temp > 20").unwrap();
 //! assert_eq!(
 //!     filter.to_string(),
 //!     "SELECT * FROM devices WHERE $provisioned = true AND temp > 20"
 //! );
-//! let cond = sql::condition(&filter, sql::Dialect::Sqlite);
-//! assert_eq!(cond.sql.matches('?').count(), cond.params.len());
 //!
 //! let err = parse("SELECT * FROM devices WHERE temp ~ 20").unwrap_err();
 //! assert_eq!(err.position, 33);
@@ -27,10 +25,9 @@ mod eval;
 mod lex;
 mod parse;
 mod print;
-pub mod sql;
 
 pub use ast::{
-    CompareOp, Expr, Field, Filter, KEYWORDS, Literal, MAX_NAME_LEN, Source, is_keyword,
+    CompareOp, Expr, Field, Filter, KEYWORDS, Literal, MAX_NAME_LEN, Source, ValueKind, is_keyword,
 };
 pub use error::FilterError;
 pub use eval::DeviceView;

@@ -179,7 +179,7 @@ impl DeviceSession {
                     organizations: vec![],
                 };
                 match store.insert_device(&device).await {
-                    Ok(()) | Err(flotilla_store::StoreError::Conflict(_)) => {}
+                    Ok(()) | Err(flotilla_store::StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e.to_string()),
                 }
             }

@@ -154,7 +154,7 @@ impl DeviceRun<'_> {
                     .await;
                 let twin = match write {
                     Ok(twin) => twin,
-                    Err(flotilla_store::StoreError::NotFound) => {
+                    Err(flotilla_store::StoreError::NotFound { .. }) => {
                         return failed(FailureReason::DeviceDeleted, "the device was deleted");
                     }
                     Err(e) => {

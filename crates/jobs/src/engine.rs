@@ -246,18 +246,16 @@ impl Engine {
                 Ok(filter) => filter,
                 Err(e) => return fail(format!("the device group's filter is invalid: {e}")).await,
             };
-            let condition =
-                flotilla_filter::sql::condition(&filter, store.dialect().filter_dialect());
             let members = match spec.target() {
                 Some(target) => {
                     let ids = templates.resolve(target);
                     if ids.is_empty() {
                         Ok(vec![])
                     } else {
-                        store.device_ids(&condition, &ids).await
+                        store.device_ids_matching(&filter, &ids).await
                     }
                 }
-                None => store.device_ids(&condition, &[]).await,
+                None => store.device_ids_matching(&filter, &[]).await,
             };
             match members {
                 Ok(devices) => devices,

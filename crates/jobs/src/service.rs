@@ -67,10 +67,10 @@ impl Engine {
                     return Ok(job);
                 }
                 // Two jobs created in the same millisecond with the same tie-breaker: draw again.
-                Err(StoreError::Conflict(_)) if store.job(&job.id).await?.is_none() => {
+                Err(StoreError::Conflict { .. }) if store.job(&job.id).await?.is_none() => {
                     job.sort_key = sort_key();
                 }
-                Err(StoreError::Conflict(_)) => return Err(JobError::AlreadyExists(job.id)),
+                Err(StoreError::Conflict { .. }) => return Err(JobError::AlreadyExists(job.id)),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -1,62 +1,14 @@
 //! SQL for `api_tokens`. Token values are never stored, only their SHA-256.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use flotilla_model::api_token::{ApiToken, RoleAssignment};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::cache::Changed;
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
-
-/// How long a token looked up by hash is answered from memory. Every request authenticates, and
-/// the lookup was half of a `GET /jobs/{id}`'s database work. A token this process creates,
-/// replaces or deletes empties the cache at once; the time limit bounds what another process
-/// sharing the database could change behind it. Expiry is checked on every request regardless.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
-const TOKEN_CACHE_SIZE: usize = 1024;
-
-/// API tokens by hash, with when they were read. The generation changes with every change to
-/// the tokens, so a lookup that read the database before a change does not keep what it read.
-#[derive(Default)]
-pub(crate) struct TokenCache(Mutex<(u64, CachedTokens)>);
-
-/// Tokens by hash, with when each was read.
-type CachedTokens = HashMap<String, (ApiToken, Instant)>;
-
-impl TokenCache {
-    /// The cached token, or the generation to store a looked-up one with.
-    fn get(&self, hash: &str) -> Result<ApiToken, u64> {
-        let cache = self.0.lock().unwrap();
-        match cache.1.get(hash) {
-            Some((token, read)) if read.elapsed() < TOKEN_CACHE_TTL => Ok(token.clone()),
-            _ => Err(cache.0),
-        }
-    }
-
-    fn put(&self, generation: u64, hash: &str, token: &ApiToken) {
-        let mut cache = self.0.lock().unwrap();
-        if cache.0 != generation {
-            return;
-        }
-        if cache.1.len() >= TOKEN_CACHE_SIZE {
-            cache.1.clear();
-        }
-        cache
-            .1
-            .insert(hash.to_string(), (token.clone(), Instant::now()));
-    }
-
-    fn clear(&self) {
-        let mut cache = self.0.lock().unwrap();
-        cache.0 += 1;
-        cache.1.clear();
-    }
-}
+use crate::{Entity, Page, PageRequest, Result, Store, inserted, now_ms};
 
 fn roles_to_json(roles: &[RoleAssignment]) -> String {
     let items: Vec<Value> = roles
@@ -89,7 +41,7 @@ fn from_row(row: &AnyRow) -> Result<ApiToken> {
 impl Store {
     /// Stores a new token. `Conflict` when the id is taken.
     pub async fn insert_api_token(&self, token: &ApiToken, token_hash: &str) -> Result<()> {
-        self.tokens.clear();
+        self.caches.changed(Changed::ApiTokens);
         let result = sqlx::query(&self.sql(
             "INSERT INTO api_tokens (id, token_hash, roles, expiry_ms, created_ms) VALUES (?, ?, ?, ?, ?)",
         ))
@@ -100,13 +52,13 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        self.tokens.clear();
-        inserted(result, "API token", &token.id)
+        self.caches.changed(Changed::ApiTokens);
+        inserted(result, Entity::ApiToken, &token.id)
     }
 
     /// Stores a token, replacing any with the same id (an operator-supplied admin token).
     pub async fn upsert_api_token(&self, token: &ApiToken, token_hash: &str) -> Result<()> {
-        self.tokens.clear();
+        self.caches.changed(Changed::ApiTokens);
         let result = sqlx::query(&self.sql(
             "INSERT INTO api_tokens (id, token_hash, roles, expiry_ms, created_ms) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash, roles = excluded.roles, \
@@ -120,7 +72,7 @@ impl Store {
         .execute(&*self.writing().await)
         .await;
         // Again after the write: a lookup that read the old token meanwhile may not keep it.
-        self.tokens.clear();
+        self.caches.changed(Changed::ApiTokens);
         result?;
         Ok(())
     }
@@ -132,7 +84,7 @@ impl Store {
     /// The token whose value hashes to `token_hash`, if any (expired ones included: the caller
     /// decides what expiry means).
     pub async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let generation = match self.tokens.get(token_hash) {
+        let generation = match self.caches.tokens.get(token_hash) {
             Ok(token) => return Ok(Some(token)),
             Err(generation) => generation,
         };
@@ -142,7 +94,7 @@ impl Store {
             .await?;
         let token = row.as_ref().map(from_row).transpose()?;
         if let Some(token) = &token {
-            self.tokens.put(generation, token_hash, token);
+            self.caches.tokens.put(generation, token_hash, token);
         }
         Ok(token)
     }
@@ -160,10 +112,10 @@ impl Store {
 
     /// `NotFound` when there was no such token.
     pub async fn delete_api_token(&self, id: &str) -> Result<()> {
-        self.tokens.clear();
-        let deleted = self.delete_by_id("api_tokens", id).await;
+        self.caches.changed(Changed::ApiTokens);
+        let deleted = self.delete_by_id("api_tokens", Entity::ApiToken, id).await;
         // Again after the delete: a lookup that read the token meanwhile may not keep it.
-        self.tokens.clear();
+        self.caches.changed(Changed::ApiTokens);
         deleted
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
+use crate::{Entity, Page, PageRequest, Result, Store, inserted, now_ms};
 
 fn from_row(row: &AnyRow) -> Result<DeviceGroup> {
     Ok(DeviceGroup {
@@ -36,7 +36,7 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        inserted(result, "device group", &group.id)
+        inserted(result, Entity::DeviceGroup, &group.id)
     }
 
     /// Replaces a group if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -71,6 +71,7 @@ impl Store {
 
     /// `NotFound` when there was no such group.
     pub async fn delete_device_group(&self, id: &str) -> Result<()> {
-        self.delete_by_id("device_groups", id).await
+        self.delete_by_id("device_groups", Entity::DeviceGroup, id)
+            .await
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, now_ms};
+use crate::{ConflictKind, Entity, Page, PageRequest, Result, Store, StoreError, now_ms};
 
 /// A template as stored: its body (without etag) and etag.
 #[derive(Debug, Clone)]
@@ -41,10 +41,7 @@ impl Store {
         .map_err(StoreError::from);
         if let Err(e) = inserted {
             return Err(if e.is_unique_violation() {
-                StoreError::Conflict(format!(
-                    "A device template with the id '{}' already exists; change it with PATCH or publish a new version.",
-                    template.id
-                ))
+                StoreError::conflict(Entity::DeviceTemplate, &template.id, ConflictKind::Exists)
             } else {
                 e
             });
@@ -156,9 +153,11 @@ impl Store {
             .await?;
         let users: i64 = row.try_get("n")?;
         if users > 0 {
-            return Err(StoreError::Conflict(format!(
-                "The device template '{id}' is used by {users} device(s); move or delete them first."
-            )));
+            return Err(StoreError::conflict(
+                Entity::DeviceTemplate,
+                id,
+                ConflictKind::InUse { users },
+            ));
         }
         sqlx::query(&self.sql("DELETE FROM template_capabilities WHERE template_id = ?"))
             .bind(id)
@@ -169,7 +168,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::not_found(Entity::DeviceTemplate, id));
         }
         tx.commit().await?;
         Ok(())

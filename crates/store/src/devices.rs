@@ -1,14 +1,16 @@
 //! SQL for `devices`: the device entity, its cloud properties and its attestation, and the
-//! filtered listing that device-group membership uses.
+//! devices matching a device-group filter (compiled by `filter_sql`).
 
-use flotilla_filter::sql::{SqlCondition, SqlParam};
+use flotilla_filter::Filter;
 use flotilla_model::device::Device;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
+use crate::bulk::marks;
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, inserted, into_page, now_ms};
+use crate::filter_sql::{self, SqlParam};
+use crate::{Entity, Page, PageRequest, Result, Store, StoreError, inserted, into_page, now_ms};
 
 /// Reads a boolean column, selected as `CAST(CASE WHEN column THEN 1 ELSE 0 END AS BIGINT)`:
 /// sqlx's Any driver cannot decode SQLite's BOOLEAN, and this reads the same on both databases.
@@ -33,6 +35,21 @@ fn from_row(row: &AnyRow) -> Result<Device> {
 
 const DEVICE_COLUMNS: &str = "id, etag, display_name, template, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, \
      CAST(CASE WHEN provisioned THEN 1 ELSE 0 END AS BIGINT) AS provisioned, CAST(CASE WHEN simulated THEN 1 ELSE 0 END AS BIGINT) AS simulated, organizations";
+
+/// Binds a compiled filter's parameters, in order.
+fn bind_condition<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    params: Vec<SqlParam>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for param in params {
+        query = match param {
+            SqlParam::Text(s) => query.bind(s),
+            SqlParam::Real(n) => query.bind(n),
+            SqlParam::Bool(b) => query.bind(b),
+        };
+    }
+    query
+}
 
 fn json_text(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("JSON values always serialize")
@@ -64,7 +81,7 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        inserted(result, "device", &device.id)
+        inserted(result, Entity::Device, &device.id)
     }
 
     /// Replaces a device's fields if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -94,34 +111,60 @@ impl Store {
 
     /// `NotFound` when there was no such device.
     pub async fn delete_device(&self, id: &str) -> Result<()> {
-        self.delete_by_id("devices", id).await
+        self.delete_by_id("devices", Entity::Device, id).await
     }
 
-    /// A page of devices, optionally only those matching a device-group filter's condition.
-    pub async fn list_devices(
+    /// A page of devices.
+    pub async fn list_devices(&self, page: PageRequest<'_>) -> Result<Page<Device>> {
+        self.page_of("devices", DEVICE_COLUMNS, page, from_row)
+            .await
+    }
+
+    /// A page of the devices a device-group filter selects.
+    pub async fn devices_matching(
         &self,
+        filter: &Filter,
         page: PageRequest<'_>,
-        condition: Option<&SqlCondition>,
     ) -> Result<Page<Device>> {
-        let where_filter = condition.map(|c| c.sql.as_str()).unwrap_or("1 = 1");
+        let condition = filter_sql::condition(filter, self.dialect);
         let sql = self.sql(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ({where_filter}) AND id > ? ORDER BY id LIMIT ?"
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ({}) AND id > ? ORDER BY id LIMIT ?",
+            condition.sql
         ));
-        let mut query = sqlx::query::<Any>(&sql);
-        for param in condition.map(|c| c.params.as_slice()).unwrap_or_default() {
-            query = match param {
-                SqlParam::Text(s) => query.bind(s.clone()),
-                SqlParam::Real(n) => query.bind(*n),
-                SqlParam::Bool(b) => query.bind(*b),
-            };
-        }
-        let rows = query
+        let rows = bind_condition(sqlx::query::<Any>(&sql), condition.params)
             .bind(page.after.unwrap_or(""))
             .bind(page.size as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
         let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
         Ok(into_page(items, page.size))
+    }
+
+    /// The ids of the devices a device-group filter selects, in id order, only those of these
+    /// templates unless there are none (a job's devices).
+    pub async fn device_ids_matching(
+        &self,
+        filter: &Filter,
+        templates: &[String],
+    ) -> Result<Vec<String>> {
+        let condition = filter_sql::condition(filter, self.dialect);
+        let in_templates = if templates.is_empty() {
+            String::new()
+        } else {
+            format!(" AND template IN ({})", marks(templates.len()))
+        };
+        let sql = self.sql(&format!(
+            "SELECT id FROM devices WHERE ({}){in_templates} ORDER BY id",
+            condition.sql
+        ));
+        let mut query = bind_condition(sqlx::query::<Any>(&sql), condition.params);
+        for template in templates {
+            query = query.bind(template.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
     }
 
     /// A device's cloud properties (a JSON object) and its etag.
@@ -173,7 +216,23 @@ impl Store {
             .execute(&*self.writing().await)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::not_found(Entity::Device, id));
+        }
+        Ok(())
+    }
+
+    /// Marks a device provisioned (DPS registered it), giving it a template if it has none.
+    pub async fn set_provisioned(&self, device_id: &str, template: Option<&str>) -> Result<()> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE devices SET provisioned = ?, template = COALESCE(template, ?) WHERE id = ?",
+        ))
+        .bind(true)
+        .bind(template)
+        .bind(device_id)
+        .execute(&*self.writing().await)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(Entity::Device, device_id));
         }
         Ok(())
     }

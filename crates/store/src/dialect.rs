@@ -42,13 +42,6 @@ impl Dialect {
             }
         }
     }
-
-    pub fn filter_dialect(self) -> flotilla_filter::sql::Dialect {
-        match self {
-            Dialect::Sqlite => flotilla_filter::sql::Dialect::Sqlite,
-            Dialect::Postgres => flotilla_filter::sql::Dialect::Postgres,
-        }
-    }
 }
 
 #[cfg(test)]

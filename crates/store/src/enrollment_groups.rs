@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::devices::bool_column;
 use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
+use crate::{Entity, Page, PageRequest, Result, Store, inserted, now_ms};
 
 const GROUP_COLUMNS: &str = "id, etag, display_name, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, kind, \
      primary_key, secondary_key";
@@ -52,7 +52,7 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        inserted(result, "enrollment group", &group.id)
+        inserted(result, Entity::EnrollmentGroup, &group.id)
     }
 
     /// Replaces a group if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -93,6 +93,7 @@ impl Store {
 
     /// `NotFound` when there was no such group.
     pub async fn delete_enrollment_group(&self, id: &str) -> Result<()> {
-        self.delete_by_id("enrollment_groups", id).await
+        self.delete_by_id("enrollment_groups", Entity::EnrollmentGroup, id)
+            .await
     }
 }

@@ -1,13 +1,46 @@
-//! What can go wrong in the store, in terms the API maps to HTTP statuses.
+//! What can go wrong in the store, in terms the API maps to HTTP statuses. Errors name what
+//! they are about (the kind of entity and its id), never how a client should read it: the API
+//! words its own messages.
+
+use serde_json::Value;
+
+/// A kind of stored thing, as errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Device,
+    /// A device's twin (its id is the device's).
+    Twin,
+    DeviceGroup,
+    DeviceTemplate,
+    EnrollmentGroup,
+    ApiToken,
+    Job,
+    ScheduledJob,
+}
+
+/// Why a change conflicts with what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A row with that id exists already.
+    Exists,
+    /// Other rows still refer to it (`users` of them).
+    InUse { users: i64 },
+    /// Other writers kept changing it; every compare-and-swap lost.
+    Contended,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row to change or read does not exist.
-    #[error("not found")]
-    NotFound,
-    /// A row with that id exists already, or a change would break a reference.
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{entity:?} '{id}' not found")]
+    NotFound { entity: Entity, id: String },
+    /// The change conflicts with what is stored.
+    #[error("{entity:?} '{id}': {kind:?}")]
+    Conflict {
+        entity: Entity,
+        id: String,
+        kind: ConflictKind,
+    },
     #[error("database URLs must start with sqlite: or postgres:, not {0}:")]
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
@@ -23,6 +56,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub fn not_found(entity: Entity, id: &str) -> StoreError {
+        StoreError::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn conflict(entity: Entity, id: &str, kind: ConflictKind) -> StoreError {
+        StoreError::Conflict {
+            entity,
+            id: id.to_string(),
+            kind,
+        }
+    }
+
     /// Whether a database error is a unique-key violation (a concurrent insert of the same id).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
@@ -54,4 +102,9 @@ impl StoreError {
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
+}
+
+/// A JSON column's text, parsed.
+pub(crate) fn parse_json(text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(corrupt)
 }

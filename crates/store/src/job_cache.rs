@@ -3,13 +3,12 @@
 //! Dashboards and scripts poll `GET /jobs/{id}` and its device pages while a job runs; each
 //! read was a query handed to one of SQLite's connection threads and back, two thread switches
 //! that cost more than the query (a `GET /jobs/{id}` was about 180 µs of server CPU). Every
-//! write to `jobs` or `job_devices` goes through this crate and calls `changed` once it has
-//! committed, which drops every entry. An entry is filled once, by the first reader after a
+//! write to `jobs` or `job_devices` goes through this crate and reports it (`cache::Changed`) once
+//! it has committed, which drops every entry. An entry is filled once, by the first reader after a
 //! change, and the readers that come meanwhile wait for that read instead of all querying at
 //! once (at thousands of requests per second, a job's commits would otherwise send every
 //! connection to the database together). So a reader never sees a job older than the last
-//! write that was acknowledged before its read began. One server per database (see
-//! docs/api-behaviour.md): another process's writes would not empty this cache.
+//! write that was acknowledged before its read began.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -12,8 +12,10 @@ use flotilla_model::job_state::{
     DeviceEvent, DeviceOutcome, DeviceStatus, FailureReason, JobEvent, JobStatus,
 };
 
+use crate::cache::Changed;
 use crate::error::corrupt;
-use crate::{Page, Result, Store, StoreError, inserted, into_page, now_ms};
+use crate::group_commit::{FinishWrite, NoteWrite, Write};
+use crate::{Entity, Page, Result, Store, StoreError, inserted, into_page, now_ms};
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,13 +186,13 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        self.job_cache.changed();
-        inserted(result, "job", &job.id)
+        self.caches.changed(Changed::Jobs);
+        inserted(result, Entity::Job, &job.id)
     }
 
     /// A job (from `job_cache` when no job changed since it was last read).
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let entry = self.job_cache.job(id);
+        let entry = self.caches.jobs.job(id);
         let job = entry
             .get_or_try_init(|| self.row_by_id("jobs", "*", id, job_from_row))
             .await?;
@@ -240,7 +242,7 @@ impl Store {
         let moved = self
             .transition_with(&*self.writing().await, id, event)
             .await?;
-        self.job_cache.changed();
+        self.caches.changed(Changed::Jobs);
         Ok(moved)
     }
 
@@ -325,7 +327,7 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        self.job_cache.changed();
+        self.caches.changed(Changed::Jobs);
         Ok(true)
     }
 
@@ -369,7 +371,7 @@ impl Store {
         size: usize,
     ) -> Result<Page<JobDevice>> {
         let after = after_position.unwrap_or(-1);
-        let entry = self.job_cache.page(job_id, after, size);
+        let entry = self.caches.jobs.page(job_id, after, size);
         let page = entry
             .get_or_try_init(async || {
                 let sql = self.job_device_list_sql(&format!(
@@ -527,13 +529,13 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.job_cache.changed();
+        self.caches.changed(Changed::Jobs);
         Ok(started)
     }
 
     /// Records progress of a running device: the desired version its property write made, or
     /// that its command was sent (so a restart never sends it again).
-    /// Group-committed with other writes (`batch`).
+    /// Group-committed with other writes (`group_commit`).
     pub async fn note_job_device(
         &self,
         job_id: &str,
@@ -541,51 +543,19 @@ impl Store {
         desired_version: Option<i64>,
         sent: bool,
     ) -> Result<()> {
-        self.queued(
-            |reply| {
-                crate::batch::Write::Note(
-                    crate::batch::NoteWrite {
-                        job_id: job_id.to_string(),
-                        device_id: device_id.to_string(),
-                        desired_version,
-                        sent,
-                    },
-                    reply,
-                )
-            },
-            async || {
-                self.note_job_device_direct(job_id, device_id, desired_version, sent)
-                    .await
-            },
-        )
-        .await
-    }
-
-    pub(crate) async fn note_job_device_direct(
-        &self,
-        job_id: &str,
-        device_id: &str,
-        desired_version: Option<i64>,
-        sent: bool,
-    ) -> Result<()> {
-        sqlx::query(&self.sql(
-            "UPDATE job_devices SET desired_version = COALESCE(?, desired_version), \
-             sent = CASE WHEN ? THEN 1 ELSE sent END WHERE job_id = ? AND device_id = ?",
-        ))
-        .bind(desired_version)
-        .bind(sent)
-        .bind(job_id)
-        .bind(device_id)
-        .execute(&*self.writing().await)
-        .await?;
-        self.job_cache.changed();
-        Ok(())
+        let write = NoteWrite {
+            job_id: job_id.to_string(),
+            device_id: device_id.to_string(),
+            desired_version,
+            sent,
+        };
+        self.group_commit(|reply| Write::Note(write, reply)).await
     }
 
     /// Ends a running device's operation and counts it in the job, once; with a threshold
     /// (and the device's batch), cancels the job in the same transaction when its failures reach
     /// it, so no device can start between the failure and the cancel.
-    /// Group-committed with other writes (`batch`).
+    /// Group-committed with other writes (`group_commit`).
     pub async fn finish_job_device(
         &self,
         job_id: &str,
@@ -595,100 +565,15 @@ impl Store {
         detail: Option<&Value>,
         threshold: Option<(Threshold, i64)>,
     ) -> Result<Finish> {
-        self.queued(
-            |reply| {
-                crate::batch::Write::Finish(
-                    crate::batch::FinishWrite {
-                        job_id: job_id.to_string(),
-                        device_id: device_id.to_string(),
-                        outcome,
-                        reason: reason.map(str::to_string),
-                        detail: detail.cloned(),
-                        threshold,
-                    },
-                    reply,
-                )
-            },
-            async || {
-                self.finish_job_device_direct(job_id, device_id, outcome, reason, detail, threshold)
-                    .await
-            },
-        )
-        .await
-    }
-
-    pub(crate) async fn finish_job_device_direct(
-        &self,
-        job_id: &str,
-        device_id: &str,
-        outcome: DeviceOutcome,
-        reason: Option<&str>,
-        detail: Option<&Value>,
-        threshold: Option<(Threshold, i64)>,
-    ) -> Result<Finish> {
-        let event = DeviceEvent::Finish(outcome);
-        let counter = match outcome {
-            DeviceOutcome::Completed => "completed",
-            DeviceOutcome::Failed(_) => "failed",
+        let write = FinishWrite {
+            job_id: job_id.to_string(),
+            device_id: device_id.to_string(),
+            outcome,
+            reason: reason.map(str::to_string),
+            detail: detail.cloned(),
+            threshold,
         };
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(&self.sql(&format!(
-            "UPDATE job_devices SET status = ?, reason = ?, reason_code = ?, detail = ?, \
-             finished_ms = ? WHERE job_id = ? AND device_id = ? AND status = {}",
-            device_source(event)
-        )))
-        .bind(DeviceStatus::target(event).as_str())
-        .bind(reason)
-        .bind(reason_code(outcome))
-        .bind(detail.map(Value::to_string))
-        .bind(now_ms())
-        .bind(job_id)
-        .bind(device_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(Finish::default());
-        }
-        // Updating the job's row first locks it (PostgreSQL), so concurrent finishers of one job
-        // count their failures one after another.
-        sqlx::query(&self.sql(&format!(
-            "UPDATE jobs SET {counter} = {counter} + 1 WHERE id = ?"
-        )))
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        let mut cancelled = None;
-        if let (DeviceOutcome::Failed(_), Some((threshold, batch))) = (outcome, threshold) {
-            let (failed, size) = if threshold.per_batch {
-                let row = sqlx::query(&self.sql(&batch_failures_sql()))
-                    .bind(job_id)
-                    .bind(batch)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                (
-                    row.try_get::<i64, _>("failed")?,
-                    row.try_get::<i64, _>("total")?,
-                )
-            } else {
-                let row = sqlx::query(&self.sql("SELECT failed, total FROM jobs WHERE id = ?"))
-                    .bind(job_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                (
-                    row.try_get::<i64, _>("failed")?,
-                    row.try_get::<i64, _>("total")?,
-                )
-            };
-            cancelled = self
-                .cancel_at_threshold(&mut tx, job_id, &threshold, failed, size)
-                .await?;
-        }
-        tx.commit().await?;
-        self.job_cache.changed();
-        Ok(Finish {
-            counted: true,
-            cancelled,
-        })
+        self.group_commit(|reply| Write::Finish(write, reply)).await
     }
 
     /// Cancels the job, in the caller's transaction, when `failed` of `size` devices reach the
@@ -720,41 +605,6 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| r.try_get("device_id").map_err(StoreError::from))
-            .collect()
-    }
-
-    /// The ids of devices matching a condition, in id order (a job's membership).
-    pub async fn device_ids(
-        &self,
-        condition: &flotilla_filter::sql::SqlCondition,
-        templates: &[String],
-    ) -> Result<Vec<String>> {
-        let in_templates = if templates.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND template IN ({})",
-                vec!["?"; templates.len()].join(", ")
-            )
-        };
-        let sql = self.sql(&format!(
-            "SELECT id FROM devices WHERE ({}){in_templates} ORDER BY id",
-            condition.sql
-        ));
-        let mut query = sqlx::query(&sql);
-        for param in &condition.params {
-            query = match param {
-                flotilla_filter::sql::SqlParam::Text(s) => query.bind(s.clone()),
-                flotilla_filter::sql::SqlParam::Real(n) => query.bind(*n),
-                flotilla_filter::sql::SqlParam::Bool(b) => query.bind(*b),
-            };
-        }
-        for template in templates {
-            query = query.bind(template.clone());
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| r.try_get("id").map_err(StoreError::from))
             .collect()
     }
 }

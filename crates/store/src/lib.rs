@@ -1,31 +1,41 @@
 //! Flotilla's storage: one interface ([`Store`]) over an embedded SQLite database (the default)
-//! or PostgreSQL (for several replicas). Each resource's SQL lives in its own module; every
+//! or PostgreSQL (for several replicas). Each table's SQL lives in its own module; every
 //! statement is written once, with `?` placeholders, and runs on both databases.
+//!
+//! Beside the SQL, and apart from it: group commit (`group_commit`), the read caches (`cache`)
+//! and the queue for SQLite's one write lock (`write_gate`).
 
 mod api_tokens;
-mod batch;
+mod bulk;
+mod cache;
+mod commands;
 mod device_groups;
 mod device_templates;
 mod devices;
 mod dialect;
 mod enrollment_groups;
 mod error;
+pub mod filter_sql;
+mod group_commit;
 mod instance_lock;
 mod job_cache;
 mod jobs;
+mod mqtt_sessions;
 mod scheduled_jobs;
 mod settings;
+mod telemetry;
+mod token_cache;
 mod twins;
 mod write_gate;
 
+pub use commands::CommandRecord;
 pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
-pub use error::StoreError;
+pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
 pub use scheduled_jobs::ScheduledJobRecord;
-pub use twins::CommandRecord;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
@@ -53,13 +63,10 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     /// Where the writes that come by the thousand during jobs queue for group commit (see
-    /// `batch`); `None` in the store the writer itself uses.
-    writer: Option<tokio::sync::mpsc::UnboundedSender<batch::Write>>,
-    /// API tokens recently looked up by hash (see `api_tokens`).
-    tokens: std::sync::Arc<api_tokens::TokenCache>,
-    /// Jobs and job device pages as last read (see `job_cache`); shared with the writer's store,
-    /// whose commits empty it.
-    job_cache: std::sync::Arc<job_cache::JobCache>,
+    /// `group_commit`); `None` in the store the writer itself uses.
+    writer: Option<tokio::sync::mpsc::UnboundedSender<group_commit::Write>>,
+    /// Rows as last read (see `cache`); shared with the writer's store, whose commits empty them.
+    caches: std::sync::Arc<cache::Caches>,
     /// Where writes wait for their turn (see `write_gate`); shared with the writer's store.
     write_gate: write_gate::WriteGate,
 }
@@ -95,7 +102,7 @@ impl Store {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        // The group-commit writer (`batch`) has connections of its own: one reads ahead, one
+        // The group-commit writer (`group_commit`) has connections of its own: one reads ahead, one
         // writes. On SQLite they keep a page cache large enough for the rows jobs touch (the
         // default 2 MB holds the rows of a few thousand devices), while the API's connections
         // keep the default.
@@ -117,41 +124,22 @@ impl Store {
                     });
         }
         let writer_pool = writer_options.connect(url).await?;
-        let job_cache = std::sync::Arc::new(job_cache::JobCache::default());
-        let write_gate = write_gate::for_dialect(dialect);
-        let writer = batch::start(Store {
+        let caches = std::sync::Arc::new(cache::Caches::default());
+        let write_gate = write_gate::WriteGate::for_dialect(dialect);
+        let writer = group_commit::start(Store {
             pool: writer_pool,
             dialect,
             writer: None,
-            tokens: Default::default(),
-            job_cache: job_cache.clone(),
+            caches: caches.clone(),
             write_gate: write_gate.clone(),
         });
         Ok(Store {
             pool,
             dialect,
             writer: Some(writer),
-            tokens: Default::default(),
-            job_cache,
+            caches,
             write_gate,
         })
-    }
-
-    /// Queues a write for group commit and waits for its answer; without a writer (the
-    /// writer's own store), `direct` runs it on its own.
-    async fn queued<T>(
-        &self,
-        write: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> batch::Write,
-        direct: impl AsyncFnOnce() -> Result<T>,
-    ) -> Result<T> {
-        if let Some(writer) = &self.writer {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            // Not queued (the writer is gone): nothing was applied, so it runs on its own.
-            if writer.send(write(tx)).is_ok() {
-                return rx.await.unwrap_or(Err(StoreError::Interrupted));
-            }
-        }
-        direct().await
     }
 
     /// A column in a condition that must not pick the index: SQLite would otherwise scan a
@@ -238,25 +226,28 @@ impl Store {
     }
 
     /// Deletes the row of `table` with this id; `NotFound` when there was none.
-    async fn delete_by_id(&self, table: &str, id: &str) -> Result<()> {
+    async fn delete_by_id(&self, table: &str, entity: Entity, id: &str) -> Result<()> {
         let done = sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE id = ?")))
             .bind(id)
             .execute(&*self.writing().await)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::not_found(entity, id));
         }
         Ok(())
     }
 }
 
-/// An insert's outcome, with a unique-key violation reported as `Conflict` ("A {what} with the
-/// id '{id}' already exists.").
-fn inserted<T>(result: std::result::Result<T, sqlx::Error>, what: &str, id: &str) -> Result<()> {
+/// An insert's outcome, with a unique-key violation reported as `Conflict` (`Exists`).
+fn inserted<T>(
+    result: std::result::Result<T, sqlx::Error>,
+    entity: Entity,
+    id: &str,
+) -> Result<()> {
     match result.map_err(StoreError::from) {
-        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
-            "A {what} with the id '{id}' already exists."
-        ))),
+        Err(e) if e.is_unique_violation() => {
+            Err(StoreError::conflict(entity, id, ConflictKind::Exists))
+        }
         Err(e) => Err(e),
         Ok(_) => Ok(()),
     }

@@ -4,10 +4,11 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::cache::Changed;
 use crate::devices::bool_column;
 use crate::error::corrupt;
 use crate::jobs::JobRecord;
-use crate::{Page, PageRequest, Result, Store, inserted, now_ms};
+use crate::{Entity, Page, PageRequest, Result, Store, inserted, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledJobRecord {
@@ -53,7 +54,7 @@ impl Store {
         .bind(now_ms())
         .execute(&*self.writing().await)
         .await;
-        inserted(result, "scheduled job", &job.id)
+        inserted(result, Entity::ScheduledJob, &job.id)
     }
 
     /// Replaces a scheduled job if its etag is still `expected_etag`; `Ok(false)` if not.
@@ -105,7 +106,8 @@ impl Store {
     }
 
     pub async fn delete_scheduled_job(&self, id: &str) -> Result<()> {
-        self.delete_by_id("scheduled_jobs", id).await
+        self.delete_by_id("scheduled_jobs", Entity::ScheduledJob, id)
+            .await
     }
 
     /// Runs occurrence `occurrence` (due at `occurrence_ms`) of a scheduled job: moves the
@@ -175,7 +177,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.job_cache.changed();
+        self.caches.changed(Changed::Jobs);
         Ok(Some(job_id))
     }
 

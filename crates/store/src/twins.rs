@@ -1,37 +1,20 @@
-//! SQL for the device side: twins (desired and reported documents with versions), the last
-//! telemetry values, command history, and persistent MQTT subscriptions.
+//! SQL for twins: the desired and reported documents of `devices`, with their versions.
 //!
 //! Twin writes are compare-and-swap on the document's version, so concurrent writers (REST and
-//! the device, or two replicas) never lose each other's changes.
+//! the device, or two replicas) never lose each other's changes. They are group-committed
+//! (`group_commit`), which reads and writes them in bulk with the statements here.
 
-use flotilla_model::twin::{Twin, apply_reported_patch, plain_values};
-use flotilla_model::validate::merge_patch;
+use std::collections::{HashMap, HashSet};
+
+use flotilla_model::twin::{Twin, plain_values};
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
-use crate::error::corrupt;
-use crate::{Page, PageRequest, Result, Store, StoreError, into_page, now_ms};
-
-/// How often a twin write retries when another writer changed the document meanwhile.
-const CAS_ATTEMPTS: usize = 20;
-
-/// One command sent to a device, as its history keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandRecord {
-    pub id: String,
-    pub device_id: String,
-    pub component: Option<String>,
-    pub name: String,
-    pub connection_timeout: i64,
-    pub response_timeout: i64,
-    pub request: Option<Value>,
-    pub response: Option<Value>,
-    pub response_code: Option<i64>,
-}
-
-fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(corrupt)
-}
+use crate::bulk::{CHUNK, marks, value_rows};
+use crate::error::parse_json;
+use crate::group_commit::{DesiredWrite, DevicePlan, ReportedAnswer, ReportedWrite, Write};
+use crate::write_gate::WriteTx;
+use crate::{Result, Store};
 
 impl Store {
     pub async fn twin(&self, device_id: &str) -> Result<Option<Twin>> {
@@ -52,52 +35,14 @@ impl Store {
 
     /// Merges a device's reported patch into its twin; returns the new reported version and the
     /// reported document it made. Also refreshes `reported_properties`, the plain values that
-    /// filters compare against. Group-committed with other writes (`batch`).
-    pub async fn patch_reported(&self, device_id: &str, patch: &Value) -> Result<(i64, Value)> {
-        self.queued(
-            |reply| {
-                crate::batch::Write::Reported(
-                    crate::batch::ReportedWrite {
-                        device_id: device_id.to_string(),
-                        patch: patch.clone(),
-                    },
-                    reply,
-                )
-            },
-            async || self.patch_reported_direct(device_id, patch).await,
-        )
-        .await
-    }
-
-    /// `patch_reported` on its own: read, merge, compare-and-swap.
-    pub(crate) async fn patch_reported_direct(
-        &self,
-        device_id: &str,
-        patch: &Value,
-    ) -> Result<(i64, Value)> {
-        for _ in 0..CAS_ATTEMPTS {
-            let twin = self.twin(device_id).await?.ok_or(StoreError::NotFound)?;
-            let mut reported = twin.reported;
-            apply_reported_patch(&mut reported, patch);
-            let version = twin.reported_version + 1;
-            let done = sqlx::query(&self.sql(
-                "UPDATE devices SET reported = ?, reported_version = ?, reported_properties = ? \
-                 WHERE id = ? AND reported_version = ?",
-            ))
-            .bind(reported.to_string())
-            .bind(version)
-            .bind(plain_values(&reported).to_string())
-            .bind(device_id)
-            .bind(twin.reported_version)
-            .execute(&*self.writing().await)
-            .await?;
-            if done.rows_affected() == 1 {
-                return Ok((version, reported));
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "The twin of device '{device_id}' kept changing; retry."
-        )))
+    /// filters compare against. Group-committed with other writes.
+    pub async fn patch_reported(&self, device_id: &str, patch: &Value) -> Result<ReportedAnswer> {
+        let write = ReportedWrite {
+            device_id: device_id.to_string(),
+            patch: patch.clone(),
+        };
+        self.group_commit(|reply| Write::Reported(write, reply))
+            .await
     }
 
     /// Merges a change into a device's desired properties; returns the twin after the change.
@@ -106,250 +51,112 @@ impl Store {
     }
 
     /// The same, recording in the same transaction the desired version a job's device write
-    /// made (so a restart never writes it twice). Group-committed with other writes (`batch`).
+    /// made (so a restart never writes it twice). Group-committed with other writes.
     pub async fn patch_desired_for(
         &self,
         device_id: &str,
         change: &Value,
         job_id: Option<&str>,
     ) -> Result<Twin> {
-        self.queued(
-            |reply| {
-                crate::batch::Write::Desired(
-                    crate::batch::DesiredWrite {
-                        device_id: device_id.to_string(),
-                        change: change.clone(),
-                        job_id: job_id.map(str::to_string),
-                    },
-                    reply,
-                )
-            },
-            async || self.patch_desired_direct(device_id, change, job_id).await,
-        )
-        .await
+        let write = DesiredWrite {
+            device_id: device_id.to_string(),
+            change: change.clone(),
+            job_id: job_id.map(str::to_string),
+        };
+        self.group_commit(|reply| Write::Desired(write, reply))
+            .await
     }
 
-    /// `patch_desired_for` on its own: read, merge, compare-and-swap.
-    pub(crate) async fn patch_desired_direct(
+    /// The twins of these devices (each once); the desired document only when asked for (a
+    /// reported write needs only the reported one).
+    pub(crate) async fn read_twins(
         &self,
-        device_id: &str,
-        change: &Value,
-        job_id: Option<&str>,
-    ) -> Result<Twin> {
-        for _ in 0..CAS_ATTEMPTS {
-            let mut twin = self.twin(device_id).await?.ok_or(StoreError::NotFound)?;
-            let previous = twin.desired_version;
-            merge_patch(&mut twin.desired, change);
-            twin.desired_version += 1;
-            let mut tx = self.begin_write().await?;
-            let done = sqlx::query(&self.sql(
-                "UPDATE devices SET desired = ?, desired_version = ? WHERE id = ? AND desired_version = ?",
-            ))
-            .bind(twin.desired.to_string())
-            .bind(twin.desired_version)
-            .bind(device_id)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                if let Some(job_id) = job_id {
-                    sqlx::query(&self.sql(
-                        "UPDATE job_devices SET desired_version = ? WHERE job_id = ? AND device_id = ?",
-                    ))
-                    .bind(twin.desired_version)
-                    .bind(job_id)
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                if job_id.is_some() {
-                    self.job_cache.changed();
-                }
-                return Ok(twin);
+        connection: &mut AnyConnection,
+        ids: &[&str],
+        with_desired: bool,
+    ) -> Result<HashMap<String, Twin>> {
+        let columns = if with_desired {
+            "id, desired, desired_version, reported, reported_version"
+        } else {
+            "id, reported, reported_version"
+        };
+        let mut twins = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = self.sql(&format!(
+                "SELECT {columns} FROM devices WHERE id IN ({})",
+                marks(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *connection).await? {
+                let parse = |column: &str| -> Result<Value> {
+                    serde_json::from_str(&row.try_get::<String, _>(column)?)
+                        .map_err(crate::error::corrupt)
+                };
+                let (desired, desired_version) = if with_desired {
+                    (parse("desired")?, row.try_get("desired_version")?)
+                } else {
+                    (Value::Null, 0)
+                };
+                twins.insert(
+                    row.try_get("id")?,
+                    Twin {
+                        desired,
+                        desired_version,
+                        reported: parse("reported")?,
+                        reported_version: row.try_get("reported_version")?,
+                    },
+                );
             }
         }
-        Err(StoreError::Conflict(format!(
-            "The twin of device '{device_id}' kept changing; retry."
-        )))
+        Ok(twins)
     }
 
-    /// Marks a device provisioned (DPS registered it), giving it a template if it has none.
-    pub async fn set_provisioned(&self, device_id: &str, template: Option<&str>) -> Result<()> {
-        let done = sqlx::query(&self.sql(
-            "UPDATE devices SET provisioned = ?, template = COALESCE(template, ?) WHERE id = ?",
-        ))
-        .bind(true)
-        .bind(template)
-        .bind(device_id)
-        .execute(&*self.writing().await)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+    /// Writes planned twin documents, each only if its version is still the one read; returns
+    /// the devices written.
+    pub(crate) async fn write_twins(
+        &self,
+        tx: &mut WriteTx,
+        devices: &[DevicePlan],
+        reported: bool,
+    ) -> Result<HashSet<String>> {
+        let mut written = HashSet::new();
+        for chunk in devices.chunks(CHUNK) {
+            let sql = if reported {
+                format!(
+                    "UPDATE devices SET reported = v.column2, reported_version = v.column3, \
+                     reported_properties = v.column4 FROM (VALUES {}) AS v \
+                     WHERE devices.id = v.column1 AND devices.reported_version = v.column5 \
+                     RETURNING devices.id AS id",
+                    value_rows(chunk.len(), 5)
+                )
+            } else {
+                format!(
+                    "UPDATE devices SET desired = v.column2, desired_version = v.column3 \
+                     FROM (VALUES {}) AS v \
+                     WHERE devices.id = v.column1 AND devices.desired_version = v.column4 \
+                     RETURNING devices.id AS id",
+                    value_rows(chunk.len(), 4)
+                )
+            };
+            let sql = self.sql(&sql);
+            let mut query = sqlx::query(&sql);
+            for device in chunk {
+                query = query
+                    .bind(&device.id)
+                    .bind(device.document.to_string())
+                    .bind(device.version);
+                if reported {
+                    query = query.bind(plain_values(&device.document).to_string());
+                }
+                query = query.bind(device.read_version);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                written.insert(row.try_get::<String, _>("id")?);
+            }
         }
-        Ok(())
-    }
-
-    /// Keeps the latest value of each telemetry in a message.
-    pub async fn record_telemetry(
-        &self,
-        device_id: &str,
-        component: Option<&str>,
-        values: &serde_json::Map<String, Value>,
-        time_ms: i64,
-    ) -> Result<()> {
-        let sql = self.sql(
-            "INSERT INTO device_telemetry (device_id, component, name, value, time_ms) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (device_id, component, name) DO UPDATE SET value = excluded.value, time_ms = excluded.time_ms",
-        );
-        let mut tx = self.begin_write().await?;
-        for (name, value) in values {
-            sqlx::query(&sql)
-                .bind(device_id)
-                .bind(component.unwrap_or(""))
-                .bind(name)
-                .bind(value.to_string())
-                .bind(time_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The last value of a telemetry and when it arrived (ms since the epoch).
-    pub async fn telemetry(
-        &self,
-        device_id: &str,
-        component: Option<&str>,
-        name: &str,
-    ) -> Result<Option<(Value, i64)>> {
-        let row = sqlx::query(&self.sql(
-            "SELECT value, time_ms FROM device_telemetry WHERE device_id = ? AND component = ? AND name = ?",
-        ))
-        .bind(device_id)
-        .bind(component.unwrap_or(""))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some((
-            parse_json(&row.try_get::<String, _>("value")?)?,
-            row.try_get("time_ms")?,
-        )))
-    }
-
-    pub async fn insert_command(&self, command: &CommandRecord) -> Result<()> {
-        sqlx::query(&self.sql(
-            "INSERT INTO device_commands (id, device_id, component, name, connection_timeout, response_timeout, \
-             request, response, response_code, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(&command.id)
-        .bind(&command.device_id)
-        .bind(command.component.as_deref().unwrap_or(""))
-        .bind(&command.name)
-        .bind(command.connection_timeout)
-        .bind(command.response_timeout)
-        .bind(command.request.as_ref().map(Value::to_string))
-        .bind(command.response.as_ref().map(Value::to_string))
-        .bind(command.response_code)
-        .bind(now_ms())
-        .execute(&*self.writing().await)
-        .await?;
-        Ok(())
-    }
-
-    /// A page of a command's history on a device, oldest first (ids are time-ordered).
-    pub async fn command_history(
-        &self,
-        device_id: &str,
-        component: Option<&str>,
-        name: &str,
-        page: PageRequest<'_>,
-    ) -> Result<Page<CommandRecord>> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT * FROM device_commands WHERE device_id = ? AND component = ? AND name = ? AND id > ? \
-             ORDER BY id LIMIT ?",
-        ))
-        .bind(device_id)
-        .bind(component.unwrap_or(""))
-        .bind(name)
-        .bind(page.after.unwrap_or(""))
-        .bind(page.size as i64 + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                let component: String = row.try_get("component")?;
-                let json = |column: &str| -> Result<Option<Value>> {
-                    row.try_get::<Option<String>, _>(column)?
-                        .map(|t| parse_json(&t))
-                        .transpose()
-                };
-                Ok(CommandRecord {
-                    id: row.try_get("id")?,
-                    device_id: row.try_get("device_id")?,
-                    component: (!component.is_empty()).then_some(component),
-                    name: row.try_get("name")?,
-                    connection_timeout: row.try_get("connection_timeout")?,
-                    response_timeout: row.try_get("response_timeout")?,
-                    request: json("request")?,
-                    response: json("response")?,
-                    response_code: row.try_get("response_code")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(into_page(items, page.size))
-    }
-
-    /// The MQTT subscriptions (topic filter, QoS) a client keeps across connections.
-    pub async fn session_subscriptions(&self, client_id: &str) -> Result<Vec<(String, u8)>> {
-        let row =
-            sqlx::query(&self.sql("SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?"))
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(row) = row else { return Ok(vec![]) };
-        let value = parse_json(&row.try_get::<String, _>("subscriptions")?)?;
-        Ok(value
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| {
-                        Some((item[0].as_str()?.to_string(), item[1].as_u64()? as u8))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    /// Stores a client's subscriptions; an empty list forgets the session.
-    pub async fn save_session(
-        &self,
-        client_id: &str,
-        subscriptions: &[(String, u8)],
-    ) -> Result<()> {
-        if subscriptions.is_empty() {
-            sqlx::query(&self.sql("DELETE FROM mqtt_sessions WHERE client_id = ?"))
-                .bind(client_id)
-                .execute(&*self.writing().await)
-                .await?;
-            return Ok(());
-        }
-        let value: Vec<Value> = subscriptions
-            .iter()
-            .map(|(filter, qos)| serde_json::json!([filter, qos]))
-            .collect();
-        sqlx::query(&self.sql(
-            "INSERT INTO mqtt_sessions (client_id, subscriptions) VALUES (?, ?) \
-             ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions",
-        ))
-        .bind(client_id)
-        .bind(Value::Array(value).to_string())
-        .execute(&*self.writing().await)
-        .await?;
-        Ok(())
+        Ok(written)
     }
 }

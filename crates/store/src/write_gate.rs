@@ -2,7 +2,7 @@
 //!
 //! SQLite has one write lock per database. A connection that finds it taken does not queue: its
 //! busy handler sleeps and tries again, with sleeps growing to 100 ms, so while the group-commit
-//! writer (`batch`) commits back to back, a REST write could lose the race many times over (a
+//! writer (`group_commit`) commits back to back, a REST write could lose the race many times over (a
 //! `PUT /jobs/{id}` took up to 1.3 s at the 99th percentile while jobs ran). Every write in this
 //! process takes its turn here first, a fair queue, and then finds the lock free. PostgreSQL
 //! locks rows, not the database: there the gate is open.
@@ -15,11 +15,23 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{Dialect, Result, Store};
 
-/// The queue writes wait in (`None`: PostgreSQL, no waiting).
-pub(crate) type WriteGate = Option<Arc<Mutex<()>>>;
+/// The queue writes wait in (`None` inside: PostgreSQL, no waiting). Only this module knows how
+/// a write waits, so another policy (a gate shared by processes, say) replaces this type alone.
+#[derive(Clone)]
+pub(crate) struct WriteGate(Option<Arc<Mutex<()>>>);
 
-pub(crate) fn for_dialect(dialect: Dialect) -> WriteGate {
-    (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(())))
+impl WriteGate {
+    pub(crate) fn for_dialect(dialect: Dialect) -> WriteGate {
+        WriteGate((dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(()))))
+    }
+
+    /// Waits for this write's turn, held until the guard drops.
+    async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.0 {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
+    }
 }
 
 /// The pool, to run one write statement on while holding the turn.
@@ -62,17 +74,10 @@ impl DerefMut for WriteTx {
 }
 
 impl Store {
-    async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
-        match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
-        }
-    }
-
     /// The pool for one write statement, once it is this write's turn:
     /// `.execute(&*self.writing().await)` holds the turn until the statement is done.
     pub(crate) async fn writing(&self) -> Writing<'_> {
-        let turn = self.write_turn().await;
+        let turn = self.write_gate.turn().await;
         Writing {
             pool: &self.pool,
             _turn: turn,
@@ -82,7 +87,7 @@ impl Store {
     /// Begins a transaction that writes, once it is its turn: on SQLite it takes the write lock
     /// at once (`BEGIN IMMEDIATE`), so what it reads stays current until it commits.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        let turn = self.write_turn().await;
+        let turn = self.write_gate.turn().await;
         let tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The API token '{id}' was not found."))
+    ApiError::missing(flotilla_store::Entity::ApiToken, id)
 }
 
 #[utoipa::path(
@@ -132,14 +132,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::ApiTokens, Access::Write)?;
-    state
-        .store
-        .delete_api_token(&id)
-        .await
-        .map_err(|e| match e {
-            flotilla_store::StoreError::NotFound => not_found(&id),
-            other => other.into(),
-        })?;
+    state.store.delete_api_token(&id).await?;
     tracing::info!(token = %id, by = %caller.token.id, "API token deleted");
     Ok(StatusCode::NO_CONTENT)
 }

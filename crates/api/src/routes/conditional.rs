@@ -8,7 +8,7 @@
 use std::future::Future;
 
 use flotilla_model::validate::{check_read_only, merge_patch};
-use flotilla_store::{Result as StoreResult, StoreError};
+use flotilla_store::{Entity, Result as StoreResult, StoreError};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -18,8 +18,8 @@ use crate::state::AppState;
 pub(super) trait Resource: Sized + Send + Sync {
     /// The collection's path segment (`devices`): with the id it names whose writers take turns.
     const COLLECTION: &'static str;
-    /// What the entity is called in a 404's message ("device group").
-    const NOUN: &'static str;
+    /// Which entity it is, as refusals name it.
+    const ENTITY: Entity;
     /// Fields a request may repeat but not change.
     const READ_ONLY: &'static [&'static str];
     /// The entity after a change, ready to write (for most resources the entity itself).
@@ -111,7 +111,7 @@ pub(super) async fn put_resource<R: Creatable>(
             let created = build(None)?;
             return match created.insert(state).await {
                 Ok(()) => Ok(Some(created)),
-                Err(StoreError::Conflict(_)) => Ok(None),
+                Err(StoreError::Conflict { .. }) => Ok(None),
                 Err(other) => Err(other.into()),
             };
         };
@@ -130,7 +130,7 @@ fn entity<R: Resource>(id: &str) -> String {
 
 /// 404: the entity does not exist.
 pub(super) fn not_found<R: Resource>(id: &str) -> ApiError {
-    ApiError::not_found(format!("The {} '{id}' was not found.", R::NOUN))
+    ApiError::missing(R::ENTITY, id)
 }
 
 /// The current document, once the client's etag (412) and the read-only fields it sent (400)

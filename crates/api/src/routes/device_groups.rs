@@ -9,8 +9,8 @@ use flotilla_model::device_group::{self, DeviceGroup, DeviceGroupSpec};
 use flotilla_model::ids::check_entity_id;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
+use flotilla_store::Entity;
 use flotilla_store::Result as StoreResult;
-use flotilla_store::StoreError;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,7 +51,7 @@ fn build(id: &str, spec: DeviceGroupSpec) -> DeviceGroup {
 
 impl Resource for DeviceGroup {
     const COLLECTION: &'static str = "deviceGroups";
-    const NOUN: &'static str = "device group";
+    const ENTITY: Entity = Entity::DeviceGroup;
     const READ_ONLY: &'static [&'static str] = device_group::READ_ONLY;
     type Changed = Self;
 
@@ -202,14 +202,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::DeviceGroups, Access::Write)?;
-    state
-        .store
-        .delete_device_group(&id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(&id),
-            other => other.into(),
-        })?;
+    state.store.delete_device_group(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -242,12 +235,7 @@ async fn devices(
         tracing::error!(group = %id, error = %e, "a stored device-group filter no longer parses");
         ApiError::internal()
     })?;
-    let condition =
-        flotilla_filter::sql::condition(&filter, state.store.dialect().filter_dialect());
-    let page = state
-        .store
-        .list_devices(query.page(), Some(&condition))
-        .await?;
+    let page = state.store.devices_matching(&filter, query.page()).await?;
     Ok(Json(list_body(
         page,
         |d| &d.id,

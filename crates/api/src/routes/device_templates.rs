@@ -8,7 +8,7 @@ use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::{self, DeviceTemplate, PublishedTemplate};
 use flotilla_store::Result as StoreResult;
-use flotilla_store::{StoreError, StoredTemplate};
+use flotilla_store::{Entity, StoredTemplate};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -49,7 +49,7 @@ impl Revision {
 
 impl Resource for StoredTemplate {
     const COLLECTION: &'static str = "deviceTemplates";
-    const NOUN: &'static str = "device template";
+    const ENTITY: Entity = Entity::DeviceTemplate;
     const READ_ONLY: &'static [&'static str] = template::READ_ONLY;
     type Changed = Revision;
 
@@ -209,13 +209,6 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::DeviceTemplates, Access::Write)?;
-    state
-        .store
-        .delete_template(&id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(&id),
-            other => other.into(),
-        })?;
+    state.store.delete_template(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,7 +17,7 @@ use flotilla_model::schema::check_value;
 use flotilla_model::template::{CapabilityKind, find};
 use flotilla_model::validate::merge_patch;
 use flotilla_store::Result as StoreResult;
-use flotilla_store::{CloudPropertiesUpdate, StoreError};
+use flotilla_store::{CloudPropertiesUpdate, Entity};
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -80,7 +80,7 @@ async fn list(
 ) -> ApiResult<Json<DeviceCollection>> {
     caller.require(Area::Devices, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
-    let page = state.store.list_devices(query.page(), None).await?;
+    let page = state.store.list_devices(query.page()).await?;
     Ok(Json(list_body(
         page,
         |d| &d.id,
@@ -141,7 +141,7 @@ fn build(id: &str, spec: DeviceSpec, provisioned: bool) -> Device {
 
 impl Resource for Device {
     const COLLECTION: &'static str = "devices";
-    const NOUN: &'static str = "device";
+    const ENTITY: Entity = Entity::Device;
     const READ_ONLY: &'static [&'static str] = device::READ_ONLY;
     type Changed = Self;
 
@@ -273,10 +273,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::Devices, Access::Write)?;
-    state.store.delete_device(&id).await.map_err(|e| match e {
-        StoreError::NotFound => not_found(&id),
-        other => other.into(),
-    })?;
+    state.store.delete_device(&id).await?;
     state.bus.disconnect(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -360,7 +357,7 @@ struct CloudProperties {
 impl Resource for CloudProperties {
     // One device's writers take turns, whichever part of it they write.
     const COLLECTION: &'static str = Device::COLLECTION;
-    const NOUN: &'static str = "device";
+    const ENTITY: Entity = Entity::Device;
     const READ_ONLY: &'static [&'static str] = &[];
     type Changed = Self;
 
@@ -593,12 +590,5 @@ async fn remove_attestation(
 }
 
 async fn set_attestation(state: &AppState, id: &str, attestation: Option<&Value>) -> ApiResult<()> {
-    state
-        .store
-        .set_attestation(id, attestation)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(id),
-            other => other.into(),
-        })
+    Ok(state.store.set_attestation(id, attestation).await?)
 }

@@ -9,8 +9,8 @@ use flotilla_model::enrollment_group::{
 use flotilla_model::ids::check_enrollment_group_id;
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
+use flotilla_store::Entity;
 use flotilla_store::Result as StoreResult;
-use flotilla_store::StoreError;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,7 +51,7 @@ fn build(id: &str, spec: EnrollmentGroupSpec) -> EnrollmentGroup {
 
 impl Resource for EnrollmentGroup {
     const COLLECTION: &'static str = "enrollmentGroups";
-    const NOUN: &'static str = "enrollment group";
+    const ENTITY: Entity = Entity::EnrollmentGroup;
     const READ_ONLY: &'static [&'static str] = enrollment_group::READ_ONLY;
     type Changed = Self;
 
@@ -195,13 +195,6 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::EnrollmentGroups, Access::Write)?;
-    state
-        .store
-        .delete_enrollment_group(&id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(&id),
-            other => other.into(),
-        })?;
+    state.store.delete_enrollment_group(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

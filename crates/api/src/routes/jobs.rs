@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("The job '{id}' was not found."))
+    ApiError::missing(flotilla_store::Entity::Job, id)
 }
 
 /// A job as the API shows it: its definition, id, status, progress and times.

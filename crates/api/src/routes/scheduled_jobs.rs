@@ -11,7 +11,7 @@ use flotilla_model::roles::{Access, Area};
 use flotilla_model::schedule::Schedule;
 use flotilla_model::validate::Fields;
 use flotilla_store::Result as StoreResult;
-use flotilla_store::{JobPageRequest, ScheduledJobRecord, StoreError};
+use flotilla_store::{Entity, JobPageRequest, ScheduledJobRecord};
 use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -91,7 +91,7 @@ async fn validate(
 
 impl Resource for ScheduledJobRecord {
     const COLLECTION: &'static str = "scheduledJobs";
-    const NOUN: &'static str = "scheduled job";
+    const ENTITY: Entity = Entity::ScheduledJob;
     const READ_ONLY: &'static [&'static str] = READ_ONLY;
     type Changed = Self;
 
@@ -268,14 +268,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Area::Jobs, Access::Write)?;
-    state
-        .store
-        .delete_scheduled_job(&id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(&id),
-            other => other.into(),
-        })?;
+    state.store.delete_scheduled_job(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,7 @@
-//! Translation of a filter into one boolean SQL condition over the
+//! Compiles a device-group filter into one boolean SQL condition over the
 //! `devices` table, so group membership is a single query rather than one
-//! evaluation per device.
+//! evaluation per device. The column map lives here, beside the table: the
+//! filter crate knows the language, not the schema.
 //!
 //! Every leaf is made two-valued (`COALESCE(..., FALSE)` or a `CASE` with
 //! an `ELSE FALSE`), so SQL `NULL` never reaches a `NOT` and the result
@@ -9,16 +10,9 @@
 
 use std::mem::discriminant;
 
-use crate::ast::{CompareOp, Expr, Field, Filter, Literal, Source, ValueKind};
+use flotilla_filter::{CompareOp, Expr, Field, Filter, Literal, Source, ValueKind};
 
-/// Which SQL engine the condition is written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    /// Booleans are INTEGER 0/1; JSON via `json_type`/`json_extract`.
-    Sqlite,
-    /// Booleans are BOOLEAN; JSON via `::jsonb`, `jsonb_typeof`, `#>`/`#>>`.
-    Postgres,
-}
+use crate::Dialect;
 
 /// A value to bind to the next `?` placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,25 +31,6 @@ pub enum SqlParam {
 pub struct SqlCondition {
     pub sql: String,
     pub params: Vec<SqlParam>,
-}
-
-impl SqlCondition {
-    /// The SQL with the `?` placeholders renumbered `$first`, `$first+1`,
-    /// ... as Postgres wants. Safe because `?` appears nowhere else.
-    pub fn numbered_placeholders(&self, first: usize) -> String {
-        let mut out = String::with_capacity(self.sql.len() + 2 * self.params.len());
-        let mut n = first;
-        for c in self.sql.chars() {
-            if c == '?' {
-                out.push('$');
-                out.push_str(&n.to_string());
-                n += 1;
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
 }
 
 /// Translates a filter into a condition for `SELECT ... FROM devices WHERE`.

@@ -1,6 +1,8 @@
-//! The SQL translation must select exactly the devices `Filter::matches`
+//! The SQL a filter compiles to must select exactly the devices `Filter::matches`
 //! accepts, on real SQLite and PostgreSQL databases.
 
+// The filter crate's fixture (devices, filters and their strategies), shared rather than copied.
+#[path = "../../filter/tests/common/mod.rs"]
 mod common;
 
 use std::cell::Cell;
@@ -10,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use flotilla_filter::sql::{Dialect, SqlCondition, SqlParam, condition};
 use flotilla_filter::{Filter, parse};
+use flotilla_store::Dialect;
+use flotilla_store::filter_sql::{SqlCondition, SqlParam, condition};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -233,7 +236,7 @@ async fn postgres_ids(pool: &PgPool, schema: &str, filter: &Filter) -> Result<Id
     check_shape(&cond);
     let sql = format!(
         "SELECT id FROM \"{schema}\".devices WHERE {}",
-        cond.numbered_placeholders(1)
+        Dialect::Postgres.placeholders(&cond.sql)
     );
     let mut q = sqlx::query(&sql);
     for p in cond.params {
@@ -433,10 +436,10 @@ fn user_text_is_always_bound() {
         &parse("SELECT * FROM devices WHERE a = 1 AND b = 'x'").unwrap(),
         Dialect::Postgres,
     );
-    let numbered = c.numbered_placeholders(3);
+    let numbered = Dialect::Postgres.placeholders(&c.sql);
     assert!(!numbered.contains('?'));
     assert!(
-        numbered.contains("$3") && numbered.contains(&format!("${}", c.params.len() + 2)),
+        numbered.contains("$1") && numbered.contains(&format!("${}", c.params.len())),
         "{numbered}"
     );
 }

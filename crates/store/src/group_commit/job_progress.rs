@@ -1,0 +1,220 @@
+//! The group-committed writes to `job_devices` (and the counters in `jobs` they move): progress
+//! notes, outcomes with the cancellation threshold, and the desired versions a job's twin
+//! writes made.
+
+use std::collections::{HashMap, HashSet};
+
+use flotilla_model::job::Threshold;
+use flotilla_model::job_state::{DeviceEvent, DeviceOutcome, DeviceStatus};
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{FinishWrite, NoteWrite, Reply};
+use crate::bulk::{CHUNK, marks, value_rows};
+use crate::jobs::{Finish, batch_failures_sql, device_source, reason_code};
+use crate::write_gate::WriteTx;
+use crate::{Result, Store, now_ms};
+
+/// Records the desired version each (job, device) write made.
+pub(crate) async fn record_desired_versions(
+    core: &Store,
+    tx: &mut WriteTx,
+    recorded: &[(&str, &str, i64)],
+) -> Result<()> {
+    for chunk in recorded.chunks(CHUNK) {
+        let sql = core.sql(&format!(
+            "UPDATE job_devices SET desired_version = v.column3 FROM (VALUES {}) AS v \
+             WHERE job_devices.job_id = v.column1 AND job_devices.device_id = v.column2",
+            value_rows(chunk.len(), 3)
+        ));
+        let mut query = sqlx::query(&sql);
+        for (job, device, version) in chunk {
+            query = query.bind(*job).bind(*device).bind(*version);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn notes_bulk(
+    core: &Store,
+    tx: &mut WriteTx,
+    writes: &[(NoteWrite, Reply<()>)],
+) -> Result<()> {
+    // Commands about to be sent, per job in one statement; anything else one by one.
+    let mut sent: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (w, _) in writes {
+        if w.sent && w.desired_version.is_none() {
+            match sent.iter_mut().find(|(job, _)| *job == w.job_id) {
+                Some((_, devices)) => devices.push(&w.device_id),
+                None => sent.push((&w.job_id, vec![&w.device_id])),
+            }
+        } else {
+            sqlx::query(&core.sql(
+                "UPDATE job_devices SET desired_version = COALESCE(?, desired_version), \
+                 sent = CASE WHEN ? THEN 1 ELSE sent END WHERE job_id = ? AND device_id = ?",
+            ))
+            .bind(w.desired_version)
+            .bind(w.sent)
+            .bind(&w.job_id)
+            .bind(&w.device_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    for (job, devices) in sent {
+        for chunk in devices.chunks(CHUNK) {
+            let sql = core.sql(&format!(
+                "UPDATE job_devices SET sent = 1 WHERE job_id = ? AND device_id IN ({})",
+                marks(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql).bind(job);
+            for device in chunk {
+                query = query.bind(*device);
+            }
+            query.execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn finish_bulk(
+    core: &Store,
+    tx: &mut WriteTx,
+    writes: &[(FinishWrite, Reply<Finish>)],
+) -> Result<Vec<Finish>> {
+    let mut results = vec![Finish::default(); writes.len()];
+    // Per job, in the order the writes came.
+    let mut jobs: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, (w, _)) in writes.iter().enumerate() {
+        match jobs.iter_mut().find(|(job, _)| *job == w.job_id) {
+            Some((_, indexes)) => indexes.push(i),
+            None => jobs.push((&w.job_id, vec![i])),
+        }
+    }
+    let now = now_ms();
+    for (job_id, indexes) in jobs {
+        // End the devices that are still running; the statement says which those were.
+        let mut counted = HashSet::new();
+        for chunk in indexes.chunks(CHUNK) {
+            let sql = core.sql(&format!(
+                "UPDATE job_devices SET status = v.column2, reason = v.column3, detail = v.column4, \
+                 reason_code = v.column5, finished_ms = ? FROM (VALUES {}) AS v \
+                 WHERE job_devices.job_id = ? AND job_devices.device_id = v.column1 \
+                 AND {} = {} RETURNING job_devices.device_id AS device_id",
+                value_rows(chunk.len(), 5),
+                core.not_indexed("job_devices.status"),
+                device_source(DeviceEvent::Finish(DeviceOutcome::Completed)),
+            ));
+            let mut query = sqlx::query(&sql).bind(now);
+            for &i in chunk {
+                let w = &writes[i].0;
+                query = query
+                    .bind(&w.device_id)
+                    .bind(DeviceStatus::target(DeviceEvent::Finish(w.outcome)).as_str())
+                    .bind(w.reason.as_deref())
+                    .bind(w.detail.as_ref().map(Value::to_string))
+                    .bind(reason_code(w.outcome));
+            }
+            for row in query.bind(job_id).fetch_all(&mut **tx).await? {
+                counted.insert(row.try_get::<String, _>("device_id")?);
+            }
+        }
+        let counted: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| counted.contains(&writes[i].0.device_id))
+            .collect();
+        if counted.is_empty() {
+            continue;
+        }
+        let failures: Vec<usize> = counted
+            .iter()
+            .copied()
+            .filter(|&i| matches!(writes[i].0.outcome, DeviceOutcome::Failed(_)))
+            .collect();
+        // Updating the job's row locks it (PostgreSQL), so concurrent finishers of one job
+        // count their failures one after another.
+        sqlx::query(
+            &core
+                .sql("UPDATE jobs SET completed = completed + ?, failed = failed + ? WHERE id = ?"),
+        )
+        .bind((counted.len() - failures.len()) as i64)
+        .bind(failures.len() as i64)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+        for &i in &counted {
+            results[i].counted = true;
+        }
+        // The threshold, checked after each failure in turn, as if they had come one by one.
+        if let Some((threshold, _)) = failures.iter().find_map(|&i| writes[i].0.threshold) {
+            check_threshold(core, tx, job_id, threshold, writes, &failures, &mut results).await?;
+        }
+    }
+    Ok(results)
+}
+
+/// Walks this batch's counted failures in order, counting them on top of the failures before
+/// the batch, and cancels the job at the first that reaches the threshold (with the count at
+/// that failure in the reason, as when they came one by one).
+async fn check_threshold(
+    core: &Store,
+    tx: &mut WriteTx,
+    job_id: &str,
+    threshold: Threshold,
+    writes: &[(FinishWrite, Reply<Finish>)],
+    failures: &[usize],
+    results: &mut [Finish],
+) -> Result<()> {
+    let batch_of = |i: usize| writes[i].0.threshold.map(|(_, batch)| batch).unwrap_or(0);
+    // (failed before this batch, size) per scope.
+    let mut scopes: HashMap<Option<i64>, (i64, i64)> = HashMap::new();
+    if threshold.per_batch {
+        let mut batches: Vec<i64> = failures.iter().map(|&i| batch_of(i)).collect();
+        batches.sort_unstable();
+        batches.dedup();
+        for batch in batches {
+            let row = sqlx::query(&core.sql(&batch_failures_sql()))
+                .bind(job_id)
+                .bind(batch)
+                .fetch_one(&mut **tx)
+                .await?;
+            let ours = failures.iter().filter(|&&i| batch_of(i) == batch).count() as i64;
+            scopes.insert(
+                Some(batch),
+                (
+                    row.try_get::<i64, _>("failed")? - ours,
+                    row.try_get::<i64, _>("total")?,
+                ),
+            );
+        }
+    } else {
+        let row = sqlx::query(&core.sql("SELECT failed, total FROM jobs WHERE id = ?"))
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        scopes.insert(
+            None,
+            (
+                row.try_get::<i64, _>("failed")? - failures.len() as i64,
+                row.try_get::<i64, _>("total")?,
+            ),
+        );
+    }
+    for &i in failures {
+        let key = threshold.per_batch.then(|| batch_of(i));
+        let (failed, size) = {
+            let scope = scopes.get_mut(&key).expect("every scope was read");
+            scope.0 += 1;
+            *scope
+        };
+        if let Some(why) = core
+            .cancel_at_threshold(tx, job_id, &threshold, failed, size)
+            .await?
+        {
+            results[i].cancelled = Some(why);
+        }
+    }
+    Ok(())
+}

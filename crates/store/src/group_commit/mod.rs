@@ -1,0 +1,367 @@
+//! Group commit for the writes that come by the thousand while jobs run: devices' reported
+//! patches, desired-property writes, a job device's progress notes and its outcome.
+//!
+//! A caller queues its write and waits for the answer; the writer takes everything queued and
+//! applies it in one transaction, with bulk statements (one `SELECT ... IN (...)`, one
+//! `UPDATE ... FROM (VALUES ...)` per few hundred rows) instead of a few statements and a
+//! commit per device. While a transaction commits, the next writes gather, so the batches grow
+//! with the load. Each write keeps the conditions it has on its own: twin writes are
+//! compare-and-swap on the version they read, a job device finishes only while it is running
+//! and is counted in its job in the same transaction, the cancellation threshold is checked
+//! after each failure in order, and nobody hears of a write before its transaction committed.
+//! If a batch's transaction fails, each of its writes is tried again on its own; a twin write
+//! that lost a compare-and-swap race (PostgreSQL, with a concurrent writer) also runs again on
+//! its own. "On its own" is a batch of one, through the same statements: each write's SQL
+//! exists once, in its table's module (`twins`) or in `job_progress`.
+
+mod job_progress;
+mod twin_plan;
+
+use std::collections::HashSet;
+
+use flotilla_model::job::Threshold;
+use flotilla_model::job_state::DeviceOutcome;
+use flotilla_model::twin::Twin;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::Changed;
+use crate::jobs::Finish;
+use crate::{ConflictKind, Entity, Result, Store, StoreError};
+use job_progress::{finish_bulk, notes_bulk};
+pub(crate) use twin_plan::DevicePlan;
+use twin_plan::{Plan, plan_writes, write_desired, write_reported};
+
+/// Writes taken into one transaction at most.
+const MAX_BATCH: usize = 2000;
+/// How often a twin write runs again on its own when another writer changed the document
+/// meanwhile.
+const CAS_ATTEMPTS: usize = 20;
+
+pub(crate) struct ReportedWrite {
+    pub device_id: String,
+    pub patch: Value,
+}
+
+pub(crate) struct DesiredWrite {
+    pub device_id: String,
+    pub change: Value,
+    pub job_id: Option<String>,
+}
+
+pub(crate) struct NoteWrite {
+    pub job_id: String,
+    pub device_id: String,
+    pub desired_version: Option<i64>,
+    pub sent: bool,
+}
+
+pub(crate) struct FinishWrite {
+    pub job_id: String,
+    pub device_id: String,
+    pub outcome: DeviceOutcome,
+    pub reason: Option<String>,
+    pub detail: Option<Value>,
+    pub threshold: Option<(Threshold, i64)>,
+}
+
+/// Where a write's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A reported write's answer: the version and the document it made.
+pub(crate) type ReportedAnswer = (i64, Value);
+
+/// A write, and where its answer goes.
+pub(crate) enum Write {
+    Reported(ReportedWrite, Reply<ReportedAnswer>),
+    Desired(DesiredWrite, Reply<Twin>),
+    Note(NoteWrite, Reply<()>),
+    Finish(FinishWrite, Reply<Finish>),
+}
+
+/// Starts the writer; it ends when every sender is gone.
+///
+/// Two stages: the first takes what is queued, reads the twins it changes (on a connection of
+/// its own, outside any transaction) and works out their new documents; the second writes a
+/// prepared batch in one transaction, each twin write a compare-and-swap on the version the
+/// first stage read. So while one batch commits, the next one's reading and JSON work runs
+/// beside it, and the transaction, which holds SQLite's one write lock, only writes.
+///
+/// Both stages run on a thread of their own (with its own small runtime): on the server's
+/// runtime, each database answer would wake them behind the thousands of device tasks the last
+/// batch's answers woke, and the whole pipeline would wait on that queue.
+pub(crate) fn start(core: Store) -> mpsc::UnboundedSender<Write> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
+    let preparer = core.clone();
+    let stages = async move {
+        let prepare_stage = async move {
+            let mut queued = Vec::new();
+            while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+                let prepared = prepare(&preparer, std::mem::take(&mut queued)).await;
+                if prepared_tx.send(prepared).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let apply_stage = async move {
+            while let Some(prepared) = prepared_rx.recv().await {
+                for write in apply(&core, prepared).await {
+                    run_alone(&core, write).await;
+                }
+            }
+        };
+        tokio::join!(prepare_stage, apply_stage);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the store's writer runtime starts");
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            lower_priority();
+            runtime.block_on(stages)
+        })
+        .expect("the store's writer thread starts");
+    tx
+}
+
+/// The writer works for devices in bulk: like the device runtime's threads (see
+/// `flotilla_gateway::runtime`), it yields the CPU to the REST API's threads when both cores
+/// are busy.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority on this thread's own id; a failure leaves the priority as
+    // it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
+/// A write's outcome in a batch: done, or to be run again on its own.
+pub(crate) enum Outcome<T> {
+    Done(Result<T>),
+    Again,
+}
+
+/// A batch's writes by kind.
+#[derive(Default)]
+struct Batch {
+    reported: Vec<(ReportedWrite, Reply<ReportedAnswer>)>,
+    desired: Vec<(DesiredWrite, Reply<Twin>)>,
+    notes: Vec<(NoteWrite, Reply<()>)>,
+    finishes: Vec<(FinishWrite, Reply<Finish>)>,
+}
+
+/// A batch with its twin writes worked out from the twins as the first stage read them.
+struct Prepared {
+    batch: Batch,
+    reported: Plan<ReportedAnswer>,
+    desired: Plan<Twin>,
+}
+
+async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
+    let mut batch = Batch::default();
+    for write in writes {
+        match write {
+            Write::Reported(w, reply) => batch.reported.push((w, reply)),
+            Write::Desired(w, reply) => batch.desired.push((w, reply)),
+            Write::Note(w, reply) => batch.notes.push((w, reply)),
+            Write::Finish(w, reply) => batch.finishes.push((w, reply)),
+        }
+    }
+    // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
+    let planned = async {
+        let mut connection = core.pool.acquire().await?;
+        let reported = if batch.reported.is_empty() {
+            Plan::default()
+        } else {
+            let ids = distinct(batch.reported.iter().map(|(w, _)| w.device_id.as_str()));
+            let twins = core.read_twins(&mut connection, &ids, false).await?;
+            plan_writes(twins, batch.reported.iter().map(|(w, _)| w))
+        };
+        let desired = if batch.desired.is_empty() {
+            Plan::default()
+        } else {
+            let ids = distinct(batch.desired.iter().map(|(w, _)| w.device_id.as_str()));
+            let twins = core.read_twins(&mut connection, &ids, true).await?;
+            plan_writes(twins, batch.desired.iter().map(|(w, _)| w))
+        };
+        Ok::<_, StoreError>((reported, desired))
+    }
+    .await;
+    let (reported, desired) = planned.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading twins ahead of a batch failed");
+        (Plan::default(), Plan::default())
+    });
+    Prepared {
+        batch,
+        reported,
+        desired,
+    }
+}
+/// Applies a prepared batch in one transaction and answers its writes. Returns the writes to
+/// run again on their own: twin writes that lost a compare-and-swap race, or every write of a
+/// failed batch of more than one (a write on its own gets its error as its answer).
+async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
+    let Prepared {
+        batch,
+        reported: reported_plan,
+        desired: desired_plan,
+    } = prepared;
+    let started = std::time::Instant::now();
+    let result = async {
+        let mut tx = core.begin_write().await?;
+        let r = write_reported(core, &mut tx, &batch.reported, reported_plan).await?;
+        let d = write_desired(core, &mut tx, &batch.desired, desired_plan).await?;
+        notes_bulk(core, &mut tx, &batch.notes).await?;
+        let f = finish_bulk(core, &mut tx, &batch.finishes).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>((r, d, f))
+    }
+    .await;
+    // Before anyone hears of these writes, reads of jobs see them.
+    if !batch.notes.is_empty() || !batch.finishes.is_empty() || !batch.desired.is_empty() {
+        core.caches.changed(Changed::Jobs);
+    }
+    tracing::debug!(
+        reported = batch.reported.len(),
+        desired = batch.desired.len(),
+        notes = batch.notes.len(),
+        finished = batch.finishes.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ok = result.is_ok(),
+        "group commit"
+    );
+    let (r, d, f) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let mut writes = batch.into_writes();
+            if writes.len() == 1 {
+                writes.pop().expect("one write").fail(e);
+                return Vec::new();
+            }
+            tracing::warn!(error = %e, "a batch of writes failed; trying each on its own");
+            return writes;
+        }
+    };
+    let Batch {
+        reported,
+        desired,
+        notes,
+        finishes,
+    } = batch;
+    let mut again = Vec::new();
+    for ((w, reply), outcome) in reported.into_iter().zip(r) {
+        match outcome {
+            Outcome::Done(result) => drop(reply.send(result)),
+            Outcome::Again => again.push(Write::Reported(w, reply)),
+        }
+    }
+    for ((w, reply), outcome) in desired.into_iter().zip(d) {
+        match outcome {
+            Outcome::Done(result) => drop(reply.send(result)),
+            Outcome::Again => again.push(Write::Desired(w, reply)),
+        }
+    }
+    for (_, reply) in notes {
+        let _ = reply.send(Ok(()));
+    }
+    for ((_, reply), finish) in finishes.into_iter().zip(f) {
+        let _ = reply.send(Ok(finish));
+    }
+    again
+}
+
+/// Runs a write as a batch of its own, again while it loses its compare-and-swap race, at most
+/// `CAS_ATTEMPTS` times.
+async fn run_alone(core: &Store, mut write: Write) {
+    for _ in 0..CAS_ATTEMPTS {
+        match apply(core, prepare(core, vec![write]).await).await.pop() {
+            Some(again) => write = again,
+            None => return,
+        }
+    }
+    let id = write.device_id().to_string();
+    write.fail(StoreError::conflict(
+        Entity::Twin,
+        &id,
+        ConflictKind::Contended,
+    ));
+}
+
+impl Store {
+    /// Queues a write for group commit and waits for its answer. Without a writer (in the
+    /// writer's own store) or when the writer is gone, it runs as a batch of its own.
+    pub(crate) async fn group_commit<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let write = write(reply);
+        let unqueued = match &self.writer {
+            Some(writer) => writer.send(write).err().map(|unsent| unsent.0),
+            None => Some(write),
+        };
+        if let Some(write) = unqueued {
+            run_alone(self, write).await;
+        }
+        answer.await.unwrap_or(Err(StoreError::Interrupted))
+    }
+}
+
+impl Write {
+    fn device_id(&self) -> &str {
+        match self {
+            Write::Reported(w, _) => &w.device_id,
+            Write::Desired(w, _) => &w.device_id,
+            Write::Note(w, _) => &w.device_id,
+            Write::Finish(w, _) => &w.device_id,
+        }
+    }
+
+    /// Answers the write with an error.
+    fn fail(self, error: StoreError) {
+        match self {
+            Write::Reported(_, reply) => drop(reply.send(Err(error))),
+            Write::Desired(_, reply) => drop(reply.send(Err(error))),
+            Write::Note(_, reply) => drop(reply.send(Err(error))),
+            Write::Finish(_, reply) => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+impl Batch {
+    fn into_writes(self) -> Vec<Write> {
+        let reported = self
+            .reported
+            .into_iter()
+            .map(|(w, r)| Write::Reported(w, r));
+        let desired = self.desired.into_iter().map(|(w, r)| Write::Desired(w, r));
+        let notes = self.notes.into_iter().map(|(w, r)| Write::Note(w, r));
+        let finishes = self.finishes.into_iter().map(|(w, r)| Write::Finish(w, r));
+        reported
+            .chain(desired)
+            .chain(notes)
+            .chain(finishes)
+            .collect()
+    }
+}
+
+/// Distinct ids, in first-seen order.
+pub(crate) fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keeps_the_first_of_each() {
+        assert_eq!(distinct(["a", "b", "a"].into_iter()), ["a", "b"]);
+    }
+}
