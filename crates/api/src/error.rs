@@ -169,3 +169,39 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_are_worded_by_entity_and_kind() {
+        let message = |e: StoreError| ApiError::from(e).message;
+        assert_eq!(
+            message(StoreError::not_found(Entity::DeviceGroup, "g")),
+            "The device group 'g' was not found."
+        );
+        assert_eq!(
+            message(StoreError::conflict(Entity::Job, "j", ConflictKind::Exists)),
+            "A job with the id 'j' already exists."
+        );
+        assert_eq!(
+            message(StoreError::conflict(
+                Entity::Twin,
+                "d",
+                ConflictKind::Contended
+            )),
+            "The twin of device 'd' kept changing; retry."
+        );
+        let conflict = ApiError::from(StoreError::conflict(
+            Entity::DeviceTemplate,
+            "t",
+            ConflictKind::InUse { users: 2 },
+        ));
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert_eq!(
+            conflict.message,
+            "The device template 't' is used by 2 device(s); move or delete them first."
+        );
+    }
+}

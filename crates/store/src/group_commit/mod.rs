@@ -359,6 +359,54 @@ pub(crate) fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_model::device::Device;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_write_without_a_writer_runs_as_a_batch_of_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "flotilla-group-commit-{}-{}",
+            std::process::id(),
+            crate::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
+        let store = Store::connect(&url).await.unwrap();
+        store
+            .insert_device(&Device {
+                id: "d".into(),
+                etag: "e".into(),
+                display_name: "d".into(),
+                template: None,
+                enabled: true,
+                provisioned: false,
+                simulated: false,
+                organizations: vec![],
+            })
+            .await
+            .unwrap();
+        // As the writer's own store: nothing to queue on, so each write is a batch of its own.
+        let alone = Store {
+            writer: None,
+            ..store.clone()
+        };
+        let (version, reported) = alone.patch_reported("d", &json!({"a": 1})).await.unwrap();
+        assert_eq!((version, reported), (2, json!({"a": 1})));
+        let twin = alone.patch_desired("d", &json!({"b": 2})).await.unwrap();
+        assert_eq!((twin.desired_version, twin.desired), (2, json!({"b": 2})));
+        // The queued path reads the same rows.
+        let (version, _) = store.patch_reported("d", &json!({"a": 2})).await.unwrap();
+        assert_eq!(version, 3);
+        match alone.patch_reported("ghost", &json!({})).await {
+            Err(StoreError::NotFound {
+                entity: Entity::Device,
+                id,
+            }) => assert_eq!(id, "ghost"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn distinct_keeps_the_first_of_each() {
