@@ -23,6 +23,7 @@ mod jobs;
 mod mqtt_sessions;
 mod scheduled_jobs;
 mod settings;
+mod sqlite;
 mod telemetry;
 mod token_cache;
 mod twins;
@@ -37,8 +38,8 @@ pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
 pub use scheduled_jobs::ScheduledJobRecord;
 
+use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -76,27 +77,13 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         install_default_drivers();
         let dialect = Dialect::of_url(url)?;
-        let mut options = AnyPoolOptions::new();
-        if dialect == Dialect::Sqlite {
-            sqlite_without_memory_statistics();
-            // WAL lets readers run beside the writer; FULL sync keeps every acknowledged write
-            // across a crash or power loss; foreign keys are off by default in SQLite. No ping
-            // before each use: an embedded database's connection cannot go stale, and the ping
-            // is a round trip to the connection's thread per query (a fifth of a REST GET).
-            options = options
-                .max_connections(8)
-                .test_before_acquire(false)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                });
-        }
+        let options = match dialect {
+            Dialect::Sqlite => {
+                sqlite::without_memory_statistics();
+                sqlite::pool_options(8, "")
+            }
+            Dialect::Postgres => AnyPoolOptions::new(),
+        };
         let pool = options.connect(url).await?;
         match dialect {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
@@ -106,23 +93,10 @@ impl Store {
         // writes. On SQLite they keep a page cache large enough for the rows jobs touch (the
         // default 2 MB holds the rows of a few thousand devices), while the API's connections
         // keep the default.
-        let mut writer_options = AnyPoolOptions::new().max_connections(2);
-        if dialect == Dialect::Sqlite {
-            writer_options =
-                writer_options
-                    .test_before_acquire(false)
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA cache_size = -65536;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    });
-        }
+        let writer_options = match dialect {
+            Dialect::Sqlite => sqlite::pool_options(2, "PRAGMA cache_size = -65536;"),
+            Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
+        };
         let writer_pool = writer_options.connect(url).await?;
         let caches = std::sync::Arc::new(cache::Caches::default());
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
@@ -165,24 +139,6 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// Turns off SQLite's memory statistics, once per process, before its first connection. With
-/// them on (SQLite's default), every allocation SQLite makes takes one process-wide mutex, and
-/// the threads of a pool's connections (reading rows copies every value) queue on it.
-fn sqlite_without_memory_statistics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: called before this process opens any SQLite connection (the first store
-        // connects after it), as sqlite3_config requires; after initialization it only returns
-        // SQLITE_MISUSE and changes nothing.
-        unsafe {
-            libsqlite3_sys::sqlite3_config(
-                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            );
-        }
-    });
 }
 
 /// Milliseconds since the Unix epoch, how the schema keeps times.
