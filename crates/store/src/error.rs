@@ -29,13 +29,39 @@ pub enum ConflictKind {
     Contended,
 }
 
+/// How errors read in logs and in a job device's failure message (the API words its own).
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Device => "device",
+            Entity::Twin => "the twin of device",
+            Entity::DeviceGroup => "device group",
+            Entity::DeviceTemplate => "device template",
+            Entity::EnrollmentGroup => "enrollment group",
+            Entity::ApiToken => "API token",
+            Entity::Job => "job",
+            Entity::ScheduledJob => "scheduled job",
+        })
+    }
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConflictKind::Exists => f.write_str("exists already"),
+            ConflictKind::InUse { users } => write!(f, "is still used by {users}"),
+            ConflictKind::Contended => f.write_str("kept changing while it was being written"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row to change or read does not exist.
-    #[error("{entity:?} '{id}' not found")]
+    #[error("{entity} '{id}' not found")]
     NotFound { entity: Entity, id: String },
     /// The change conflicts with what is stored.
-    #[error("{entity:?} '{id}': {kind:?}")]
+    #[error("{entity} '{id}' {kind}")]
     Conflict {
         entity: Entity,
         id: String,
