@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::openapi;
+use crate::routes::device_commands::DeviceCommand;
 use crate::routes::jobs::{Job, JobDeviceStatus};
 use crate::routes::scheduled_jobs::ScheduledJob;
 
@@ -98,5 +99,5 @@ collection!(
 );
 collection!(
     /// A page of a command's history on a device, oldest first.
-    DeviceCommandCollection of Value as openapi::DeviceCommand
+    DeviceCommandCollection of DeviceCommand
 );

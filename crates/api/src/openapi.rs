@@ -9,8 +9,8 @@
 //! The entities' shapes are the types the handlers return: the model's entities and response
 //! types, the jobs' and scheduled jobs' response types (in their routes), [`crate::collections`]
 //! and [`crate::error::Error`] derive their schema. The types below document what is still
-//! free-form JSON (merge patches, properties by name) or rendered by hand (device properties,
-//! commands and telemetry), and are never used to build a response.
+//! free-form JSON (merge patches, properties by name) or rendered by hand (device properties and
+//! telemetry), and are never used to build a response.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -239,37 +239,6 @@ pub struct Module {
 /// (`ackVersion`, `ackCode`, `ackDescription`). Components appear as nested objects.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceProperties(pub Map<String, Value>);
-
-/// A command run on a device, and the device's answer.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceCommand {
-    /// The id of this execution.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub id: Option<String>,
-    /// Seconds (0 to 30) to wait for a disconnected device to connect. Default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, minimum = 0, maximum = 30)]
-    pub connection_timeout: Option<i64>,
-    /// Seconds (5 to 30) to wait for the device's answer. Default 30.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, minimum = 5, maximum = 30)]
-    pub response_timeout: Option<i64>,
-    /// The command's payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<Value>,
-    /// The device's answer.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
-    /// The status code the device answered with.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub response_code: Option<i64>,
-}
 
 /// The last value of a telemetry, and when it arrived (absent before the first).
 #[derive(Serialize, Deserialize, ToSchema)]

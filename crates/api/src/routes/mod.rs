@@ -3,7 +3,7 @@
 
 mod api_tokens;
 mod conditional;
-mod device_commands;
+pub(crate) mod device_commands;
 mod device_components;
 mod device_groups;
 mod device_modules;
