@@ -15,6 +15,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::openapi;
+use crate::routes::device_commands::DeviceCommand;
+use crate::routes::jobs::{Job, JobDeviceStatus};
+use crate::routes::scheduled_jobs::ScheduledJob;
 
 /// A page of `Item`s, built by [`crate::paging::list_body`].
 pub trait Collection: Serialize {
@@ -84,17 +87,17 @@ collection!(
 );
 collection!(
     /// A page of scheduled jobs.
-    ScheduledJobCollection of Value as openapi::ScheduledJob
+    ScheduledJobCollection of ScheduledJob
 );
 collection!(
     /// A page of jobs, newest first.
-    JobCollection of Value as openapi::Job
+    JobCollection of Job
 );
 collection!(
     /// A page of a job's devices, in the job's order.
-    JobDeviceStatusCollection of Value as openapi::JobDeviceStatus
+    JobDeviceStatusCollection of JobDeviceStatus
 );
 collection!(
     /// A page of a command's history on a device, oldest first.
-    DeviceCommandCollection of Value as openapi::DeviceCommand
+    DeviceCommandCollection of DeviceCommand
 );

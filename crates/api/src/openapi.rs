@@ -7,9 +7,10 @@
 //! added by [`describe_authenticated`] to every operation of the router the middleware wraps.
 //!
 //! The entities' shapes are the types the handlers return: the model's entities and response
-//! types, [`crate::collections`] and [`crate::error::Error`] derive their schema. The types below
-//! document what is still free-form JSON (merge patches, properties by name) or rendered by
-//! hand (device properties, commands and telemetry, jobs), and are never used to build a response.
+//! types, the jobs' and scheduled jobs' response types (in their routes), [`crate::collections`]
+//! and [`crate::error::Error`] derive their schema. The types below document what is still
+//! free-form JSON (merge patches, properties by name) or rendered by hand (device properties and
+//! telemetry), and are never used to build a response.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -239,37 +240,6 @@ pub struct Module {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceProperties(pub Map<String, Value>);
 
-/// A command run on a device, and the device's answer.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceCommand {
-    /// The id of this execution.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub id: Option<String>,
-    /// Seconds (0 to 30) to wait for a disconnected device to connect. Default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, minimum = 0, maximum = 30)]
-    pub connection_timeout: Option<i64>,
-    /// Seconds (5 to 30) to wait for the device's answer. Default 30.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, minimum = 5, maximum = 30)]
-    pub response_timeout: Option<i64>,
-    /// The command's payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<Value>,
-    /// The device's answer.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
-    /// The status code the device answered with.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub response_code: Option<i64>,
-}
-
 /// The last value of a telemetry, and when it arrived (absent before the first).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceTelemetry {
@@ -279,155 +249,6 @@ pub struct DeviceTelemetry {
     #[schema(nullable = false)]
     pub timestamp: Option<String>,
 }
-
-// ---------------------------------------------------------------------------------------------
-// Jobs
-
-/// How a job's devices are split into batches.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobBatch {
-    /// `number` (devices per batch) or `percentage` (of the job's devices, rounded up).
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: f64,
-}
-
-/// When failures cancel a job.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobCancellationThreshold {
-    /// `number` or `percentage`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: f64,
-    /// Per batch (true) or over the whole job (false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub batch: Option<bool>,
-}
-
-/// One thing a job does to each device: `property`, `command` or `cloudProperty` (with
-/// `target`, `path` and `value`), or `deviceTemplateMigration` (with `template`). The docs'
-/// spellings (`PropertyJobData`, ...) are accepted; answers use the spec's.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobData(pub Map<String, Value>);
-
-/// Counts of a job's devices.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobProgress {
-    pub total: i64,
-    pub pending: i64,
-    pub completed: i64,
-    pub failed: i64,
-}
-
-/// A job.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Job {
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub scheduled_job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub display_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub description: Option<String>,
-    pub group: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub batch: Option<JobBatch>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub cancellation_threshold: Option<JobCancellationThreshold>,
-    pub data: Vec<JobData>,
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub start: Option<String>,
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub end: Option<String>,
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub progress: Option<JobProgress>,
-    /// pending, running, stopped, complete, cancelled or failed.
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub status: Option<String>,
-    /// Beside the spec: why a `failed` or `cancelled` job ended (a job fails when it cannot
-    /// start, e.g. its group no longer exists or cannot be evaluated).
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub organizations: Option<Vec<String>>,
-}
-
-/// A scheduled job: a job definition plus its schedule.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScheduledJob {
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub etag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub display_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub description: Option<String>,
-    pub group: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub batch: Option<JobBatch>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub cancellation_threshold: Option<JobCancellationThreshold>,
-    pub data: Vec<JobData>,
-    pub schedule: JobSchedule,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub enabled: Option<bool>,
-    #[schema(read_only)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub completed: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub organizations: Option<Vec<String>>,
-}
-
-/// When a scheduled job runs: at `start`, then daily, weekly or monthly until `end`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobSchedule {
-    pub start: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub recurrence: Option<String>,
-    /// `{"type": "date", "date": "2022-12-30"}` or `{"type": "occurrences", "occurrences": 5}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub end: Option<Map<String, Value>>,
-}
-
-/// One device of a job: `id`, `status` (pending, running, completed, failed), and beside the
-/// spec's fields, `reason` for a failure and, for commands, `responseCode` and `response`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct JobDeviceStatus(pub Map<String, Value>);
 
 #[cfg(test)]
 mod tests {

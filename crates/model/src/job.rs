@@ -3,7 +3,9 @@
 //! create time. Checks that need the store (the group, the templates) take what they need as
 //! arguments.
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Number, Value, json};
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::schema::check_value;
@@ -106,19 +108,24 @@ impl Operation {
     }
 
     /// The data entry as the API answers it, with the type spelled as the client spelled it.
-    pub fn to_json(&self, spelling: Spelling) -> Value {
-        let kind = self.type_name(spelling);
+    pub fn entry(&self, spelling: Spelling) -> JobDataEntry {
+        let kind = self.type_name(spelling).to_string();
         match self {
-            Operation::TemplateMigration { template } => {
-                json!({"type": kind, "template": template})
-            }
-            _ => {
-                let c = self.capability().expect("capability operations have one");
-                let mut entry = json!({"type": kind, "target": c.target, "path": c.path});
-                if let Some(value) = &c.value {
-                    entry["value"] = value.clone();
+            Operation::TemplateMigration { template } => JobDataEntry {
+                kind,
+                target: None,
+                path: None,
+                value: None,
+                template: Some(template.clone()),
+            },
+            Operation::Property(c) | Operation::Command(c) | Operation::CloudProperty(c) => {
+                JobDataEntry {
+                    kind,
+                    target: Some(c.target.clone()),
+                    path: Some(c.path.clone()),
+                    value: c.value.clone(),
+                    template: None,
                 }
-                entry
             }
         }
     }
@@ -132,11 +139,12 @@ const MAX_BATCH: f64 = 1e9;
 
 /// A percentage as the client sent it: a whole number (`25`) stays one rather than becoming
 /// `25.0`; a fraction (`12.5`) is kept as it is.
-fn percentage_json(p: f64) -> Value {
-    if p.fract() == 0.0 {
-        json!(p as u64)
-    } else {
-        json!(p)
+fn percentage_json(p: f64) -> Number {
+    match Number::from_f64(p) {
+        Some(_) if p.fract() == 0.0 => Number::from(p as u64),
+        Some(fraction) => fraction,
+        // Parsing keeps percentages within (0, 100]; not a number has no JSON spelling.
+        None => Number::from(0),
     }
 }
 
@@ -162,11 +170,12 @@ impl Batch {
         }
     }
 
-    pub fn to_json(self) -> Value {
-        match self {
-            Batch::Number(n) => json!({"type": "number", "value": n}),
-            Batch::Percentage(p) => json!({"type": "percentage", "value": percentage_json(p)}),
-        }
+    pub fn body(self) -> JobBatch {
+        let (kind, value) = match self {
+            Batch::Number(n) => (Measure::Number, Number::from(n)),
+            Batch::Percentage(p) => (Measure::Percentage, percentage_json(p)),
+        };
+        JobBatch { kind, value }
     }
 }
 
@@ -200,12 +209,16 @@ impl Threshold {
         }
     }
 
-    pub fn to_json(self) -> Value {
+    pub fn body(self) -> JobCancellationThreshold {
         let (kind, value) = match self.kind {
-            ThresholdKind::Number(n) => ("number", json!(n)),
-            ThresholdKind::Percentage(p) => ("percentage", percentage_json(p)),
+            ThresholdKind::Number(n) => (Measure::Number, Number::from(n)),
+            ThresholdKind::Percentage(p) => (Measure::Percentage, percentage_json(p)),
         };
-        json!({"type": kind, "value": value, "batch": self.per_batch})
+        JobCancellationThreshold {
+            kind,
+            value,
+            batch: self.per_batch,
+        }
     }
 }
 
@@ -315,36 +328,108 @@ impl JobSpec {
         self.data.iter().map(|d| &d.operation)
     }
 
-    /// The body fields a job definition shows (without id, status, progress and times).
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        if let Some(name) = &self.display_name {
-            out.insert("displayName".into(), json!(name));
+    /// The job definition as the API shows it (without id, status, progress and times).
+    pub fn definition(&self) -> JobDefinition {
+        JobDefinition {
+            display_name: self.display_name.clone(),
+            description: self.description.clone(),
+            group: self.group.clone(),
+            batch: self.batch.map(Batch::body),
+            cancellation_threshold: self.threshold.map(Threshold::body),
+            data: self
+                .data
+                .iter()
+                .map(|d| d.operation.entry(d.spelling))
+                .collect(),
+            organizations: self.organizations.clone(),
         }
-        if let Some(description) = &self.description {
-            out.insert("description".into(), json!(description));
-        }
-        out.insert("group".into(), json!(self.group));
-        if let Some(batch) = self.batch {
-            out.insert("batch".into(), batch.to_json());
-        }
-        if let Some(threshold) = self.threshold {
-            out.insert("cancellationThreshold".into(), threshold.to_json());
-        }
-        out.insert(
-            "data".into(),
-            Value::Array(
-                self.data
-                    .iter()
-                    .map(|d| d.operation.to_json(d.spelling))
-                    .collect(),
-            ),
-        );
-        if !self.organizations.is_empty() {
-            out.insert("organizations".into(), json!(self.organizations));
-        }
-        out
     }
+}
+
+/// A job definition as the API shows it, and as jobs and scheduled jobs store it (this type is
+/// also its OpenAPI schema): data types are spelled, and numbers written, as the client sent them.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDefinition {
+    /// Display name of the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_length = 200)]
+    pub display_name: Option<String>,
+    /// Detailed description of the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_length = 1000)]
+    pub description: Option<String>,
+    /// The ID of the device group on which to execute the job.
+    pub group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub batch: Option<JobBatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cancellation_threshold: Option<JobCancellationThreshold>,
+    /// What the job does to each device, in order.
+    pub data: Vec<JobDataEntry>,
+    /// The organizations the job belongs to; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub organizations: Vec<String>,
+}
+
+/// How a batch size or a threshold counts devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// A number of devices.
+    Number,
+    /// A percentage of the devices (rounded up).
+    Percentage,
+}
+
+/// How a job's devices are split into batches.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobBatch {
+    #[serde(rename = "type")]
+    pub kind: Measure,
+    /// As the client wrote it: `25` stays `25`, `12.5` stays `12.5`.
+    #[schema(value_type = f64)]
+    pub value: Number,
+}
+
+/// When failures cancel a job.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobCancellationThreshold {
+    #[serde(rename = "type")]
+    pub kind: Measure,
+    /// As the client wrote it.
+    #[schema(value_type = f64)]
+    pub value: Number,
+    /// Per batch (true) or over the whole job (false, the default).
+    #[schema(required = false)]
+    pub batch: bool,
+}
+
+/// One thing a job does to each device: `property`, `command` or `cloudProperty` (with
+/// `target`, `path` and `value`), or `deviceTemplateMigration` (with `template`). The docs'
+/// spellings (`PropertyJobData`, ...) are accepted and echoed.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobDataEntry {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The template that defines the capability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub target: Option<String>,
+    /// The capability: `name`, or `component.name` / `component/name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub path: Option<String>,
+    /// The value to apply, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// The template a migration moves devices to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub template: Option<String>,
 }
 
 fn kind_and_value(value: &Value, at: &str) -> Result<(String, f64), Invalid> {
@@ -689,6 +774,7 @@ mod tests {
     #[test]
     fn percentages_keep_their_shape() {
         assert_eq!(percentage_json(25.0).to_string(), "25");
+        assert_eq!(Batch::Number(3).body().value.to_string(), "3");
         assert_eq!(percentage_json(12.5).to_string(), "12.5");
         assert_eq!(
             canonical_kind("PropertyJobData"),

@@ -9,11 +9,13 @@ use std::str::FromStr;
 use crate::job::Threshold;
 
 /// Defines a status-like enum whose variants have a stable text form (stored, and shown by the
-/// API), with `ALL`, `as_str`, `Display` and `FromStr`.
+/// API), with `ALL`, `as_str`, `Display`, `FromStr`, and `Serialize` and a schema as that text.
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        // The texts are the variants' names in camelCase (a test holds serde to `as_str`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "camelCase")]
         pub enum $name {
             $($(#[$vmeta])* $variant,)+
         }
@@ -281,6 +283,23 @@ mod tests {
     use super::*;
     use crate::job::ThresholdKind;
     use JobStatus::*;
+
+    /// The API shows each status (and failure code) as the text the store keeps, in its schema too.
+    #[test]
+    fn serialized_and_documented_as_their_text() {
+        use utoipa::PartialSchema;
+        fn check<T: serde::Serialize + PartialSchema + Copy + fmt::Display>(all: &[T]) {
+            let texts: Vec<String> = all.iter().map(T::to_string).collect();
+            for (status, text) in all.iter().zip(&texts) {
+                assert_eq!(serde_json::to_value(status).unwrap(), text.as_str());
+            }
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            assert_eq!(schema["enum"], serde_json::json!(texts));
+        }
+        check(JobStatus::ALL);
+        check(DeviceStatus::ALL);
+        check(FailureReason::ALL);
+    }
 
     fn cancellation() -> Cancellation {
         Cancellation {

@@ -7,7 +7,9 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::fmt::temporal::Pieces;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::validate::Fields;
@@ -16,7 +18,8 @@ use crate::validate::Fields;
 /// still run: a client that sends its own "now" as the start reaches the server a moment later.
 pub const LATE_START_GRACE: SignedDuration = SignedDuration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Recurrence {
     Daily,
     Weekly,
@@ -38,6 +41,34 @@ pub struct Schedule {
     pub start: DateTime,
     pub recurrence: Option<Recurrence>,
     pub end: Option<End>,
+}
+
+/// A schedule as the API shows it, and as scheduled jobs store it (this type is also its OpenAPI
+/// schema): at `start`, then daily, weekly or monthly until `end`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobSchedule {
+    /// The first occurrence, as the client wrote it.
+    #[schema(format = DateTime)]
+    pub start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub recurrence: Option<Recurrence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub end: Option<JobScheduleEnd>,
+}
+
+/// When a recurring schedule ends: after a date (UTC), or after a number of occurrences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum JobScheduleEnd {
+    Date {
+        #[schema(format = Date)]
+        date: String,
+    },
+    Occurrences {
+        occurrences: u32,
+    },
 }
 
 impl Schedule {
@@ -117,23 +148,18 @@ impl Schedule {
         })
     }
 
-    pub fn to_json(&self) -> Value {
-        let mut out = json!({"start": self.start.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()});
-        if let Some(r) = self.recurrence {
-            out["recurrence"] = json!(match r {
-                Recurrence::Daily => "daily",
-                Recurrence::Weekly => "weekly",
-                Recurrence::Monthly => "monthly",
-            });
+    /// The schedule as the API shows it; the caller echoes the start as the client wrote it.
+    pub fn to_body(&self) -> JobSchedule {
+        JobSchedule {
+            start: self.start.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            recurrence: self.recurrence,
+            end: self.end.map(|end| match end {
+                End::Date(date) => JobScheduleEnd::Date {
+                    date: date.to_string(),
+                },
+                End::Occurrences(occurrences) => JobScheduleEnd::Occurrences { occurrences },
+            }),
         }
-        match self.end {
-            Some(End::Date(date)) => out["end"] = json!({"type": "date", "date": date.to_string()}),
-            Some(End::Occurrences(n)) => {
-                out["end"] = json!({"type": "occurrences", "occurrences": n})
-            }
-            None => {}
-        }
-        out
     }
 
     /// The time of occurrence `n` (0 is the start), ignoring the end; `None` past the calendar
@@ -285,6 +311,7 @@ fn parse_end_date(text: &str) -> Option<Date> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn schedule(start: &str, recurrence: Option<Recurrence>, end: Option<End>) -> Schedule {
         Schedule {
@@ -378,7 +405,7 @@ mod tests {
         let ok = json!({"start": "2022-10-24T22:29:01Z", "recurrence": "daily", "end": {"type": "date", "date": "2022-12-30"}});
         let s = Schedule::from_json(&ok).unwrap();
         assert_eq!(
-            s.to_json()["end"],
+            serde_json::to_value(s.to_body()).unwrap()["end"],
             json!({"type": "date", "date": "2022-12-30"})
         );
     }

@@ -13,7 +13,9 @@ use flotilla_model::schema::check_value;
 use flotilla_model::template::{CapabilityKind, find};
 use flotilla_model::validate::Fields;
 use flotilla_store::CommandRecord;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -34,22 +36,42 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(component_history, run_component))
 }
 
-fn render(command: &CommandRecord) -> Value {
-    let mut body = json!({
-        "id": command.id,
-        "connectionTimeout": command.connection_timeout,
-        "responseTimeout": command.response_timeout,
-    });
-    if let Some(request) = &command.request {
-        body["request"] = request.clone();
+/// A command run on a device, and the device's answer (this type is also its OpenAPI schema, of
+/// the request too: a client sends `request` and the timeouts).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCommand {
+    /// The id of this execution.
+    #[schema(read_only)]
+    pub id: String,
+    /// Seconds (0 to 30) to wait for a disconnected device to connect. Default 0.
+    #[schema(required = false, minimum = 0, maximum = 30)]
+    pub connection_timeout: i64,
+    /// Seconds (5 to 30) to wait for the device's answer. Default 30.
+    #[schema(required = false, minimum = 5, maximum = 30)]
+    pub response_timeout: i64,
+    /// The command's payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// The device's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub response: Option<Value>,
+    /// The status code the device answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false)]
+    pub response_code: Option<i64>,
+}
+
+fn render(command: &CommandRecord) -> DeviceCommand {
+    DeviceCommand {
+        id: command.id.clone(),
+        connection_timeout: command.connection_timeout,
+        response_timeout: command.response_timeout,
+        request: command.request.clone(),
+        response: command.response.clone(),
+        response_code: command.response_code,
     }
-    if let Some(response) = &command.response {
-        body["response"] = response.clone();
-    }
-    if let Some(code) = command.response_code {
-        body["responseCode"] = json!(code);
-    }
-    body
 }
 
 /// A timeout field: a whole number of seconds within the spec's range.
@@ -77,7 +99,7 @@ async fn run_command(
     component: Option<&str>,
     name: &str,
     mut body: Value,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DeviceCommand>)> {
     let device = state.store.device(id).await?.ok_or_else(|| not_found(id))?;
     let template = device.template.as_deref().ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -184,9 +206,9 @@ async fn list_history(
         ("deviceId" = String, Path, description = "Unique ID of the device."),
         ("commandName" = String, Path, description = "Name of this device command."),
     ),
-    request_body(content = openapi::DeviceCommand, description = "The command's payload and timeouts."),
+    request_body(content = DeviceCommand, description = "The command's payload and timeouts."),
     responses(
-        (status = 201, description = "Success: the device's answer", body = openapi::DeviceCommand),
+        (status = 201, description = "Success: the device's answer", body = DeviceCommand),
         (status = 404, description = "No such device or command, or the device was not connected in time (code `DeviceNotOnline`)", body = openapi::Error),
         (status = 504, description = "The device did not answer in time (code `GatewayTimeout`)", body = openapi::Error),
     ),
@@ -196,7 +218,7 @@ async fn run(
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
     body: JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DeviceCommand>)> {
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
     run_command(&state, &id, None, &name, body).await
@@ -237,9 +259,9 @@ async fn history(
         ("componentName" = String, Path, description = "Name of the device component."),
         ("commandName" = String, Path, description = "Name of this device command."),
     ),
-    request_body(content = openapi::DeviceCommand, description = "The command's payload and timeouts."),
+    request_body(content = DeviceCommand, description = "The command's payload and timeouts."),
     responses(
-        (status = 201, description = "Success: the device's answer", body = openapi::DeviceCommand),
+        (status = 201, description = "Success: the device's answer", body = DeviceCommand),
         (status = 404, description = "No such device or command, or the device was not connected in time (code `DeviceNotOnline`)", body = openapi::Error),
         (status = 504, description = "The device did not answer in time (code `GatewayTimeout`)", body = openapi::Error),
     ),
@@ -249,7 +271,7 @@ async fn run_component(
     Extension(caller): Extension<Caller>,
     Path((id, component, name)): Path<(String, String, String)>,
     body: JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DeviceCommand>)> {
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
     run_command(&state, &id, Some(&component), &name, body).await

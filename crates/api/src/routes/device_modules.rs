@@ -11,6 +11,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::device_commands::DeviceCommand;
 use super::devices::not_found;
 use crate::auth::Caller;
 use crate::collections::{self, ModuleCollection};
@@ -166,7 +167,7 @@ module_route!(
     run_module_command, Access::Write,
     post "/devices/{deviceId}/modules/{moduleName}/commands/{commandName}",
     "Devices_RunModuleCommand", "Run a module command",
-    params(CommandPath), body = openapi::DeviceCommand, 201 => openapi::DeviceCommand
+    params(CommandPath), body = DeviceCommand, 201 => DeviceCommand
 );
 module_route!(
     get_module_component_properties, Access::Read,
@@ -202,5 +203,5 @@ module_route!(
     run_module_component_command, Access::Write,
     post "/devices/{deviceId}/modules/{moduleName}/components/{componentName}/commands/{commandName}",
     "Devices_RunModuleComponentCommand", "Run a module component command",
-    params(ComponentPath, CommandPath), body = openapi::DeviceCommand, 201 => openapi::DeviceCommand
+    params(ComponentPath, CommandPath), body = DeviceCommand, 201 => DeviceCommand
 );

@@ -9,11 +9,14 @@ use flotilla_jobs::service::new_job;
 use flotilla_jobs::templates::Templates;
 use flotilla_model::api_token::format_time;
 use flotilla_model::ids::check_entity_id;
-use flotilla_model::job::JobSpec;
+use flotilla_model::job::{JobDefinition, JobSpec};
+use flotilla_model::job_state::{DeviceStatus, JobStatus};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::validate::Fields;
 use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,32 +44,71 @@ fn not_found(id: &str) -> ApiError {
     ApiError::missing(flotilla_store::Entity::Job, id)
 }
 
-/// A job as the API shows it: its definition, id, status, progress and times.
-pub fn render(job: &JobRecord) -> Value {
-    let mut body = job.definition.clone();
-    body["id"] = json!(job.id);
-    if let Some(schedule) = &job.scheduled_job_id {
-        body["scheduledJobId"] = json!(schedule);
-    }
-    body["status"] = json!(job.status.as_str());
-    if let Some(reason) = &job.reason {
-        body["reason"] = json!(reason);
-    }
-    let pending = (job.total - job.completed - job.failed).max(0);
-    body["progress"] = json!({
-        "total": job.total,
-        "pending": pending,
-        "completed": job.completed,
-        "failed": job.failed,
-    });
+/// A job as the API shows it: its definition, id, status, progress and times (this type is also
+/// its OpenAPI schema).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// The definition as stored when the job was created (built from a [`JobDefinition`]).
+    #[serde(flatten)]
+    #[schema(value_type = JobDefinition)]
+    pub definition: Value,
+    /// Unique ID of the job (the path's `jobId`).
+    #[schema(read_only)]
+    pub id: String,
+    /// The scheduled job whose occurrence created this job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false)]
+    pub scheduled_job_id: Option<String>,
+    /// Set by the server. (Not required, as a client may leave it out; a reference to a schema
+    /// cannot carry `readOnly`.)
+    #[schema(required = false)]
+    pub status: JobStatus,
+    /// Beside the spec: why a `failed` or `cancelled` job ended (a job fails when it cannot
+    /// start, e.g. its group no longer exists or cannot be evaluated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false)]
+    pub reason: Option<String>,
+    /// Set by the server, like `status`.
+    #[schema(required = false)]
+    pub progress: JobProgress,
+    /// When the job started running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false, format = DateTime)]
+    pub start: Option<String>,
+    /// When the job finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only, nullable = false, format = DateTime)]
+    pub end: Option<String>,
+}
+
+/// Counts of a job's devices.
+#[derive(Serialize, ToSchema)]
+pub struct JobProgress {
+    pub total: i64,
+    pub pending: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// A job as the API shows it.
+pub fn render(job: &JobRecord) -> Job {
     let time = |ms: i64| format_time(jiff::Timestamp::from_millisecond(ms).unwrap_or_default());
-    if let Some(start) = job.start_ms {
-        body["start"] = json!(time(start));
+    Job {
+        definition: job.definition.clone(),
+        id: job.id.clone(),
+        scheduled_job_id: job.scheduled_job_id.clone(),
+        status: job.status,
+        reason: job.reason.clone(),
+        progress: JobProgress {
+            total: job.total,
+            pending: (job.total - job.completed - job.failed).max(0),
+            completed: job.completed,
+            failed: job.failed,
+        },
+        start: job.start_ms.map(time),
+        end: job.end_ms.map(time),
     }
-    if let Some(end) = job.end_ms {
-        body["end"] = json!(time(end));
-    }
-    body
 }
 
 /// Validates a job definition against the templates and the groups; the spec, as stored.
@@ -142,13 +184,13 @@ async fn list(
     tag = "Jobs",
     summary = "Get a job by ID",
     params(("jobId" = String, Path, description = "Unique ID of the job.")),
-    responses((status = 200, description = "Success", body = openapi::Job)),
+    responses((status = 200, description = "Success", body = Job)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Job>> {
     caller.require(Area::Jobs, Access::Read)?;
     let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
     Ok(Json(render(&job)))
@@ -162,21 +204,21 @@ async fn get_one(
     summary = "Execute a new job",
     description = "The job starts as `pending`; the job engine fixes its devices and runs it.",
     params(("jobId" = String, Path, description = "Unique ID of the job.")),
-    request_body(content = openapi::Job, description = "The job's definition."),
-    responses((status = 200, description = "Success", body = openapi::Job)),
+    request_body(content = Job, description = "The job's definition."),
+    responses((status = 200, description = "Success", body = Job)),
 )]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Job>> {
     caller.require(Area::Jobs, Access::Write)?;
     let body = body.into_json()?;
     check_entity_id("jobId", &id)?;
     Fields::of(&body)?.check_path_id("id", &id)?;
     let spec = validate_definition(&state, &body).await?;
-    let definition = Value::Object(spec.to_json());
+    let definition = json!(spec.definition());
     let job = state
         .jobs
         .create_job(new_job(&id, definition, None))
@@ -186,17 +228,36 @@ async fn create(
     Ok(Json(render(&job)))
 }
 
-fn render_device(device: &JobDevice) -> Value {
-    let mut body = json!({"id": device.device_id, "status": device.status.as_str()});
-    if let Some(reason) = &device.reason {
-        body["reason"] = json!(reason);
+/// One device of a job as the API shows it (this type is also its OpenAPI schema).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDeviceStatus {
+    /// The device's ID.
+    pub id: String,
+    pub status: DeviceStatus,
+    /// Beside the spec: why the device failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+    /// Beside the spec, for a command job: the status code the device answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64, nullable = false)]
+    pub response_code: Option<Value>,
+    /// Beside the spec, for a command job: the device's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+}
+
+fn render_device(device: &JobDevice) -> JobDeviceStatus {
+    // A command's answer, kept with the device's outcome (a `null` answer is shown as such).
+    let answer = |key: &str| device.detail.as_ref().and_then(|d| d.get(key)).cloned();
+    JobDeviceStatus {
+        id: device.device_id.clone(),
+        status: device.status,
+        reason: device.reason.clone(),
+        response_code: answer("responseCode"),
+        response: answer("response"),
     }
-    if let Some(Value::Object(detail)) = &device.detail {
-        for (key, value) in detail {
-            body[key] = value.clone();
-        }
-    }
-    body
 }
 
 #[utoipa::path(
@@ -314,7 +375,7 @@ async fn resume(
         ("rerunId" = String, Path, description = "Unique ID of the job rerun."),
     ),
     responses(
-        (status = 200, description = "Success", body = openapi::Job),
+        (status = 200, description = "Success", body = Job),
         (status = 409, description = "The job has not finished or has no failed device (code `Conflict`)", body = openapi::Error),
     ),
 )]
@@ -322,7 +383,7 @@ async fn rerun(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((id, rerun_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Job>> {
     caller.require(Area::Jobs, Access::Write)?;
     let original = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
     check_entity_id("rerunId", &rerun_id)?;

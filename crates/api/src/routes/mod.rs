@@ -3,7 +3,7 @@
 
 mod api_tokens;
 mod conditional;
-mod device_commands;
+pub(crate) mod device_commands;
 mod device_components;
 mod device_groups;
 mod device_modules;
@@ -12,9 +12,9 @@ mod device_telemetry;
 mod device_templates;
 mod devices;
 mod enrollment_groups;
-mod jobs;
+pub(crate) mod jobs;
 mod roles;
-mod scheduled_jobs;
+pub(crate) mod scheduled_jobs;
 
 use axum::http::HeaderMap;
 use serde_json::Value;

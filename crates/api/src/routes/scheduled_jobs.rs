@@ -5,14 +5,16 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use flotilla_model::ids::check_entity_id;
-use flotilla_model::job::Operation;
+use flotilla_model::job::{JobDefinition, Operation};
 use flotilla_model::new_etag;
 use flotilla_model::roles::{Access, Area};
-use flotilla_model::schedule::Schedule;
+use flotilla_model::schedule::{JobSchedule, Schedule};
 use flotilla_model::validate::Fields;
 use flotilla_store::Result as StoreResult;
 use flotilla_store::{Entity, JobPageRequest, ScheduledJobRecord};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -43,14 +45,41 @@ fn not_found(id: &str) -> ApiError {
 /// Fields the server sets.
 const READ_ONLY: &[&str] = &["id", "completed"];
 
-pub fn render(job: &ScheduledJobRecord) -> Value {
-    let mut body = job.definition.clone();
-    body["id"] = json!(job.id);
-    body["schedule"] = job.schedule.clone();
-    body["enabled"] = json!(job.enabled);
-    body["completed"] = json!(job.completed);
-    body["etag"] = json!(job.etag);
-    body
+/// A scheduled job as the API shows it: a job definition plus its schedule (this type is also
+/// its OpenAPI schema).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledJob {
+    /// The definition as stored (built from a [`JobDefinition`]).
+    #[serde(flatten)]
+    #[schema(value_type = JobDefinition)]
+    pub definition: Value,
+    /// Unique ID of the scheduled job (the path's `scheduledJobId`).
+    #[schema(read_only)]
+    pub id: String,
+    /// The schedule as stored (built from a [`JobSchedule`], its start as the client wrote it).
+    #[schema(value_type = JobSchedule)]
+    pub schedule: Value,
+    /// Whether occurrences run (false unless the client enables it).
+    #[schema(required = false)]
+    pub enabled: bool,
+    /// Whether the schedule has run its last occurrence.
+    #[schema(read_only)]
+    pub completed: bool,
+    /// ETag used to prevent conflicting updates.
+    #[schema(required = false)]
+    pub etag: String,
+}
+
+pub fn render(job: &ScheduledJobRecord) -> ScheduledJob {
+    ScheduledJob {
+        definition: job.definition.clone(),
+        id: job.id.clone(),
+        schedule: job.schedule.clone(),
+        enabled: job.enabled,
+        completed: job.completed,
+        etag: job.etag.clone(),
+    }
 }
 
 /// Validates a whole scheduled-job body: the job definition (as a job's), the schedule, and that
@@ -67,8 +96,10 @@ async fn validate(
         .ok_or_else(|| flotilla_model::Invalid::field("schedule", "is required"))?;
     let schedule = Schedule::from_json(schedule_value)?;
     // The start is echoed as the client wrote it (IoT Central does), not re-formatted.
-    let mut schedule_json = schedule.to_json();
-    schedule_json["start"] = schedule_value["start"].clone();
+    let mut schedule_body = schedule.to_body();
+    if let Some(start) = schedule_value["start"].as_str() {
+        schedule_body.start = start.to_string();
+    }
     let enabled = fields.bool("enabled")?.unwrap_or(false);
     let mut job_body: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
     for key in ["schedule", "enabled", "completed", "etag", "id"] {
@@ -81,12 +112,10 @@ async fn validate(
             "The field 'data' must hold entries of one type in a scheduled job.",
         ));
     }
-    let mut definition = spec.to_json();
+    let mut definition = spec.definition();
     // IoT Central answers a missing description as "".
-    definition
-        .entry("description")
-        .or_insert_with(|| Value::String(String::new()));
-    Ok((Value::Object(definition), schedule, schedule_json, enabled))
+    definition.description.get_or_insert_with(String::new);
+    Ok((json!(definition), schedule, json!(schedule_body), enabled))
 }
 
 impl Resource for ScheduledJobRecord {
@@ -104,7 +133,7 @@ impl Resource for ScheduledJobRecord {
     }
 
     fn document(&self, _: &AppState) -> Value {
-        render(self)
+        json!(render(self))
     }
 
     async fn from_document(
@@ -171,13 +200,13 @@ async fn list(
     tag = "ScheduledJobs",
     summary = "Get details about a scheduled job by ID",
     params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job.")),
-    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+    responses((status = 200, description = "Success", body = ScheduledJob)),
 )]
 async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduledJob>> {
     caller.require(Area::Jobs, Access::Read)?;
     let job = state
         .store
@@ -195,8 +224,8 @@ async fn get_one(
     summary = "Create or update a scheduled job by ID",
     description = "`enabled` defaults to false, as in IoT Central. An existing id is replaced (with If-Match or the body's etag checked).",
     params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), IfMatch),
-    request_body(content = openapi::ScheduledJob, description = "The scheduled job."),
-    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+    request_body(content = ScheduledJob, description = "The scheduled job."),
+    responses((status = 200, description = "Success", body = ScheduledJob)),
 )]
 async fn create(
     State(state): State<AppState>,
@@ -204,7 +233,7 @@ async fn create(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduledJob>> {
     caller.require(Area::Jobs, Access::Write)?;
     let body = body.into_json()?;
     check_entity_id("scheduledJobId", &id)?;
@@ -235,7 +264,7 @@ async fn create(
     description = "A JSON merge patch. A stale If-Match (or body etag) is 412. Enabling a schedule, or changing it, does not replay past occurrences.",
     params(("scheduledJobId" = String, Path, description = "Unique ID of the scheduled job."), IfMatch),
     request_body(description = "A JSON merge patch of the scheduled job.", content((openapi::MergePatch = "application/merge-patch+json"), (openapi::MergePatch = "application/json"))),
-    responses((status = 200, description = "Success", body = openapi::ScheduledJob)),
+    responses((status = 200, description = "Success", body = ScheduledJob)),
 )]
 async fn update(
     State(state): State<AppState>,
@@ -243,7 +272,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     patch: JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduledJob>> {
     caller.require(Area::Jobs, Access::Write)?;
     let patch = patch.into_json()?;
     let expected = expected_etag(&headers, Some(&patch))?;
