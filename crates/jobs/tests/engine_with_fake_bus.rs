@@ -35,7 +35,8 @@
 //! (`a_device_fails_when_its_deadline_passes_and_not_before`); recovery after a restart of
 //! running devices of a running job (`a_restarted_engine_picks_up_running_devices_and_finishes_the_job`),
 //! of a stopped job (`a_restarted_engine_finishes_the_devices_in_flight_of_a_stopped_job`), and of
-//! a command already sent (`a_command_sent_before_a_restart_is_not_sent_again`).
+//! a command already sent (`a_command_sent_before_a_restart_is_not_sent_again`); pending and
+//! running devices failing with their job (`a_running_job_whose_definition_no_longer_parses_after_a_restart_fails`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -828,7 +829,18 @@ async fn a_running_job_whose_definition_no_longer_parses_after_a_restart_fails()
     let job = fixture.finished("set").await;
     assert_eq!(status(&job), "failed");
     assert!(job.reason.is_some(), "{job:?}");
-    assert_eq!(job.failed, 1);
+    // Its device in flight (d1) ends failed too, counted, with the reason: none stays running.
+    let page = fixture.store.job_devices("set", None, 100).await.unwrap();
+    for device in &page.items {
+        assert_eq!(device.status, DeviceStatus::Failed, "{device:?}");
+    }
+    let d1 = page.items.iter().find(|d| d.device_id == "d1").unwrap();
+    assert_eq!(d1.reason_code, Some(FailureReason::Interrupted), "{d1:?}");
+    assert!(
+        d1.reason.as_deref().unwrap().contains("the job failed"),
+        "{d1:?}"
+    );
+    assert_eq!(job.failed, 2);
 
     // A failed job with failed devices can be rerun; this rerun cannot start either.
     fixture.engine.rerun_job(&job, "again").await.unwrap();

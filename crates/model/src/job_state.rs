@@ -93,7 +93,8 @@ text_enum!(
         Rejected = "rejected",
         /// The device did not answer a command in time.
         TimedOut = "timedOut",
-        /// The server restarted between sending a command and its answer.
+        /// The device's operation was cut short: the server restarted between sending a command
+        /// and its answer, or the job failed before the device finished.
         Interrupted = "interrupted",
         /// The device kept changing while the job wrote it.
         ConcurrentChange = "concurrentChange",
@@ -240,6 +241,8 @@ pub enum DeviceEvent {
     /// Its operation starts (the job is running and the device's turn came).
     Start,
     Finish(DeviceOutcome),
+    /// Its job failed before the device finished: it fails with the job.
+    JobFailed,
 }
 
 /// A device event its status does not allow.
@@ -258,23 +261,26 @@ impl DeviceStatus {
             (Pending, DeviceEvent::Start) => Ok(Running),
             (Running, DeviceEvent::Finish(DeviceOutcome::Completed)) => Ok(Completed),
             (Running, DeviceEvent::Finish(DeviceOutcome::Failed(_))) => Ok(Failed),
+            (Pending | Running, DeviceEvent::JobFailed) => Ok(Failed),
             _ => Err(IllegalDeviceTransition { from: self, event }),
         }
     }
 
-    /// The one status `event` moves a device from (device moves are all from one status).
-    pub fn source(event: DeviceEvent) -> DeviceStatus {
-        *DeviceStatus::ALL
+    /// The statuses `event` moves a device from (the `WHERE status IN (..)` of its update).
+    pub fn sources(event: DeviceEvent) -> Vec<DeviceStatus> {
+        DeviceStatus::ALL
             .iter()
-            .find(|s| s.next(event).is_ok())
-            .expect("every device event has a source status")
+            .copied()
+            .filter(|s| s.next(event).is_ok())
+            .collect()
     }
 
-    /// The status `event` moves a device to.
+    /// The status `event` moves a device to (the same from each of its sources).
     pub fn target(event: DeviceEvent) -> DeviceStatus {
-        DeviceStatus::source(event)
-            .next(event)
-            .expect("an event moves a device from its source")
+        DeviceStatus::sources(event)
+            .first()
+            .and_then(|s| s.next(event).ok())
+            .expect("every device event has a source status")
     }
 }
 
@@ -387,6 +393,7 @@ mod tests {
             DeviceEvent::Start,
             DeviceEvent::Finish(DeviceOutcome::Completed),
             DeviceEvent::Finish(failed),
+            DeviceEvent::JobFailed,
         ];
         for &status in DeviceStatus::ALL {
             for event in events {
@@ -396,14 +403,25 @@ mod tests {
                         Some(DeviceStatus::Completed)
                     }
                     (DeviceStatus::Running, DeviceEvent::Finish(_)) => Some(DeviceStatus::Failed),
+                    (DeviceStatus::Pending | DeviceStatus::Running, DeviceEvent::JobFailed) => {
+                        Some(DeviceStatus::Failed)
+                    }
                     _ => None,
                 };
                 assert_eq!(status.next(event).ok(), expected, "{status} + {event:?}");
             }
         }
         assert_eq!(
-            DeviceStatus::source(DeviceEvent::Finish(failed)),
-            DeviceStatus::Running
+            DeviceStatus::sources(DeviceEvent::Finish(failed)),
+            [DeviceStatus::Running]
+        );
+        assert_eq!(
+            DeviceStatus::sources(DeviceEvent::JobFailed),
+            [DeviceStatus::Pending, DeviceStatus::Running]
+        );
+        assert_eq!(
+            DeviceStatus::target(DeviceEvent::JobFailed),
+            DeviceStatus::Failed
         );
         assert_eq!(
             DeviceStatus::target(DeviceEvent::Finish(failed)),

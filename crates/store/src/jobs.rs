@@ -109,9 +109,14 @@ fn job_move(event: &JobEvent) -> Option<(String, JobStatus)> {
     Some((list, to))
 }
 
-/// The status `event` moves a job device from, as an SQL literal.
+/// The statuses `event` moves a job device from, as an SQL list (one literal for `Start` and
+/// `Finish`, which move a device from one status).
 pub(crate) fn device_source(event: DeviceEvent) -> String {
-    status_list([DeviceStatus::source(event).as_str()])
+    status_list(
+        DeviceStatus::sources(event)
+            .into_iter()
+            .map(DeviceStatus::as_str),
+    )
 }
 
 /// The active job statuses (`JobStatus::ACTIVE`), as an SQL list.
@@ -237,25 +242,22 @@ impl Store {
 
     /// Applies `event` to a job, if the transition table allows it in the job's status now;
     /// `Ok(false)` if not. A final status sets the end time; the event's reason (if any)
-    /// replaces the job's.
+    /// replaces the job's. A job that fails takes its unfinished devices with it.
     pub async fn transition(&self, id: &str, event: &JobEvent) -> Result<bool> {
-        let moved = self
-            .transition_with(&*self.writing().await, id, event)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let moved = self.transition_with(&mut tx, id, event).await?;
+        tx.commit().await?;
         self.caches.changed(Changed::Jobs);
         Ok(moved)
     }
 
-    /// `transition` on this connection or transaction.
-    pub(crate) async fn transition_with<'e, E>(
+    /// `transition` in the caller's transaction.
+    pub(crate) async fn transition_with(
         &self,
-        executor: E,
+        tx: &mut sqlx::AnyConnection,
         id: &str,
         event: &JobEvent,
-    ) -> Result<bool>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Any>,
-    {
+    ) -> Result<bool> {
         let Some((sources, to)) = job_move(event) else {
             return Ok(false);
         };
@@ -268,8 +270,48 @@ impl Store {
         if to.is_final() {
             query = query.bind(now_ms());
         }
-        let moved = query.bind(id).execute(executor).await?.rows_affected() == 1;
+        let moved = query.bind(id).execute(&mut *tx).await?.rows_affected() == 1;
+        if moved && to == JobStatus::Failed {
+            self.fail_unfinished_devices(tx, id, event.reason().as_deref())
+                .await?;
+        }
         Ok(moved)
+    }
+
+    /// Fails a failed job's pending and running devices, and counts them in its failures: none
+    /// stays `running` for good, and each says why it failed. A device task still running ends
+    /// uncounted (its finish only moves a running device).
+    async fn fail_unfinished_devices(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        job_reason: Option<&str>,
+    ) -> Result<()> {
+        let reason = format!(
+            "the job failed before this device finished: {}",
+            job_reason.unwrap_or("no reason given")
+        );
+        let failed = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET status = ?, reason = ?, reason_code = ?, finished_ms = ? \
+             WHERE job_id = ? AND status IN ({})",
+            device_source(DeviceEvent::JobFailed)
+        )))
+        .bind(DeviceStatus::target(DeviceEvent::JobFailed).as_str())
+        .bind(reason)
+        .bind(FailureReason::Interrupted.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if failed > 0 {
+            sqlx::query(&self.sql("UPDATE jobs SET failed = failed + ? WHERE id = ?"))
+                .bind(failed as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Starts a pending job: fixes its devices (in this order), numbers their batches, and
