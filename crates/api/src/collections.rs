@@ -1,8 +1,5 @@
 //! The pages lists answer with: `{"value": [...], "nextLink": "..."}`, one named type per list
 //! (IoT Central's schema names), each both what the handler returns and its OpenAPI schema.
-//!
-//! Items whose shape is not typed yet are JSON values documented by a schema-only type in
-//! [`crate::openapi`] (`of Value as ...`).
 
 use flotilla_model::api_token::ApiTokenBody;
 use flotilla_model::device::Device;
@@ -11,11 +8,11 @@ use flotilla_model::enrollment_group::EnrollmentGroupBody;
 use flotilla_model::roles::Role;
 use flotilla_model::template::PublishedTemplate;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::openapi;
 use crate::routes::device_commands::DeviceCommand;
+use crate::routes::device_components::Component;
+use crate::routes::device_modules::Module;
 use crate::routes::jobs::{Job, JobDeviceStatus};
 use crate::routes::scheduled_jobs::ScheduledJob;
 
@@ -26,13 +23,12 @@ pub trait Collection: Serialize {
 }
 
 macro_rules! collection {
-    ($(#[$doc:meta])* $name:ident of $item:ty $(as $schema:ty)?) => {
+    ($(#[$doc:meta])* $name:ident of $item:ty) => {
         $(#[$doc])*
         #[derive(Serialize, ToSchema)]
         #[serde(rename_all = "camelCase")]
         pub struct $name {
             /// The page's items.
-            $(#[schema(value_type = Vec<$schema>)])?
             pub value: Vec<$item>,
             /// The absolute URL of the next page, to GET as it is; absent on the last page.
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,11 +63,11 @@ collection!(
 );
 collection!(
     /// The components of a device's template (one page).
-    ComponentCollection of Value as openapi::Component
+    ComponentCollection of Component
 );
 collection!(
     /// The modules of a device (one page).
-    ModuleCollection of Value as openapi::Module
+    ModuleCollection of Module
 );
 collection!(
     /// A page of device groups.

@@ -7,10 +7,10 @@
 //! added by [`describe_authenticated`] to every operation of the router the middleware wraps.
 //!
 //! The entities' shapes are the types the handlers return: the model's entities and response
-//! types, the jobs' and scheduled jobs' response types (in their routes), [`crate::collections`]
-//! and [`crate::error::Error`] derive their schema. The types below document what is still
-//! free-form JSON (merge patches, properties by name) or rendered by hand (device properties and
-//! telemetry), and are never used to build a response.
+//! types, the response types of jobs, scheduled jobs, commands, components and modules (in
+//! their routes), [`crate::collections`] and [`crate::error::Error`] derive their schema. The
+//! types below document what is still free-form JSON (merge patches, properties by name) or
+//! rendered by hand (device properties and telemetry), and are never used to build a response.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -193,43 +193,6 @@ pub struct MergePatch(pub Map<String, Value>);
 /// value that fits the property's schema.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CloudProperties(pub Map<String, Value>);
-
-// ---------------------------------------------------------------------------------------------
-// Devices
-
-/// A component of a device's template, as the template declares it.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Component {
-    #[serde(rename = "@id", default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub id: Option<String>,
-    /// `"Component"`, or an array that holds it.
-    #[serde(rename = "@type")]
-    pub types: Value,
-    /// The component's name, as in `/components/{componentName}`.
-    pub name: String,
-    /// The component's interface, by its `@id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub schema: Option<String>,
-    /// `displayName`, `description` and any other field, as the template declares them.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-/// An IoT Edge module of a device (Flotilla's devices have none).
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Module {
-    #[serde(rename = "@id")]
-    pub id: String,
-    /// `["Relationship", "SemanticType/EdgeModule"]`.
-    #[serde(rename = "@type")]
-    pub types: Vec<String>,
-    /// The module's name, as in `/modules/{moduleName}`.
-    pub name: String,
-}
 
 // ---------------------------------------------------------------------------------------------
 // The device side: properties, commands, telemetry

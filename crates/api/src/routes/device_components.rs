@@ -4,6 +4,9 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::template::components;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,6 +16,59 @@ use crate::collections::ComponentCollection;
 use crate::error::ApiResult;
 use crate::path::Path;
 use crate::state::AppState;
+
+/// A component of a device's template, as the template declares it (this type is also its
+/// OpenAPI schema).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    #[serde(rename = "@id", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    /// `"Component"`, or an array that holds it.
+    #[serde(rename = "@type")]
+    pub types: Value,
+    /// The component's name, as in `/components/{componentName}`.
+    pub name: String,
+    /// The component's interface, by its `@id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub schema: Option<String>,
+    /// `displayName`, `description` and any other field, as the template declares them.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl Component {
+    /// A component as `flotilla_model::template::components` finds it. A field of another
+    /// type than this one's stays in `other`, so the answer shows what the template declares.
+    fn from_declaration(declared: Value) -> Component {
+        let mut other = match declared {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
+        // Shifted out, not swapped, so the other fields keep the template's order.
+        let mut text = |key: &str| match other.get(key) {
+            Some(Value::String(_)) => match other.shift_remove(key) {
+                Some(Value::String(text)) => Some(text),
+                _ => None,
+            },
+            _ => None,
+        };
+        let id = text("@id");
+        // A stored template's contents are named: the template check requires it.
+        let name = text("name").unwrap_or_default();
+        let schema = text("schema");
+        let types = other.shift_remove("@type").unwrap_or(Value::Null);
+        Component {
+            id,
+            types,
+            name,
+            schema,
+            other,
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -44,7 +100,12 @@ async fn list(
         Some(template) => state.store.template(template).await?,
         None => None,
     };
-    let value = template.map_or_else(Vec::new, |t| components(&t.body["capabilityModel"]));
+    let value = template.map_or_else(Vec::new, |t| {
+        components(&t.body["capabilityModel"])
+            .into_iter()
+            .map(Component::from_declaration)
+            .collect()
+    });
     Ok(Json(ComponentCollection {
         value,
         next_link: None,

@@ -5,9 +5,9 @@
 use axum::extract::State;
 use axum::{Extension, Json};
 use flotilla_model::roles::{Access, Area};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,6 +41,20 @@ pub fn router() -> OpenApiRouter<AppState> {
             get_module_component_command_history,
             run_module_component_command
         ))
+}
+
+/// An IoT Edge module of a device (this type is also its OpenAPI schema). Flotilla's devices
+/// have none, so the list is always empty.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Module {
+    #[serde(rename = "@id")]
+    pub id: String,
+    /// `["Relationship", "SemanticType/EdgeModule"]`.
+    #[serde(rename = "@type")]
+    pub types: Vec<String>,
+    /// The module's name, as in `/modules/{moduleName}`.
+    pub name: String,
 }
 
 /// The path parameters every module route has (the others are never reached).

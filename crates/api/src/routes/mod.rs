@@ -4,9 +4,9 @@
 mod api_tokens;
 mod conditional;
 pub(crate) mod device_commands;
-mod device_components;
+pub(crate) mod device_components;
 mod device_groups;
-mod device_modules;
+pub(crate) mod device_modules;
 mod device_properties;
 mod device_telemetry;
 mod device_templates;
