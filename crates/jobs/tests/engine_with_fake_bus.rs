@@ -365,21 +365,7 @@ impl Fixture {
         for (name, value) in fields.as_object().unwrap() {
             definition[name] = value.clone();
         }
-        let record = JobRecord {
-            id: id.to_string(),
-            sort_key: format!("{:013}-{id}", jiff::Timestamp::now().as_millisecond()),
-            scheduled_job_id: None,
-            definition,
-            status: JobStatus::Pending,
-            reason: None,
-            start_ms: None,
-            end_ms: None,
-            total: 0,
-            completed: 0,
-            failed: 0,
-            batch_size: 0,
-            rerun_of: None,
-        };
+        let record = flotilla_jobs::service::new_job(id, definition, None);
         self.store.insert_job(&record).await.unwrap();
         self.engine.wake();
     }
