@@ -449,7 +449,10 @@ class Server:
         self.argv = [FLOTILLA, "serve", "--data-dir", self.data_dir,
                      "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
                      "--https-addr", "127.0.0.1:0",
-                     "--job-max-in-flight", "20000", "--job-device-timeout-secs", "120"]
+                     "--job-max-in-flight", "20000", "--job-device-timeout-secs", "120",
+                     # The REST load test needs 64 connections; the rest of the files are for
+                     # devices (19,000 need more than the default share leaves at 20,000 files).
+                     "--max-connections", "256"]
         env = {"FLOTILLA_LOG": os.environ["BENCH_SERVER_LOG"]} if "BENCH_SERVER_LOG" in os.environ else None
         self.proc = Proc(name, self.argv, logdir, env=env)
         self.pid = self.proc.pid

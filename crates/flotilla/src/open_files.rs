@@ -12,6 +12,11 @@ const PLENTY: u64 = 1 << 20;
 /// Connections per client address at most, by default, however many the process may open.
 const DEFAULT_PER_ADDRESS_CEILING: usize = 256;
 
+/// The REST API's connections at most, by default, however many the process may open: a
+/// server's files are for its devices (a process at 20,000 open files holds 18,848 devices),
+/// and a few hundred HTTP clients are many.
+const DEFAULT_WEB_CEILING: usize = 1024;
+
 /// Raises the soft limit on open files to the hard one (a server holds a socket per client and
 /// per device; the common soft limit of 1,024 is far below what the hard limit allows).
 pub fn raise_to_hard_limit() {
@@ -75,15 +80,17 @@ impl ConnectionBudget {
         Ok(budget)
     }
 
-    /// Shares what `open_files` leaves after the reserve: by default a half to the REST API
-    /// (a quarter of that, at most 256, per client address) and the rest to devices.
+    /// Shares what `open_files` leaves after the reserve: by default a half to the REST API, at
+    /// most 1,024 (a quarter of that, at most 256, per client address), and the rest to devices.
     pub fn new(
         open_files: u64,
         web: Option<usize>,
         web_per_address: Option<usize>,
     ) -> anyhow::Result<ConnectionBudget> {
         let available = open_files.saturating_sub(RESERVED) as usize;
-        let web = web.unwrap_or(available / 2).max(1);
+        let web = web
+            .unwrap_or((available / 2).min(DEFAULT_WEB_CEILING))
+            .max(1);
         if web >= available {
             anyhow::bail!(
                 "--max-connections {web} leaves no open files for devices: this process may open \
@@ -117,8 +124,14 @@ mod tests {
             }
         );
         let large = ConnectionBudget::new(1 << 20, None, None).unwrap();
+        assert_eq!(large.web, 1024);
         assert_eq!(large.web_per_address, 256);
         assert_eq!(large.web + large.devices, (1 << 20) - 128);
+        // The benchmarks' limit: the devices keep the bulk of it.
+        assert_eq!(
+            ConnectionBudget::new(20_000, None, None).unwrap().devices,
+            18_848
+        );
     }
 
     #[test]
