@@ -201,6 +201,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &store,
         wiring::Settings {
             app,
+            instance: server_files::instance_id(&args.data_dir)?,
             assigned_hub,
             engine: flotilla_jobs::EngineConfig {
                 device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
@@ -212,7 +213,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 args.trusted_proxies.clone(),
             ),
         },
-    );
+    )
+    .await
+    .context("starting the server's parts")?;
     let gateway = tokio::spawn(flotilla_gateway::listener::run(
         mqtt,
         tls.clone(),

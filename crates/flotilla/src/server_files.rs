@@ -60,3 +60,23 @@ fn make_private(path: &Path, mode: u32) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The data dir's own id (made at its first use, kept in `instance-id`): a server restarted on
+/// the same data dir is the same instance, and retires the registration its predecessor left
+/// (see `Store::register_replica`).
+pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => write_instance_id(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_instance_id(&path),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_instance_id(path: &Path) -> anyhow::Result<String> {
+    let id = flotilla_model::keys::random_hex::<16>();
+    std::fs::write(path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}

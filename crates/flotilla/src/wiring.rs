@@ -12,7 +12,7 @@ use flotilla_gateway::Hub;
 use flotilla_jobs::clock::Clock;
 use flotilla_jobs::scheduler::Scheduler;
 use flotilla_jobs::{Engine, EngineConfig};
-use flotilla_store::Store;
+use flotilla_store::{ReplicaInfo, Store};
 
 use crate::bootstrap::App;
 
@@ -20,6 +20,8 @@ use crate::bootstrap::App;
 pub struct Settings {
     /// The application's identity, from `bootstrap::run`.
     pub app: App,
+    /// The data dir's own id (`server_files::instance_id`).
+    pub instance: String,
     /// The IoT Hub host name DPS assigns devices to.
     pub assigned_hub: String,
     pub engine: EngineConfig,
@@ -36,8 +38,15 @@ pub struct Parts {
     pub state: AppState,
 }
 
-/// Builds the parts and starts the engine and the scheduler.
-pub fn start(store: &Store, settings: Settings) -> Parts {
+/// Registers this server among those sharing the database, builds the parts and starts the
+/// engine and the scheduler.
+pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
+    store
+        .register_replica(&ReplicaInfo {
+            instance: settings.instance.clone(),
+            hostname: settings.assigned_hub.clone(),
+        })
+        .await?;
     let hub = Hub::new(
         store.clone(),
         settings.app.id_scope.clone(),
@@ -63,10 +72,10 @@ pub fn start(store: &Store, settings: Settings) -> Parts {
         trusted_proxies: settings.trusted_proxies,
         turns: Default::default(),
     };
-    Parts {
+    Ok(Parts {
         hub,
         engine,
         scheduler,
         state,
-    }
+    })
 }

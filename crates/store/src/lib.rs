@@ -21,6 +21,7 @@ mod instance_lock;
 mod job_cache;
 mod jobs;
 mod mqtt_sessions;
+mod replicas;
 mod scheduled_jobs;
 mod settings;
 mod sqlite;
@@ -36,6 +37,7 @@ pub use dialect::Dialect;
 pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
+pub use replicas::{ReplicaId, ReplicaInfo};
 pub use scheduled_jobs::ScheduledJobRecord;
 
 use sqlx::AnyPool;
@@ -70,6 +72,8 @@ pub struct Store {
     caches: std::sync::Arc<cache::Caches>,
     /// Where writes wait for their turn (see `write_gate`); shared with the writer's store.
     write_gate: write_gate::WriteGate,
+    /// This process's id among the servers sharing the database (see `replicas`).
+    replica: ReplicaId,
 }
 
 impl Store {
@@ -100,12 +104,14 @@ impl Store {
         let writer_pool = writer_options.connect(url).await?;
         let caches = std::sync::Arc::new(cache::Caches::default());
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
+        let replica = ReplicaId::generate();
         let writer = group_commit::start(Store {
             pool: writer_pool,
             dialect,
             writer: None,
             caches: caches.clone(),
             write_gate: write_gate.clone(),
+            replica: replica.clone(),
         });
         Ok(Store {
             pool,
@@ -113,6 +119,7 @@ impl Store {
             writer: Some(writer),
             caches,
             write_gate,
+            replica,
         })
     }
 

@@ -53,12 +53,15 @@ impl TestServer {
             &store,
             wiring::Settings {
                 app,
+                instance: flotilla_model::keys::random_hex::<16>(),
                 assigned_hub: "localhost".into(),
                 engine: Default::default(),
                 clock: Arc::new(flotilla_jobs::clock::SystemClock),
                 trusted_proxies: Default::default(),
             },
-        );
+        )
+        .await
+        .expect("the server's parts start");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free loopback port");
