@@ -127,6 +127,7 @@ async fn devices_answer_commands_and_acknowledge_properties() {
         .collect();
     assert_eq!(chosen.len(), 4);
 
+    let summary_path = server.data_dir().join("sim-summary.json");
     let child = sim(
         &server,
         ids.len(),
@@ -140,6 +141,8 @@ async fn devices_answer_commands_and_acknowledge_properties() {
             "100",
             "--duration",
             "30",
+            "--summary",
+            summary_path.to_str().unwrap(),
         ],
     )
     .await
@@ -204,4 +207,9 @@ async fn devices_answer_commands_and_acknowledge_properties() {
         stdout.contains("methods          4 answered (2 with 500 on purpose)"),
         "{stdout}"
     );
+    // Each device that was asked counts its requests: here one each.
+    let calls = summary(&summary_path)["methodCallsByDevice"].clone();
+    let expected: serde_json::Map<String, Value> =
+        chosen.iter().map(|id| (id.to_string(), json!(1))).collect();
+    assert_eq!(calls, Value::Object(expected), "{stdout}");
 }

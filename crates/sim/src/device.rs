@@ -461,6 +461,7 @@ impl Device<'_> {
         if topic.starts_with("$iothub/methods/POST/") {
             let name = mqtt::topic_segment(topic, 3)?;
             let rid = mqtt::topic_param(topic, "$rid")?;
+            self.stats().method_called(self.id());
             let request: Value = serde_json::from_slice(&publish.payload).unwrap_or(Value::Null);
             let (status, body) = if self.fails {
                 (

@@ -131,7 +131,10 @@ pub async fn run(config: Config) -> Result<Summary, Error> {
         println!("{} devices did not stop in time", tasks.len());
         tasks.abort_all();
     }
-    let summary = fleet.stats.snapshot(devices, fleet.started.elapsed());
+    let summary = fleet
+        .stats
+        .snapshot(devices, fleet.started.elapsed())
+        .with_method_calls(&fleet.stats);
     print!("{}", summary.report(with_dps));
     if let Some(path) = &fleet.config.summary_file {
         let json = serde_json::to_string_pretty(&summary).unwrap_or_default();

@@ -1,5 +1,6 @@
 //! Fleet-wide counters, the progress line and the final summary.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -29,6 +30,9 @@ pub struct Stats {
     pub methods_answered: AtomicU64,
     /// Of those, answered with 500 because the device is one of `--fail-fraction`.
     pub methods_failed: AtomicU64,
+    /// Direct method requests received, per device: a test of several servers checks that no
+    /// device was asked twice.
+    pub method_calls: Mutex<BTreeMap<String, u64>>,
     pub connect_ms_total: AtomicU64,
     pub connect_ms_max: AtomicU64,
     pub all_provisioned_after: OnceLock<Duration>,
@@ -48,6 +52,16 @@ impl Stats {
 
     pub fn disconnected(&self) {
         self.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A direct method request reached the device.
+    pub fn method_called(&self, device_id: &str) {
+        *self
+            .method_calls
+            .lock()
+            .unwrap()
+            .entry(device_id.to_string())
+            .or_default() += 1;
     }
 
     pub fn connect_time(&self, took: Duration) {
@@ -93,8 +107,18 @@ impl Stats {
             ack_errors: get(&self.ack_errors),
             methods_answered: get(&self.methods_answered),
             methods_failed: get(&self.methods_failed),
+            // Only the final summary lists them (`with_method_calls`).
+            method_calls_by_device: BTreeMap::new(),
             last_error: self.last_error.lock().unwrap().clone(),
         }
+    }
+}
+
+impl Summary {
+    /// The summary with each device's direct method requests (for the final one).
+    pub fn with_method_calls(mut self, stats: &Stats) -> Summary {
+        self.method_calls_by_device = stats.method_calls.lock().unwrap().clone();
+        self
     }
 }
 
@@ -126,6 +150,9 @@ pub struct Summary {
     pub ack_errors: u64,
     pub methods_answered: u64,
     pub methods_failed: u64,
+    /// Direct method requests each device received (devices that received none are left out).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_calls_by_device: BTreeMap<String, u64>,
     pub last_error: Option<String>,
 }
 
