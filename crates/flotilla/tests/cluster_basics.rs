@@ -230,8 +230,8 @@ async fn a_device_trusting_one_replicas_ca_connects_to_every_replica() {
         let own_name = format!("r{}.cluster.test", index + 1);
         // Every replica's ca.pem is the first one's.
         assert_eq!(
-            std::fs::read(replica.data_dir().join("ca.pem")).unwrap(),
-            std::fs::read(&ca).unwrap()
+            std::fs::read_to_string(replica.data_dir().join("ca.pem")).unwrap(),
+            std::fs::read_to_string(&ca).unwrap()
         );
         let addr = std::fs::read_to_string(replica.data_dir().join("mqtt.addr")).unwrap();
         // The replica's own name is on its certificate.
