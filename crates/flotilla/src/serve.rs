@@ -143,12 +143,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => flotilla_gateway::tls::server_config(
                 flotilla_gateway::tls::CertificateSource::Files { cert, key },
             ),
-            _ => flotilla_gateway::tls::server_config(
-                flotilla_gateway::tls::CertificateSource::Development {
-                    data_dir: &args.data_dir,
-                    hostnames: &args.hostnames,
-                },
-            ),
+            _ => {
+                // Every server on the database signs with the one CA the database keeps.
+                flotilla_gateway::tls::share_development_ca(&store, &args.data_dir)
+                    .await
+                    .context("setting up TLS")?;
+                flotilla_gateway::tls::server_config(
+                    flotilla_gateway::tls::CertificateSource::Development {
+                        data_dir: &args.data_dir,
+                        hostnames: &args.hostnames,
+                    },
+                )
+            }
         }
         .context("setting up TLS")?;
     let assigned_hub = args

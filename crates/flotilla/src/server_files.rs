@@ -1,5 +1,6 @@
 //! What the server keeps on disk is private to its user, and one server at a time uses it: the
-//! database holds the enrollment groups' keys, from which every device's key derives.
+//! database holds the enrollment groups' keys, from which every device's key derives. Each
+//! server has a data dir of its own; several share one database only on PostgreSQL.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -28,8 +29,9 @@ pub fn open_data_dir(path: &Path) -> anyhow::Result<LockFile> {
     .context("locking the data dir")
 }
 
-/// Locks the database for this process's life; a SQLite database's files that an older
-/// version left readable by others are made private.
+/// Locks a SQLite database for this process's life (a PostgreSQL database is shared by the
+/// servers on it); a SQLite database's files that an older version left readable by others
+/// are made private.
 pub async fn lock_database(url: &str) -> anyhow::Result<InstanceLock> {
     let lock = InstanceLock::acquire(url)
         .await

@@ -1,7 +1,7 @@
 //! The server process and its files: the data dir and the database are private to their owner
-//! whatever the umask, one server at a time holds a data dir and a database, the admin token
-//! must be strong, secrets on the command line are warned about, and SIGTERM stops the server
-//! cleanly in the middle of a job.
+//! whatever the umask, one server at a time holds a data dir and a SQLite database (a PostgreSQL
+//! database takes several), the admin token must be strong, secrets on the command line are
+//! warned about, and SIGTERM stops the server cleanly in the middle of a job.
 
 mod common;
 
@@ -244,25 +244,39 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     api.get("/roles").await.ok(200);
 }
 
+/// A second server with a data dir of its own: refused on the first's SQLite file (named by
+/// URL), started beside it on the same PostgreSQL database (cluster mode).
 #[tokio::test]
-async fn a_second_server_on_the_same_database_with_another_data_dir_is_refused() {
+async fn a_second_server_on_the_same_database_is_refused_on_sqlite_and_joins_on_postgresql() {
     let setup = Setup::new();
     let first_dir = setup.data_dir("first");
-    let mut first = setup.serve(&first_dir, &[], &[]);
-    first.started(None).await;
+    let mut first = setup.serve(&first_dir, &[], &[("FLOTILLA_ADMIN_TOKEN", STRONG_TOKEN)]);
+    let api = first.started(Some(STRONG_TOKEN)).await;
+    api.put("/devices/shared", json!({})).await.ok(200);
 
-    // On SQLite, the first server's file named by URL; on PostgreSQL, the same database.
     let sqlite_url = format!("sqlite://{}", first_dir.join("flotilla.db").display());
     let args: Vec<&str> = match setup.postgres {
         Some(_) => vec![],
         None => vec!["--database-url", &sqlite_url],
     };
-    let mut second = setup.serve(&setup.data_dir("second"), &args, &[]);
+    let mut second = setup.serve(
+        &setup.data_dir("second"),
+        &args,
+        &[("FLOTILLA_ADMIN_TOKEN", STRONG_TOKEN)],
+    );
+    if setup.postgres.is_some() {
+        let beside = second.started(Some(STRONG_TOKEN)).await;
+        beside.get("/devices/shared").await.ok(200);
+        api.get("/devices/shared").await.ok(200);
+        return;
+    }
     let status = second.exited(Duration::from_secs(30)).await;
     assert!(!status.success());
     let log = second.log();
     assert!(
-        log.contains("another flotilla server") && log.contains("database"),
+        log.contains("another flotilla server")
+            && log.contains("database")
+            && log.contains(&first.child.id().to_string()),
         "{log}"
     );
 }

@@ -103,17 +103,7 @@ impl Env {
             probes: AtomicUsize::new(0),
         };
         let api = env.api();
-        api.publish_template(CONTROLLER, controller_template())
-            .await;
-        api.put("/devices/dev-1", json!({"template": CONTROLLER}))
-            .await
-            .ok(200);
-        api.put(
-            "/deviceGroups/all",
-            json!({"displayName": "All", "filter": "SELECT * FROM devices"}),
-        )
-        .await
-        .ok(200);
+        one_controller_in_group_all(&api).await;
         api.put(
             "/deviceGroups/nobody",
             json!({"displayName": "Nobody", "filter": "SELECT * FROM devices WHERE $id = \"nobody\""}),

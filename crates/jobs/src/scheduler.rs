@@ -3,14 +3,20 @@
 //! that moment. Each occurrence runs once: the run, the job and the schedule's progress are
 //! written in one transaction keyed by (schedule, occurrence). After downtime only the latest
 //! missed occurrence runs.
+//!
+//! Only the leader polls: with several servers on one PostgreSQL database, the one holding the
+//! `leader` lease (`Store::hold_lease`); with SQLite, the one process. Leadership saves the
+//! others' polls; it is not what makes an occurrence run once (`fire_occurrence` is), so two
+//! servers that both believe they lead for a moment run nothing twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_model::schedule::Schedule;
-use flotilla_store::{JobRecord, ScheduledJobRecord, Store};
+use flotilla_store::{Dialect, JobRecord, LeaseName, ScheduledJobRecord, Store};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -20,32 +26,115 @@ use crate::service::{new_job, sort_key_at};
 /// How often the scheduler looks at the schedules: occurrences start within this of their time.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How long the leader's lease lasts from its last renewal: when the leader dies, another
+/// server takes over within this (and `CLAIM_EVERY`).
+const LEASE_TERM: Duration = Duration::from_secs(15);
+
+/// How often the leader renews its lease, and the others try to take it.
+const CLAIM_EVERY: Duration = Duration::from_secs(3);
+
 /// Handle to the running scheduler.
 pub struct Scheduler {
     stopping: CancellationToken,
     /// The loop; `None` when cut short by `stop`.
     task: JoinHandle<Option<()>>,
+    store: Store,
 }
 
 pub fn start(store: Store, engine: Engine, clock: Arc<dyn Clock>) -> Scheduler {
     let stopping = CancellationToken::new();
-    let task = tokio::spawn(stopping.clone().run_until_cancelled_owned(async move {
-        loop {
-            if let Err(e) = pass(&store, &engine, clock.as_ref()).await {
-                tracing::error!(error = %e, "scheduler pass failed");
+    let mut leadership = Leadership::new(&store);
+    let task = tokio::spawn(stopping.clone().run_until_cancelled_owned({
+        let store = store.clone();
+        async move {
+            loop {
+                if leadership.leads(&store).await
+                    && let Err(e) = pass(&store, &engine, clock.as_ref()).await
+                {
+                    tracing::error!(error = %e, "scheduler pass failed");
+                }
+                tokio::time::sleep(TICK).await;
             }
-            tokio::time::sleep(TICK).await;
         }
     }));
-    Scheduler { stopping, task }
+    Scheduler {
+        stopping,
+        task,
+        store,
+    }
 }
 
 impl Scheduler {
-    /// Stops the scheduler and returns when it has. A pass cut short leaves nothing half done:
-    /// an occurrence's job and the schedule's progress are written in one transaction.
+    /// Stops the scheduler and returns when it has, giving up the leader's lease so that
+    /// another server takes over at once. A pass cut short leaves nothing half done: an
+    /// occurrence's job and the schedule's progress are written in one transaction.
     pub async fn stop(self) {
         self.stopping.cancel();
         let _ = self.task.await;
+        if self.store.dialect() == Dialect::Postgres
+            && let Err(e) = self.store.release_lease(LeaseName::LEADER).await
+        {
+            tracing::warn!(error = %e, "could not give up the scheduler's lease; another server takes it when it expires");
+        }
+    }
+}
+
+/// Whether this server leads the scheduler, as far as it knows.
+enum Leadership {
+    /// SQLite: the one process leads.
+    Alone,
+    /// PostgreSQL: whoever holds the `leader` lease.
+    Lease {
+        /// When this server last asked for the lease (`None`: never yet).
+        claimed_at: Option<Instant>,
+        /// Until when, by this server's monotonic clock, it holds the lease: the term counted
+        /// from before it asked, so never later than the database's expiry.
+        held_until: Option<Instant>,
+    },
+}
+
+impl Leadership {
+    fn new(store: &Store) -> Leadership {
+        match store.dialect() {
+            Dialect::Sqlite => Leadership::Alone,
+            Dialect::Postgres => Leadership::Lease {
+                claimed_at: None,
+                held_until: None,
+            },
+        }
+    }
+
+    /// Whether this server leads now, renewing or claiming the lease when it is time to.
+    async fn leads(&mut self, store: &Store) -> bool {
+        let Leadership::Lease {
+            claimed_at,
+            held_until,
+        } = self
+        else {
+            return true;
+        };
+        let asked = Instant::now();
+        if claimed_at.is_none_or(|at| asked >= at + CLAIM_EVERY) {
+            *claimed_at = Some(asked);
+            let led = held_until.is_some_and(|until| asked < until);
+            match store.hold_lease(LeaseName::LEADER, LEASE_TERM).await {
+                Ok(true) => {
+                    if !led {
+                        tracing::info!(replica = %store.replica(), "this server now leads the scheduler");
+                    }
+                    *held_until = Some(asked + LEASE_TERM);
+                }
+                Ok(false) => {
+                    if led {
+                        tracing::warn!(replica = %store.replica(), "another server took over the scheduler");
+                    }
+                    *held_until = None;
+                }
+                // A renewal that failed leaves the lease as it was: held until it expires.
+                Err(e) => tracing::warn!(error = %e, "claiming the scheduler's lease failed"),
+            }
+        }
+        held_until.is_some_and(|until| Instant::now() < until)
     }
 }
 

@@ -1,17 +1,15 @@
-//! One server per database, for now: a server takes its database's lock before it touches the
-//! database, and holds it for its life. The operating system (a file lock) or PostgreSQL (a
-//! session's advisory lock) releases it when the process ends, however it ends, so a server
-//! killed with SIGKILL leaves nothing behind for the next start to clean up.
+//! One server per SQLite database: a server takes the database's lock file before it touches
+//! the database, and holds it for its life. The operating system releases the lock when the
+//! process ends, however it ends, so a server killed with SIGKILL leaves nothing behind for the
+//! next start to clean up. A PostgreSQL database is shared by as many servers as run on it
+//! (cluster mode), so it has no such lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::any::install_default_drivers;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyConnection, Connection};
 
 use crate::{Dialect, StoreError};
 
@@ -77,25 +75,19 @@ impl LockFile {
     }
 }
 
-/// A database's lock, held by this server.
+/// A database's lock, held by this server, or why it needs none.
 #[derive(Debug)]
 pub enum InstanceLock {
     /// `<database>.lock` beside a SQLite file.
     SqliteFile { database: PathBuf, _lock: LockFile },
     /// An in-memory SQLite database is this process's alone.
     InMemory,
-    /// A session-level advisory lock, on a connection of its own kept open for it.
-    Postgres { _session: AnyConnection },
+    /// A PostgreSQL database is shared by every server on it.
+    Shared,
 }
 
-/// The advisory lock's key on PostgreSQL ("flotilla" in ASCII); advisory locks are per database.
-const POSTGRES_LOCK_KEY: i64 = 0x666c_6f74_696c_6c61;
-
-/// How long a PostgreSQL server may take to end the session of a server killed a moment ago.
-const POSTGRES_SESSION_END: Duration = Duration::from_secs(2);
-
 impl InstanceLock {
-    /// Takes the lock of the database at `url`, or says that another server has it.
+    /// Takes the lock of the SQLite database at `url`, or says that another server has it.
     pub async fn acquire(url: &str) -> Result<InstanceLock, LockError> {
         match Dialect::of_url(url)? {
             Dialect::Sqlite => {
@@ -117,30 +109,7 @@ impl InstanceLock {
                     _lock: lock,
                 })
             }
-            Dialect::Postgres => {
-                install_default_drivers();
-                let mut session = AnyConnection::connect(url)
-                    .await
-                    .map_err(StoreError::from)?;
-                let deadline = tokio::time::Instant::now() + POSTGRES_SESSION_END;
-                loop {
-                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(POSTGRES_LOCK_KEY)
-                        .fetch_one(&mut session)
-                        .await
-                        .map_err(StoreError::from)?;
-                    if locked {
-                        return Ok(InstanceLock::Postgres { _session: session });
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(LockError::Held {
-                            what: "this PostgreSQL database".into(),
-                            holder: String::new(),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+            Dialect::Postgres => Ok(InstanceLock::Shared),
         }
     }
 
@@ -192,6 +161,15 @@ mod tests {
         drop(first);
         InstanceLock::acquire(&url).await.unwrap();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn postgresql_databases_are_shared_without_a_lock() {
+        // Nothing listens on port 1: taking no lock, it connects to nothing.
+        let lock = InstanceLock::acquire("postgres://flotilla@127.0.0.1:1/db")
+            .await
+            .unwrap();
+        assert!(matches!(lock, InstanceLock::Shared));
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod group_commit;
 mod instance_lock;
 mod job_cache;
 mod jobs;
+mod leases;
 mod mqtt_sessions;
 mod replicas;
 mod scheduled_jobs;
@@ -37,11 +38,12 @@ pub use dialect::Dialect;
 pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
+pub use leases::LeaseName;
 pub use replicas::{ReplicaId, ReplicaInfo};
 pub use scheduled_jobs::ScheduledJobRecord;
 
-use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Connection};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -86,7 +88,12 @@ impl Store {
                 sqlite::without_memory_statistics();
                 sqlite::pool_options(8, "")
             }
-            Dialect::Postgres => AnyPoolOptions::new(),
+            Dialect::Postgres => {
+                // A database that does not answer fails the start at once, not after the
+                // pool's 30 s of retries.
+                sqlx::AnyConnection::connect(url).await?.close().await?;
+                AnyPoolOptions::new()
+            }
         };
         let pool = options.connect(url).await?;
         match dialect {

@@ -1,4 +1,6 @@
-//! Application-wide settings that are made once and never change, such as the ID scope.
+//! Application-wide settings that are made once and never change, such as the ID scope, and
+//! the development CA every server on the database signs its certificate with (a secret: its
+//! key issues certificates that devices trust).
 
 use crate::{Result, Store};
 use sqlx::Row;

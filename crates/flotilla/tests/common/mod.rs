@@ -46,6 +46,8 @@ struct Launch {
     capture_log: bool,
     /// A lowered open-file limit.
     open_file_limit: Option<u64>,
+    /// A database URL the server shares with others, instead of a database of its own.
+    shared_database: Option<String>,
 }
 
 pub fn fresh_dir() -> PathBuf {
@@ -93,9 +95,23 @@ impl Server {
         Self::start_configured(env, launch).await
     }
 
+    /// Starts a server, its log captured as `start_logging`'s, on a database that other servers
+    /// share (cluster mode): the database is the caller's to drop.
+    pub async fn start_sharing(database_url: &str, env: &[(&str, &str)]) -> Server {
+        let launch = Launch {
+            capture_log: true,
+            shared_database: Some(database_url.to_string()),
+            ..Launch::default()
+        };
+        Self::start_configured(env, launch).await
+    }
+
     async fn start_configured(env: &[(&str, &str)], launch: Launch) -> Server {
         let data_dir = fresh_dir();
-        let postgres = fresh_postgres(&data_dir);
+        let postgres = match launch.shared_database {
+            Some(_) => None,
+            None => fresh_postgres(&data_dir),
+        };
         let mut server = Server {
             child: None,
             postgres,
@@ -106,6 +122,11 @@ impl Server {
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(
+                    launch
+                        .shared_database
+                        .map(|url| ("FLOTILLA_DATABASE_URL".to_string(), url)),
+                )
                 .collect(),
             open_file_limit: launch.open_file_limit,
         };
@@ -175,11 +196,21 @@ impl Server {
 
     /// Stops the server (SIGKILL) and starts it again on the same data dir.
     pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// Whether the server runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.launch().await;
     }
 
     /// A client with the administrator token, speaking the stable version.
@@ -261,10 +292,7 @@ pub fn fresh_postgres(dir: &Path) -> Option<(String, String)> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some((url, name)) = &self.postgres {
             psql(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
@@ -484,6 +512,25 @@ pub fn controller_template() -> Value {
 
 pub fn thermostat_template() -> Value {
     fixture("thermostat.template.json")
+}
+
+/// The temperature controller template, one device of it (`dev-1`) and a group of every device
+/// (`all`).
+pub async fn one_controller_in_group_all(api: &Api) {
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    api.put(
+        "/devices/dev-1",
+        serde_json::json!({"template": CONTROLLER}),
+    )
+    .await
+    .ok(200);
+    api.put(
+        "/deviceGroups/all",
+        serde_json::json!({"displayName": "All", "filter": "SELECT * FROM devices"}),
+    )
+    .await
+    .ok(200);
 }
 
 /// Waits (up to 30 s) until the job reaches one of `statuses`, and returns it.
