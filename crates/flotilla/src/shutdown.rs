@@ -22,6 +22,10 @@ impl Running {
         // a disconnection the stop caused as a device's failure.
         self.scheduler.stop().await;
         self.engine.stop().await;
+        // What the engine was working on is handed over now, not a lease later.
+        if let Err(e) = self.store.retire_replica().await {
+            tracing::warn!(error = %e, "handing this server's job devices over failed");
+        }
         for listener in self.listeners {
             listener.abort();
         }

@@ -78,18 +78,18 @@ impl Lease {
             .unwrap()
             .is_some_and(|until| Instant::now() >= until);
         if lapsed {
-            self.fence();
+            if !self.fenced.swap(true, Ordering::SeqCst) {
+                tracing::error!(
+                    "this server did not renew its lease in time: it makes no more writes"
+                );
+            }
             return Err(StoreError::Fenced);
         }
         Ok(())
     }
 
     fn fence(&self) {
-        if !self.fenced.swap(true, Ordering::SeqCst) {
-            tracing::error!(
-                "this server's lease lapsed or it was declared dead: it makes no more writes"
-            );
-        }
+        self.fenced.store(true, Ordering::SeqCst);
     }
 
     /// A heartbeat sent at `sent_at` succeeded: valid for `lease` from then.
@@ -177,6 +177,23 @@ impl Store {
         if self.dialect == Dialect::Postgres {
             self.lease.renewed(sent_at, lease);
         }
+    }
+
+    /// Leaves the replicas on a clean stop, once this process's engine has stopped: its row is
+    /// dead and its job devices are released at once (as the sweep would release them a lease
+    /// later), for the others or the next start to take over. It writes nothing after this.
+    pub async fn retire_replica(&self) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(&self.sql("UPDATE replicas SET state = 'dead' WHERE id = ?"))
+            .bind(self.replica.as_str())
+            .execute(&mut *tx)
+            .await?;
+        self.release_replica_work(&mut tx, &self.replica.clone())
+            .await?;
+        tx.commit().await?;
+        self.caches.changed(crate::cache::Changed::Jobs);
+        self.lease.fence();
+        Ok(())
     }
 
     /// Whether this replica has stopped writing for good (its lease lapsed or it was declared
