@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use flotilla_store::{Store, StoreError};
+use flotilla_store::{Dialect, Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +38,10 @@ pub fn start(store: Store, heartbeat: Duration, lease: Duration) -> Membership {
                     }
                     continue;
                 }
+            }
+            // A SQLite database has one server: nobody else to sweep.
+            if store.dialect() == Dialect::Sqlite {
+                continue;
             }
             match store.sweep_dead_replicas(lease).await {
                 Ok(dead) => {

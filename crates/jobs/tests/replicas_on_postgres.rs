@@ -285,6 +285,62 @@ async fn a_dead_replicas_property_devices_are_taken_over_without_a_second_push()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_connects_to_another_replica_is_worked_there() {
+    use Behaviour::*;
+    let database = database("adoption");
+    let url = database.url();
+    seed_fleet(&Store::connect(&url).await.unwrap(), 2).await;
+    // a pushes both patches; the devices never answer it.
+    let a = Replica::start(&url, "a", &[NeverAnswers; 2], config(10)).await;
+    create_job(&a.store, "job", set_temperature(75)).await;
+    a.engine.wake();
+    eventually("replica a to push both patches", async || {
+        (a.bus.holds("d0") && a.bus.holds("d1")).then_some(())
+    })
+    .await;
+    // d0 reconnects to b (as the presence layer records it) and b adopts its job device.
+    let b = Replica::start(&url, "b", &[Acknowledges; 2], config(10)).await;
+    connection_row(&url, "d0", b.store.replica().as_str()).await;
+    assert_eq!(b.store.adopt_job_devices("d0").await.unwrap(), 1);
+    for patch in a.bus.take_held("d0") {
+        b.bus.acknowledge("d0", &patch, 200).await;
+    }
+    // b finishes d0 without pushing again; a, alive, keeps d1 (its connection is not b's).
+    eventually("b to complete d0", async || {
+        let done = devices(&b.store, "job").await;
+        done.iter()
+            .any(|d| d.device_id == "d0" && d.status == DeviceStatus::Completed)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(b.bus.pushes_to("d0"), 0);
+    let job = job(&b.store, "job").await;
+    assert_eq!((job.completed, job.failed), (1, 0));
+    let d1 = devices(&b.store, "job").await;
+    assert!(
+        d1.iter()
+            .any(|d| d.device_id == "d1" && d.status == DeviceStatus::Running)
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Records that `device` is connected to `replica`, as the presence layer does on CONNECT.
+async fn connection_row(url: &str, device: &str, replica: &str) {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO device_connections (device_id, replica_id, connection_id, since_ms) \
+         VALUES ($1, $2, 1, 0)",
+    )
+    .bind(device)
+    .bind(replica)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_declared_dead_cannot_touch_the_devices_it_worked() {
     let database = database("zombie");
     let url = database.url();

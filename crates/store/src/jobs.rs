@@ -715,6 +715,30 @@ impl Store {
         self.job_device_list(query).await
     }
 
+    /// Ownership follows the device: when a device connects to this replica, its running job
+    /// devices another replica works (and has sent no command for) lose their owner, and this
+    /// replica's engine claims them (they are connected here, so the claim is local); the
+    /// other's task stops at its next write. A command already sent stays with its sender,
+    /// which waits for its answer. Returns how many were released.
+    pub async fn adopt_job_devices(&self, device_id: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET owner = NULL WHERE device_id = ? AND status = '{}' \
+             AND owner IS NOT NULL AND owner <> ? AND sent = 0",
+            DeviceStatus::Running
+        )))
+        .bind(device_id)
+        .bind(self.replica.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if released > 0 {
+            self.caches.changed(Changed::Jobs);
+        }
+        Ok(released)
+    }
+
     /// The jobs with running devices that no replica owns, in any status (a stopped job's
     /// devices in flight finish too).
     pub async fn jobs_with_orphaned_devices(&self) -> Result<Vec<String>> {
