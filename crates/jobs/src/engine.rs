@@ -175,27 +175,29 @@ impl Engine {
         if store.is_fenced() {
             return Ok(());
         }
+        // Jobs with running devices no replica owns (read once: claiming is a write).
+        let mut orphaned: HashSet<String> = store
+            .jobs_with_orphaned_devices()
+            .await?
+            .into_iter()
+            .collect();
         let jobs = store.jobs_with_status(JobStatus::ACTIVE).await?;
-        let mut driven = HashSet::new();
         for record in jobs {
-            driven.insert(record.id.clone());
+            let orphans = orphaned.remove(&record.id);
             let result = match record.status {
                 JobStatus::Pending => self.start_job(&record).await,
-                _ => self.drive(&record).await,
+                _ => self.drive(&record, orphans).await,
             };
             if let Err(e) = result {
                 tracing::error!(job = %record.id, error = %e, "driving a job failed");
             }
         }
         // Devices in flight of stopped or cancelled jobs that a stopped replica left finish too.
-        for id in store.jobs_with_orphaned_devices().await? {
-            if driven.contains(&id) {
-                continue;
-            }
+        for id in orphaned {
             let Some(record) = store.job(&id).await? else {
                 continue;
             };
-            if let Err(e) = self.drive(&record).await {
+            if let Err(e) = self.drive(&record, true).await {
                 tracing::error!(job = %record.id, error = %e, "taking over a job's devices failed");
             }
         }
@@ -352,9 +354,10 @@ impl Engine {
         }
     }
 
-    /// Takes over the job's running devices no replica owns, starts the next devices of a
-    /// running job's current batch, and completes the job when every device has finished.
-    async fn drive(&self, record: &JobRecord) -> flotilla_store::Result<()> {
+    /// Takes over the job's running devices no replica owns (when it has `orphans`), starts the
+    /// next devices of a running job's current batch, and completes the job when every device
+    /// has finished.
+    async fn drive(&self, record: &JobRecord, orphans: bool) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
         let Some(context) = self.job_context(record).await? else {
             return Ok(());
@@ -367,7 +370,7 @@ impl Engine {
                 .saturating_sub(engine.in_flight_of(&record.id))
         };
         // Orphans first: they are earlier in the job than any pending device.
-        if room(self) > 0 {
+        if orphans && room(self) > 0 {
             for device in store
                 .claim_orphaned_job_devices(&record.id, room(self))
                 .await?
