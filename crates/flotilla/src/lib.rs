@@ -2,4 +2,5 @@
 //! (`bootstrap`) and the parts of the server wired together (`wiring`).
 
 pub mod bootstrap;
+pub mod replica;
 pub mod wiring;

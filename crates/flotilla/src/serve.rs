@@ -60,9 +60,21 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", default_value_t = 300)]
     pub job_device_timeout_secs: u64,
 
-    /// How many devices of one job are worked on at once.
+    /// How many devices of one job this server works on at once (per replica: each server on
+    /// a shared database works up to this many).
     #[arg(long, env = "FLOTILLA_JOB_MAX_IN_FLIGHT", default_value_t = 1000)]
     pub job_max_in_flight: usize,
+
+    /// Milliseconds between this server's heartbeats (the renewal of its lease among the
+    /// servers sharing the database, and the sweep of those whose lease ran out).
+    #[arg(long, env = "FLOTILLA_REPLICA_HEARTBEAT_MS", default_value_t = 2000)]
+    pub replica_heartbeat_ms: u64,
+
+    /// Milliseconds a server's lease lasts without a heartbeat: past it, the others take its job
+    /// devices over, and the server itself stops writing and exits. The same on every server of
+    /// a database.
+    #[arg(long, env = "FLOTILLA_REPLICA_LEASE_MS", default_value_t = 10_000)]
+    pub replica_lease_ms: u64,
 
     /// For tests only: read the scheduler's current time from this file (an RFC 3339 time) instead
     /// of the system clock, so that schedules can be driven without waiting.
@@ -212,6 +224,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             engine: flotilla_jobs::EngineConfig {
                 device_timeout: std::time::Duration::from_secs(args.job_device_timeout_secs),
                 max_in_flight_per_job: args.job_max_in_flight.max(1),
+                heartbeat: std::time::Duration::from_millis(args.replica_heartbeat_ms.max(1)),
+                lease: std::time::Duration::from_millis(args.replica_lease_ms.max(1)),
                 ..Default::default()
             },
             clock,
@@ -242,7 +256,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             std::future::pending(),
         ))
     });
-    http_server::serve(listener, rest, None, limits, shutdown_signal()).await;
+    let fenced = parts.replica.fenced();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = fenced => {}
+        }
+    };
+    http_server::serve(listener, rest, None, limits, stop).await;
+    parts.replica.stop();
     shutdown::Running {
         scheduler: parts.scheduler,
         engine: parts.engine,
@@ -251,6 +273,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     .stop()
     .await;
+    if parts.replica.is_fenced() {
+        // A zombie: the others may have taken its work over. Its supervisor restarts it, and
+        // it registers again under a new id.
+        anyhow::bail!(
+            "this server's lease among the servers sharing its database lapsed (it paused, or \
+             could not reach the database), or they declared it dead: it stopped; start it again"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

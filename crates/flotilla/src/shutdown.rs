@@ -22,6 +22,19 @@ impl Running {
         // a disconnection the stop caused as a device's failure.
         self.scheduler.stop().await;
         self.engine.stop().await;
+        // In cluster mode, what the engine was working on is handed over now, not a lease later
+        // (on SQLite the next start takes it over). Bounded: a stop must not wait on a database
+        // that does not answer.
+        if self.store.dialect() == flotilla_store::Dialect::Postgres {
+            let retire = self.store.retire_replica();
+            match tokio::time::timeout(std::time::Duration::from_secs(5), retire).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "handing this server's job devices over failed");
+                }
+                Err(_) => tracing::warn!("handing this server's job devices over timed out"),
+            }
+        }
         for listener in self.listeners {
             listener.abort();
         }

@@ -15,6 +15,7 @@ use flotilla_jobs::{Engine, EngineConfig};
 use flotilla_store::{ReplicaInfo, Store};
 
 use crate::bootstrap::App;
+use crate::replica::{self, Membership};
 
 /// What the parts are built with, besides the store.
 pub struct Settings {
@@ -36,17 +37,27 @@ pub struct Parts {
     pub engine: Engine,
     pub scheduler: Scheduler,
     pub state: AppState,
+    /// This server's lease among the replicas: the server stops once it is fenced.
+    pub replica: Membership,
 }
 
-/// Registers this server among those sharing the database, builds the parts and starts the
-/// engine and the scheduler.
+/// Registers this server among those sharing the database and starts its heartbeat, builds the
+/// parts and starts the engine and the scheduler.
 pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
     store
-        .register_replica(&ReplicaInfo {
-            instance: settings.instance.clone(),
-            hostname: settings.assigned_hub.clone(),
-        })
+        .register_replica_for(
+            &ReplicaInfo {
+                instance: settings.instance.clone(),
+                hostname: settings.assigned_hub.clone(),
+            },
+            settings.engine.lease,
+        )
         .await?;
+    let replica = replica::start(
+        store.clone(),
+        settings.engine.heartbeat,
+        settings.engine.lease,
+    );
     let hub = Hub::new(
         store.clone(),
         settings.app.id_scope.clone(),
@@ -77,5 +88,6 @@ pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
         engine,
         scheduler,
         state,
+        replica,
     })
 }

@@ -12,7 +12,7 @@ use flotilla_model::job::{CapabilityTarget, Operation};
 use flotilla_model::job_state::FailureReason;
 use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
-use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store};
+use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store, StoreError};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
@@ -29,6 +29,14 @@ pub enum Outcome {
         reason: String,
         detail: Option<Value>,
     },
+    /// The device is no longer this replica's to work (another took it over, or this replica's
+    /// lease lapsed): the task stops without recording anything.
+    Abandoned,
+}
+
+/// Whether a store error means this task must stop: the device is not ours, or we are fenced.
+fn abandons(e: &StoreError) -> bool {
+    matches!(e, StoreError::Fenced | StoreError::NotOwner(_))
 }
 
 fn failed(code: FailureReason, reason: impl Into<String>) -> Outcome {
@@ -154,7 +162,8 @@ impl DeviceRun<'_> {
                     .await;
                 let twin = match write {
                     Ok(twin) => twin,
-                    Err(flotilla_store::StoreError::NotFound { .. }) => {
+                    Err(e) if abandons(&e) => return Outcome::Abandoned,
+                    Err(StoreError::NotFound { .. }) => {
                         return failed(FailureReason::DeviceDeleted, "the device was deleted");
                     }
                     Err(e) => {
@@ -207,6 +216,13 @@ impl DeviceRun<'_> {
             match verdict {
                 Some(outcome) => return outcome,
                 None if now_ms() >= self.deadline_ms => {
+                    // The last word is the database's: an acknowledgement another replica
+                    // stored (the device moved there) counts.
+                    if let Ok(Some(twin)) = self.store.twin(&self.device.device_id).await
+                        && let Some(outcome) = acknowledged(&twin.reported, properties, version)
+                    {
+                        return outcome;
+                    }
                     let (code, state) = if self.bus.is_connected(&self.device.device_id) {
                         (
                             FailureReason::NoAcknowledgement,
@@ -253,15 +269,22 @@ impl DeviceRun<'_> {
                 ),
             );
         }
-        if let Err(e) = self
+        // Only the note that marks it sent lets the command go out (a compare-and-set on a
+        // device this replica still owns), so no replica ever sends it twice.
+        match self
             .store
             .note_job_device(self.job_id, &self.device.device_id, None, true)
             .await
         {
-            return failed(
-                FailureReason::StorageError,
-                format!("recording progress failed: {e}"),
-            );
+            Ok(true) => {}
+            Ok(false) => return Outcome::Abandoned,
+            Err(e) if abandons(&e) => return Outcome::Abandoned,
+            Err(e) => {
+                return failed(
+                    FailureReason::StorageError,
+                    format!("recording progress failed: {e}"),
+                );
+            }
         }
         let remaining = self.remaining();
         let response_timeout = self

@@ -1,7 +1,10 @@
 //! The job engine's loop: start pending jobs (fix their devices and batches), and drive running
 //! ones batch by batch, a task per device in flight, cancelling a job whose failures reach its
 //! threshold. All state is in the database; the memory here only says which devices already
-//! have a task, so a restart picks up every running device where it stopped.
+//! have a task. Each running device is owned by the replica working it (`job_devices.owner`);
+//! a replica that stops leaves its devices without an owner (the sweep, or its restart, releases
+//! them), and every pass claims such orphans, so a restart or another replica picks up every
+//! running device where it stopped. Several engines on one database never work one device twice.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -34,8 +37,6 @@ pub(crate) struct Inner {
     wake: Notify,
     /// Which devices have a task now.
     in_flight: Mutex<InFlight>,
-    /// Jobs whose running devices were picked up since this process started.
-    recovered: Mutex<HashSet<String>>,
     /// Per device with a property operation waiting: its reported document as it changes.
     reported: Mutex<HashMap<String, Arc<ReportedWatch>>>,
     /// Jobs whose last pass left pending devices of the current batch unstarted (no room, or
@@ -81,7 +82,6 @@ impl Engine {
                 config,
                 wake: Notify::new(),
                 in_flight: Mutex::new(InFlight::default()),
-                recovered: Mutex::new(HashSet::new()),
                 reported: Mutex::new(HashMap::new()),
                 starved: Mutex::new(HashSet::new()),
                 contexts: Mutex::new(HashMap::new()),
@@ -107,8 +107,9 @@ impl Engine {
     }
 
     /// Stops the engine and returns when its tasks have ended: no device starts after this,
-    /// and a device in flight stops where it is. Its row stays `running`, as after a crash,
-    /// and the next start picks it up (every step a device takes is durable on its own).
+    /// and a device in flight stops where it is. Its row stays `running`, owned by this replica,
+    /// as after a crash; the next engine or replica takes it over once it is released (every
+    /// step a device takes is durable on its own).
     pub async fn stop(&self) {
         self.inner.stopping.cancel();
         self.inner.tasks.close();
@@ -125,21 +126,14 @@ impl Engine {
     }
 
     async fn run(self) {
-        // Devices of stopped or cancelled jobs that a restart left mid-operation finish too.
-        match self
-            .inner
-            .store
-            .jobs_with_status(&[JobStatus::Stopped, JobStatus::Cancelled])
-            .await
-        {
-            Ok(jobs) => {
-                for record in jobs {
-                    if let Err(e) = self.drive(&record).await {
-                        tracing::error!(job = %record.id, error = %e, "recovering a job failed");
-                    }
-                }
+        // Devices an earlier engine on this store left running have no task here: released,
+        // the passes claim them again (a command it sent fails, never sent twice).
+        while let Err(e) = self.inner.store.release_own_job_devices().await {
+            tracing::error!(error = %e, "releasing this replica's job devices failed; retrying");
+            if matches!(e, flotilla_store::StoreError::Fenced) {
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "listing jobs to recover failed"),
+            tokio::time::sleep(self.inner.config.tick).await;
         }
         loop {
             let notified = self.inner.wake.notified();
@@ -177,14 +171,34 @@ impl Engine {
     }
 
     async fn pass(&self) -> flotilla_store::Result<()> {
-        let jobs = self.inner.store.jobs_with_status(JobStatus::ACTIVE).await?;
+        let store = &self.inner.store;
+        if store.is_fenced() {
+            return Ok(());
+        }
+        // Jobs with running devices no replica owns (read once: claiming is a write).
+        let mut orphaned: HashSet<String> = store
+            .jobs_with_orphaned_devices()
+            .await?
+            .into_iter()
+            .collect();
+        let jobs = store.jobs_with_status(JobStatus::ACTIVE).await?;
         for record in jobs {
+            let orphans = orphaned.remove(&record.id);
             let result = match record.status {
                 JobStatus::Pending => self.start_job(&record).await,
-                _ => self.drive(&record).await,
+                _ => self.drive(&record, orphans).await,
             };
             if let Err(e) = result {
                 tracing::error!(job = %record.id, error = %e, "driving a job failed");
+            }
+        }
+        // Devices in flight of stopped or cancelled jobs that a stopped replica left finish too.
+        for id in orphaned {
+            let Some(record) = store.job(&id).await? else {
+                continue;
+            };
+            if let Err(e) = self.drive(&record, true).await {
+                tracing::error!(job = %record.id, error = %e, "taking over a job's devices failed");
             }
         }
         Ok(())
@@ -286,12 +300,6 @@ impl Engine {
         {
             tracing::info!(job = %record.id, devices = total, batch_size, "job started");
             if eager > 0 {
-                // This process started them: the first pass has nothing to pick up.
-                self.inner
-                    .recovered
-                    .lock()
-                    .unwrap()
-                    .insert(record.id.clone());
                 if eager < (batch_size as usize).min(devices.len()) {
                     self.inner.starved.lock().unwrap().insert(record.id.clone());
                 }
@@ -346,46 +354,34 @@ impl Engine {
         }
     }
 
-    /// Starts the next devices of a running job's current batch, resumes devices a restart left
-    /// running, and completes the job when every device has finished.
-    async fn drive(&self, record: &JobRecord) -> flotilla_store::Result<()> {
+    /// Takes over the job's running devices no replica owns (when it has `orphans`), starts the
+    /// next devices of a running job's current batch, and completes the job when every device
+    /// has finished.
+    async fn drive(&self, record: &JobRecord, orphans: bool) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
         let Some(context) = self.job_context(record).await? else {
             return Ok(());
         };
-        let first_visit = self
-            .inner
-            .recovered
-            .lock()
-            .unwrap()
-            .insert(record.id.clone());
-        if first_visit {
-            // Devices this process has no task for, left running by a restart: pick them up.
-            let running = store
-                .job_devices_with_status(&record.id, DeviceStatus::Running, usize::MAX >> 1)
-                .await;
-            match running {
-                Ok(devices) => {
-                    for device in devices {
-                        self.spawn_device(context.clone(), device);
-                    }
-                }
-                Err(e) => {
-                    // Try again on the next pass.
-                    self.inner.recovered.lock().unwrap().remove(&record.id);
-                    return Err(e);
-                }
+        let room = |engine: &Engine| {
+            engine
+                .inner
+                .config
+                .max_in_flight_per_job
+                .saturating_sub(engine.in_flight_of(&record.id))
+        };
+        // Orphans first: they are earlier in the job than any pending device.
+        if orphans && room(self) > 0 {
+            for device in store
+                .claim_orphaned_job_devices(&record.id, room(self))
+                .await?
+            {
+                self.spawn_device(context.clone(), device);
             }
         }
         if record.status != JobStatus::Running {
             return Ok(());
         }
-        let in_flight = self.in_flight_of(&record.id);
-        let room = self
-            .inner
-            .config
-            .max_in_flight_per_job
-            .saturating_sub(in_flight);
+        let room = room(self);
         if room == 0 {
             return Ok(());
         }
@@ -555,6 +551,17 @@ impl Engine {
                 reported.remove(&device.device_id);
             }
         }
+        self.finish_device(context, &device, outcome).await
+    }
+
+    /// Records a device's outcome, unless the task gave the device up.
+    async fn finish_device(
+        &self,
+        context: &JobContext,
+        device: &JobDevice,
+        outcome: Outcome,
+    ) -> flotilla_store::Result<()> {
+        let store = &self.inner.store;
         let (result, reason, detail) = match &outcome {
             Outcome::Completed { detail } => (DeviceOutcome::Completed, None, detail.as_ref()),
             Outcome::Failed {
@@ -566,6 +573,10 @@ impl Engine {
                 Some(reason.as_str()),
                 detail.as_ref(),
             ),
+            Outcome::Abandoned => {
+                tracing::info!(job = %context.id, device = %device.device_id, "the device is no longer this server's to work; its task stops");
+                return Ok(());
+            }
         };
         // The outcome must be recorded, or the device would stay running and hold its batch:
         // retry through passing database trouble.
@@ -583,6 +594,8 @@ impl Engine {
                 .await;
             match attempt {
                 Ok(finish) => break finish,
+                // A fenced replica records nothing more; the device is released to another.
+                Err(e @ flotilla_store::StoreError::Fenced) => return Err(e),
                 Err(e) => {
                     tracing::warn!(job = %context.id, device = %device.device_id, error = %e, "recording a device's outcome failed; retrying");
                     tokio::time::sleep(backoff).await;

@@ -38,222 +38,17 @@
 //! a command already sent (`a_command_sent_before_a_restart_is_not_sent_again`); pending and
 //! running devices failing with their job (`a_running_job_whose_definition_no_longer_parses_after_a_restart_fails`).
 
+mod common;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_bus::{
-    BoxFuture, Delivery, DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse,
-    ReportedChange, ReportedChanges,
-};
+use common::{Behaviour, FakeBus, TEMPLATE, TempDatabase, eventually, seed_fleet};
 use flotilla_jobs::{Engine, EngineConfig, JobError};
-use flotilla_model::device::Device;
-use flotilla_model::device_group::DeviceGroup;
 use flotilla_model::job_state::{DeviceStatus, FailureReason, JobStatus};
-use flotilla_model::template::DeviceTemplate;
 use flotilla_store::{JobDevice, JobRecord, Store};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
-
-const TEMPLATE: &str = "dtmi:contoso:mythermostattemplate;1";
-
-/// What a simulated device does with what it is sent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Behaviour {
-    /// Accepts every desired property (`ac` 200) and answers every method with 200.
-    Acknowledges,
-    /// Refuses every desired property (`ac` 400) and answers every method with 500.
-    Refuses,
-    /// Connected, but never acknowledges (until `release`) nor answers.
-    NeverAnswers,
-    Offline,
-}
-
-/// A bus whose devices live in memory. An acknowledgement is written to the store's twin, as
-/// the gateway writes a device's reported patch, and then announced.
-struct FakeBus {
-    store: Store,
-    devices: Mutex<HashMap<String, Behaviour>>,
-    reported: broadcast::Sender<ReportedChange>,
-    calls: Mutex<Vec<(String, MethodCall)>>,
-    /// Every desired patch pushed, by device.
-    pushed: Mutex<Vec<String>>,
-    /// Patches a device that never answers holds, for `release`.
-    held: Mutex<HashMap<String, Vec<DesiredPatch>>>,
-}
-
-impl FakeBus {
-    fn behaviour(&self, device_id: &str) -> Behaviour {
-        self.devices
-            .lock()
-            .unwrap()
-            .get(device_id)
-            .copied()
-            .unwrap_or(Behaviour::Offline)
-    }
-
-    fn set_behaviour(&self, device_id: &str, behaviour: Behaviour) {
-        self.devices
-            .lock()
-            .unwrap()
-            .insert(device_id.to_string(), behaviour);
-    }
-
-    /// The device acknowledges the patches it held, and from now on acknowledges at once.
-    async fn release(&self, device_id: &str) {
-        let held = {
-            let mut devices = self.devices.lock().unwrap();
-            devices.insert(device_id.to_string(), Behaviour::Acknowledges);
-            self.held.lock().unwrap().remove(device_id)
-        };
-        for patch in held.unwrap_or_default() {
-            self.acknowledge(device_id, &patch, 200).await;
-        }
-    }
-
-    fn pushes_to(&self, device_id: &str) -> usize {
-        let pushed = self.pushed.lock().unwrap();
-        pushed.iter().filter(|d| *d == device_id).count()
-    }
-
-    fn holds(&self, device_id: &str) -> bool {
-        self.held.lock().unwrap().contains_key(device_id)
-    }
-
-    async fn acknowledge(&self, device_id: &str, patch: &DesiredPatch, code: i64) {
-        let mut acks = serde_json::Map::new();
-        for (name, value) in patch.message.as_object().unwrap() {
-            if name != "$version" {
-                acks.insert(
-                    name.clone(),
-                    json!({"value": value, "ac": code, "av": patch.version}),
-                );
-            }
-        }
-        let (version, reported) = self
-            .store
-            .patch_reported(device_id, &Value::Object(acks))
-            .await
-            .unwrap();
-        let _ = self.reported.send(ReportedChange {
-            device_id: device_id.to_string(),
-            version,
-            reported: Arc::new(reported),
-        });
-    }
-}
-
-impl DeviceBus for FakeBus {
-    fn push_desired<'a>(
-        &'a self,
-        device_id: &'a str,
-        patch: DesiredPatch,
-    ) -> BoxFuture<'a, Delivery> {
-        Box::pin(async move {
-            self.pushed.lock().unwrap().push(device_id.to_string());
-            let behaviour = {
-                // Under the devices' lock, so that `release` sees every patch held before it.
-                let devices = self.devices.lock().unwrap();
-                let behaviour = devices
-                    .get(device_id)
-                    .copied()
-                    .unwrap_or(Behaviour::Offline);
-                if behaviour == Behaviour::NeverAnswers {
-                    let mut held = self.held.lock().unwrap();
-                    held.entry(device_id.to_string())
-                        .or_default()
-                        .push(patch.clone());
-                }
-                behaviour
-            };
-            match behaviour {
-                Behaviour::Acknowledges => self.acknowledge(device_id, &patch, 200).await,
-                Behaviour::Refuses => self.acknowledge(device_id, &patch, 400).await,
-                Behaviour::NeverAnswers => {}
-                Behaviour::Offline => return Delivery::NotSent,
-            }
-            Delivery::Sent
-        })
-    }
-    fn invoke<'a>(
-        &'a self,
-        device_id: &'a str,
-        call: MethodCall,
-    ) -> BoxFuture<'a, Result<MethodResponse, InvokeError>> {
-        Box::pin(async move {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((device_id.to_string(), call.clone()));
-            let status = match self.behaviour(device_id) {
-                Behaviour::Acknowledges => 200,
-                Behaviour::Refuses => 500,
-                Behaviour::NeverAnswers => {
-                    tokio::time::sleep(call.response_timeout).await;
-                    return Err(InvokeError::Timeout);
-                }
-                Behaviour::Offline => {
-                    tokio::time::sleep(call.connect_timeout).await;
-                    return Err(InvokeError::NotConnected);
-                }
-            };
-            Ok(MethodResponse {
-                status,
-                payload: json!({"asked": call.payload}),
-            })
-        })
-    }
-
-    fn wait_until_reachable<'a>(
-        &'a self,
-        device_id: &'a str,
-        within: Duration,
-    ) -> BoxFuture<'a, Result<(), InvokeError>> {
-        Box::pin(async move {
-            if self.behaviour(device_id) == Behaviour::Offline {
-                tokio::time::sleep(within).await;
-                return Err(InvokeError::NotConnected);
-            }
-            Ok(())
-        })
-    }
-
-    fn is_connected(&self, device_id: &str) -> bool {
-        self.behaviour(device_id) != Behaviour::Offline
-    }
-
-    fn disconnect(&self, _device_id: &str) {}
-
-    fn reported_changes(&self) -> ReportedChanges {
-        ReportedChanges::new(self.reported.subscribe())
-    }
-}
-
-/// A fresh database in a file of its own, removed when the test ends.
-struct TempDatabase(PathBuf);
-
-impl TempDatabase {
-    fn new(name: &str) -> TempDatabase {
-        let dir = std::env::temp_dir().join(format!(
-            "flotilla-engine-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDatabase(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}?mode=rwc", self.0.join("flotilla.db").display())
-    }
-}
-
-impl Drop for TempDatabase {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A store with the thermostat template, one device per behaviour given (`d0`, `d1`, ...) and
 /// a group of them all; the engine running on it with the fake bus.
@@ -283,49 +78,8 @@ impl Fixture {
     async fn start_with(name: &str, behaviours: &[Behaviour], config: EngineConfig) -> Fixture {
         let database = TempDatabase::new(name);
         let store = Store::connect(&database.url()).await.unwrap();
-        let body: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../fixtures/thermostat.template.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let template = DeviceTemplate::from_json(TEMPLATE, &body).unwrap();
-        store.insert_template(&template, "t1").await.unwrap();
-        let mut devices = HashMap::new();
-        for (i, behaviour) in behaviours.iter().enumerate() {
-            let id = format!("d{i}");
-            let device = Device {
-                id: id.clone(),
-                etag: "e1".into(),
-                display_name: id.clone(),
-                template: Some(TEMPLATE.into()),
-                enabled: true,
-                provisioned: true,
-                simulated: false,
-                organizations: vec![],
-            };
-            store.insert_device(&device).await.unwrap();
-            devices.insert(id, *behaviour);
-        }
-        let group = DeviceGroup {
-            id: "all".into(),
-            etag: "e1".into(),
-            display_name: "All".into(),
-            filter: "SELECT * FROM devices".into(),
-            description: None,
-            organizations: vec![],
-        };
-        store.insert_device_group(&group).await.unwrap();
-        let bus = Arc::new(FakeBus {
-            store: store.clone(),
-            devices: Mutex::new(devices),
-            reported: broadcast::channel(1024).0,
-            calls: Mutex::new(Vec::new()),
-            pushed: Mutex::new(Vec::new()),
-            held: Mutex::new(HashMap::new()),
-        });
+        seed_fleet(&store, behaviours.len()).await;
+        let bus = FakeBus::new(&store, behaviours);
         let engine = Engine::start(
             store.clone(),
             bus.clone(),
@@ -429,18 +183,6 @@ impl Fixture {
     async fn until_held(&self, device_id: &str) {
         let what = format!("{device_id} to be sent a patch");
         eventually(&what, async || self.bus.holds(device_id).then_some(())).await
-    }
-}
-
-/// Waits (up to 5 s) until `probe` finds what it looks for, and returns it.
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "waited in vain for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -463,6 +463,12 @@ fn parse_batch(value: &Value) -> Result<Batch, Invalid> {
     }
 }
 
+/// A stored job definition's cancellation threshold (`None` without one, or one that no longer
+/// parses), for the store to count failures it makes itself (a dead server's commands).
+pub fn threshold_of(definition: &Value) -> Option<Threshold> {
+    parse_threshold(definition.get("cancellationThreshold")?).ok()
+}
+
 fn parse_threshold(value: &Value) -> Result<Threshold, Invalid> {
     let (kind, number) = kind_and_value(value, "cancellationThreshold")?;
     let per_batch = threshold_per_batch(value)?;

@@ -77,6 +77,13 @@ pub enum StoreError {
     /// been applied.
     #[error("the write was interrupted; it may or may not have been applied")]
     Interrupted,
+    /// This server's lease is not known valid (its heartbeat found it declared dead, or it did
+    /// not renew it in time, after a pause say): it makes no more writes, and must stop.
+    #[error("this server's lease has lapsed; it makes no more writes (restart it)")]
+    Fenced,
+    /// The job device is no longer this server's to work (another took it over).
+    #[error("job device '{0}' is no longer this server's to work")]
+    NotOwner(String),
     #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
 }

@@ -14,8 +14,20 @@ use flotilla_model::job_state::{
 
 use crate::cache::Changed;
 use crate::error::corrupt;
-use crate::group_commit::{FinishWrite, NoteWrite, Write};
-use crate::{Entity, Page, Result, Store, StoreError, inserted, into_page, now_ms};
+use crate::group_commit::{FinishWrite, NoteWrite, Write, finish_bulk};
+use crate::write_gate::WriteTx;
+use crate::{Entity, Page, ReplicaId, Result, Store, StoreError, inserted, into_page, now_ms};
+
+/// Why a command a stopped server sent fails: it may have run, so it is never sent again.
+const COMMAND_ORPHANED: &str = "the replica that sent the command stopped before its answer; \
+     it was not sent again";
+
+/// A condition on `job_devices` rows (bind: this replica's id): the device is not connected to
+/// another live replica, whose engine works it there (locality: its pushes, acknowledgements
+/// and answers stay in one process). Without cluster mode nothing is connected elsewhere.
+const NOT_HELD_ELSEWHERE: &str = "NOT EXISTS (SELECT 1 FROM device_connections c \
+     JOIN replicas r ON r.id = c.replica_id WHERE c.device_id = job_devices.device_id \
+     AND c.replica_id <> ? AND r.state = 'alive')";
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,8 +327,9 @@ impl Store {
     }
 
     /// Starts a pending job: fixes its devices (in this order), numbers their batches, and
-    /// marks it running; its first `running` devices start at once, with this deadline (as
-    /// `start_job_devices` would start them). `Ok(false)` if it was no longer pending.
+    /// marks it running; its first `running` devices start at once, with this deadline, owned by
+    /// this replica (as `start_job_devices` would start them). `Ok(false)` if it was no longer
+    /// pending.
     pub async fn start_job(
         &self,
         id: &str,
@@ -344,10 +357,10 @@ impl Store {
         }
         // Many rows per statement: a 100,000-device job is a few hundred statements.
         for (chunk_index, chunk) in devices.chunks(200).enumerate() {
-            let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
                 "INSERT INTO job_devices (job_id, device_id, position, batch, status, started_ms, \
-                 deadline_ms) VALUES {values}"
+                 deadline_ms, owner) VALUES {values}"
             ));
             let mut query = sqlx::query(&sql);
             for (i, device) in chunk.iter().enumerate() {
@@ -364,7 +377,8 @@ impl Store {
                         DeviceStatus::Pending.as_str()
                     })
                     .bind(started.then_some(now))
-                    .bind(started.then_some(deadline_ms));
+                    .bind(started.then_some(deadline_ms))
+                    .bind(started.then_some(self.replica.as_str()));
             }
             query.execute(&mut *tx).await?;
         }
@@ -450,7 +464,8 @@ impl Store {
     }
 
     /// The first batch that still has devices to finish, and its pending devices (in order, at
-    /// most `limit`). `None` when every device has finished.
+    /// most `limit`) that are not connected to another live replica (that one starts those).
+    /// `None` when every device has finished.
     pub async fn current_batch(
         &self,
         job_id: &str,
@@ -469,12 +484,13 @@ impl Store {
         };
         let sql = self.job_device_list_sql(&format!(
             "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND batch = ? \
-             AND status = {} ORDER BY position LIMIT ?",
+             AND status = {} AND {NOT_HELD_ELSEWHERE} ORDER BY position LIMIT ?",
             device_source(DeviceEvent::Start)
         ));
         let query = sqlx::query(&sql)
             .bind(job_id)
             .bind(batch)
+            .bind(self.replica.as_str())
             .bind(limit as i64);
         let devices = self.job_device_list(query).await?;
         Ok(Some((batch, devices)))
@@ -529,8 +545,10 @@ impl Store {
         Ok(!started.is_empty())
     }
 
-    /// Marks these pending devices running, with one deadline, if the job is running, in one
-    /// transaction; returns the ids it started (a device no longer pending is left alone).
+    /// Marks these pending devices running, with one deadline and this replica as their owner,
+    /// if the job is running, in one transaction; returns the ids it started (a device no longer
+    /// pending, or connected to another live replica, is left alone). Several replicas starting
+    /// devices of one job take turns on the job's row.
     pub async fn start_job_devices(
         &self,
         job_id: &str,
@@ -552,20 +570,28 @@ impl Store {
         }
         let now = now_ms();
         let mut started = Vec::with_capacity(device_ids.len());
+        // In key order: two replicas' statements lock rows in the same order.
+        let mut device_ids = device_ids.to_vec();
+        device_ids.sort_unstable();
         for chunk in device_ids.chunks(250) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
-                "UPDATE job_devices SET status = '{}', started_ms = ?, deadline_ms = ? \
+                "UPDATE job_devices SET status = '{}', started_ms = ?, deadline_ms = ?, owner = ? \
                  WHERE job_id = ? AND device_id IN ({marks}) AND {} = {} \
-                 RETURNING device_id",
+                 AND {NOT_HELD_ELSEWHERE} RETURNING device_id",
                 DeviceStatus::target(DeviceEvent::Start),
                 self.not_indexed("status"),
                 device_source(DeviceEvent::Start),
             ));
-            let mut query = sqlx::query(&sql).bind(now).bind(deadline_ms).bind(job_id);
+            let mut query = sqlx::query(&sql)
+                .bind(now)
+                .bind(deadline_ms)
+                .bind(self.replica.as_str())
+                .bind(job_id);
             for device in chunk {
                 query = query.bind(*device);
             }
+            query = query.bind(self.replica.as_str());
             for row in query.fetch_all(&mut *tx).await? {
                 started.push(row.try_get::<String, _>("device_id")?);
             }
@@ -575,8 +601,10 @@ impl Store {
         Ok(started)
     }
 
-    /// Records progress of a running device: the desired version its property write made, or
-    /// that its command was sent (so a restart never sends it again).
+    /// Records progress of a running device this replica owns: the desired version its property
+    /// write made, or that its command is about to be sent (so no restart or other replica
+    /// sends it again). `Ok(false)` when the device is no longer this replica's, or (for `sent`)
+    /// its command was noted as sent already: the command must not go out.
     /// Group-committed with other writes (`group_commit`).
     pub async fn note_job_device(
         &self,
@@ -584,7 +612,7 @@ impl Store {
         device_id: &str,
         desired_version: Option<i64>,
         sent: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let write = NoteWrite {
             job_id: job_id.to_string(),
             device_id: device_id.to_string(),
@@ -594,7 +622,8 @@ impl Store {
         self.group_commit(|reply| Write::Note(write, reply)).await
     }
 
-    /// Ends a running device's operation and counts it in the job, once; with a threshold
+    /// Ends a running device's operation (if this replica still owns it) and counts it in the
+    /// job, once; with a threshold
     /// (and the device's batch), cancels the job in the same transaction when its failures reach
     /// it, so no device can start between the failure and the cancel.
     /// Group-committed with other writes (`group_commit`).
@@ -634,6 +663,167 @@ impl Store {
         let event = JobEvent::ThresholdReached(cancellation);
         let moved = self.transition_with(tx, job_id, &event).await?;
         Ok(moved.then(|| cancellation.reason()))
+    }
+
+    /// Takes over running devices of this job that no replica owns (their replica died, or this
+    /// one restarted), at most `limit`, in order, leaving those connected to another live
+    /// replica to it; returns them as stored (a property device keeps the desired version its
+    /// write made, a command device whether it was sent).
+    pub async fn claim_orphaned_job_devices(
+        &self,
+        job_id: &str,
+        limit: usize,
+    ) -> Result<Vec<JobDevice>> {
+        // Replicas claiming at once skip each other's rows instead of waiting on them.
+        let skip_locked = match self.dialect {
+            crate::Dialect::Sqlite => "",
+            crate::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let running = DeviceStatus::Running;
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET owner = ? WHERE job_id = ? AND status = '{running}' \
+             AND owner IS NULL AND device_id IN (SELECT device_id FROM job_devices \
+             WHERE job_id = ? AND status = '{running}' AND owner IS NULL AND {NOT_HELD_ELSEWHERE} \
+             ORDER BY position LIMIT ?{skip_locked}) RETURNING device_id"
+        )))
+        .bind(self.replica.as_str())
+        .bind(job_id)
+        .bind(job_id)
+        .bind(self.replica.as_str())
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        self.caches.changed(Changed::Jobs);
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("device_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = self.job_device_list_sql(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND owner = ? \
+             AND status = '{running}' AND device_id IN ({})",
+            crate::bulk::marks(ids.len())
+        ));
+        let mut query = sqlx::query(&sql).bind(job_id).bind(self.replica.as_str());
+        for id in &ids {
+            query = query.bind(id);
+        }
+        self.job_device_list(query).await
+    }
+
+    /// Ownership follows the device: when a device connects to this replica, its running job
+    /// devices another replica works (and has sent no command for) lose their owner, and this
+    /// replica's engine claims them (they are connected here, so the claim is local); the
+    /// other's task stops at its next write. A command already sent stays with its sender,
+    /// which waits for its answer. Returns how many were released.
+    pub async fn adopt_job_devices(&self, device_id: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET owner = NULL WHERE device_id = ? AND status = '{}' \
+             AND owner IS NOT NULL AND owner <> ? AND sent = 0",
+            DeviceStatus::Running
+        )))
+        .bind(device_id)
+        .bind(self.replica.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if released > 0 {
+            self.caches.changed(Changed::Jobs);
+        }
+        Ok(released)
+    }
+
+    /// The jobs with running devices that no replica owns, in any status (a stopped job's
+    /// devices in flight finish too).
+    pub async fn jobs_with_orphaned_devices(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT job_id FROM job_devices WHERE status = '{}' AND owner IS NULL \
+             ORDER BY job_id",
+            DeviceStatus::Running
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("job_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Releases the job devices this replica's engine held: an engine starting on this store
+    /// (after another on it stopped) has no task for them. As for a dead replica (see
+    /// `release_job_devices`).
+    pub async fn release_own_job_devices(&self) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.release_job_devices(&mut tx, &self.replica.clone())
+            .await?;
+        tx.commit().await?;
+        self.caches.changed(Changed::Jobs);
+        Ok(())
+    }
+
+    /// Releases a stopped replica's running job devices, in the caller's transaction: a command
+    /// it sent fails (it may have run; it is never sent again), counted in its job against the
+    /// job's threshold; every other device loses its owner and is claimed again by a live
+    /// replica (a property device keeps its recorded desired version and is not pushed again).
+    pub(crate) async fn release_job_devices(
+        &self,
+        tx: &mut WriteTx,
+        replica: &ReplicaId,
+    ) -> Result<()> {
+        let sent = sqlx::query(&self.sql(&format!(
+            "SELECT d.job_id AS job_id, d.device_id AS device_id, d.batch AS batch, \
+             j.definition AS definition FROM job_devices d JOIN jobs j ON j.id = d.job_id \
+             WHERE d.owner = ? AND d.status = '{}' AND d.sent = 1 ORDER BY d.job_id, d.device_id",
+            DeviceStatus::Running
+        )))
+        .bind(replica.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut thresholds: std::collections::HashMap<String, Option<Threshold>> =
+            Default::default();
+        let mut failures = Vec::with_capacity(sent.len());
+        for row in sent {
+            let job_id: String = row.try_get("job_id")?;
+            let threshold = match thresholds.get(&job_id) {
+                Some(threshold) => *threshold,
+                None => {
+                    let definition: Value =
+                        serde_json::from_str(&row.try_get::<String, _>("definition")?)
+                            .map_err(corrupt)?;
+                    let threshold = flotilla_model::job::threshold_of(&definition);
+                    thresholds.insert(job_id.clone(), threshold);
+                    threshold
+                }
+            };
+            let batch: i64 = row.try_get("batch")?;
+            failures.push(FinishWrite {
+                job_id,
+                device_id: row.try_get("device_id")?,
+                outcome: DeviceOutcome::Failed(FailureReason::Interrupted),
+                reason: Some(COMMAND_ORPHANED.to_string()),
+                detail: None,
+                threshold: threshold.map(|t| (t, batch)),
+            });
+        }
+        let failures: Vec<&FinishWrite> = failures.iter().collect();
+        for finish in finish_bulk(self, tx, &failures, replica).await? {
+            if let Some(reason) = finish.cancelled {
+                tracing::info!(%reason, "job cancelled");
+            }
+        }
+        sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET owner = NULL WHERE owner = ? AND status = '{}'",
+            DeviceStatus::Running
+        )))
+        .bind(replica.as_str())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// The ids of a job's failed devices, in order (what a rerun targets).

@@ -54,7 +54,7 @@ impl Store {
 
     /// The database's current time in milliseconds since the Unix epoch, as SQL: every server
     /// sharing the database reads the same clock.
-    fn database_now_ms(&self) -> &'static str {
+    pub(crate) fn database_now_ms(&self) -> &'static str {
         match self.dialect {
             Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",

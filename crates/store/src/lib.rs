@@ -76,6 +76,8 @@ pub struct Store {
     write_gate: write_gate::WriteGate,
     /// This process's id among the servers sharing the database (see `replicas`).
     replica: ReplicaId,
+    /// Whether this process's lease is known valid; shared with the writer's store.
+    lease: std::sync::Arc<replicas::Lease>,
 }
 
 impl Store {
@@ -112,6 +114,7 @@ impl Store {
         let caches = std::sync::Arc::new(cache::Caches::default());
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
         let replica = ReplicaId::generate();
+        let lease = std::sync::Arc::new(replicas::Lease::default());
         let writer = group_commit::start(Store {
             pool: writer_pool,
             dialect,
@@ -119,6 +122,7 @@ impl Store {
             caches: caches.clone(),
             write_gate: write_gate.clone(),
             replica: replica.clone(),
+            lease: lease.clone(),
         });
         Ok(Store {
             pool,
@@ -127,6 +131,7 @@ impl Store {
             caches,
             write_gate,
             replica,
+            lease,
         })
     }
 

@@ -86,8 +86,10 @@ impl Store {
 
     /// Begins a transaction that writes, once it is its turn: on SQLite it takes the write lock
     /// at once (`BEGIN IMMEDIATE`), so what it reads stays current until it commits.
+    /// Refused (`Fenced`) while this server's lease is not known valid (see `replicas`).
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.write_gate.turn().await;
+        self.lease.check()?;
         let tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,

@@ -107,6 +107,7 @@ impl TestServer {
     /// Stops the parts in the binary's order (see its `shutdown`) and closes the store.
     pub async fn stop(self) {
         self.http.abort();
+        self.parts.replica.stop();
         self.parts.scheduler.stop().await;
         self.parts.engine.stop().await;
         self.store.close().await;

@@ -13,85 +13,125 @@ use super::{FinishWrite, NoteWrite, Reply};
 use crate::bulk::{CHUNK, marks, value_rows};
 use crate::jobs::{Finish, batch_failures_sql, device_source, reason_code};
 use crate::write_gate::WriteTx;
-use crate::{Result, Store, now_ms};
+use crate::{ReplicaId, Result, Store, now_ms};
 
-/// Records the desired version each (job, device) write made.
+/// Records the desired version each (job, device) write made, on the running devices this
+/// replica owns; returns the (job, device) pairs recorded (the others are no longer ours).
 pub(crate) async fn record_desired_versions(
     core: &Store,
     tx: &mut WriteTx,
     recorded: &[(&str, &str, i64)],
-) -> Result<()> {
+) -> Result<HashSet<(String, String)>> {
+    let mut done = HashSet::new();
     for chunk in recorded.chunks(CHUNK) {
         let sql = core.sql(&format!(
             "UPDATE job_devices SET desired_version = v.column3 FROM (VALUES {}) AS v \
-             WHERE job_devices.job_id = v.column1 AND job_devices.device_id = v.column2",
-            value_rows(chunk.len(), 3)
+             WHERE job_devices.job_id = v.column1 AND job_devices.device_id = v.column2 \
+             AND job_devices.owner = ? AND {} = '{}' \
+             RETURNING job_devices.job_id AS job_id, job_devices.device_id AS device_id",
+            value_rows(chunk.len(), 3),
+            core.not_indexed("job_devices.status"),
+            DeviceStatus::Running,
         ));
         let mut query = sqlx::query(&sql);
         for (job, device, version) in chunk {
             query = query.bind(*job).bind(*device).bind(*version);
         }
-        query.execute(&mut **tx).await?;
+        for row in query
+            .bind(core.replica.as_str())
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            done.insert((row.try_get("job_id")?, row.try_get("device_id")?));
+        }
     }
-    Ok(())
+    Ok(done)
 }
 
+/// Notes progress on running devices this replica owns; per write, whether it was noted. A
+/// `sent` note is a compare-and-set (`sent = 0` before): only the note that set it lets the
+/// command go out.
 pub(crate) async fn notes_bulk(
     core: &Store,
     tx: &mut WriteTx,
-    writes: &[(NoteWrite, Reply<()>)],
-) -> Result<()> {
+    writes: &[(NoteWrite, Reply<bool>)],
+) -> Result<Vec<bool>> {
+    let mut noted = vec![false; writes.len()];
+    let running = DeviceStatus::Running;
     // Commands about to be sent, per job in one statement; anything else one by one.
-    let mut sent: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (w, _) in writes {
+    let mut sent: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, (w, _)) in writes.iter().enumerate() {
         if w.sent && w.desired_version.is_none() {
             match sent.iter_mut().find(|(job, _)| *job == w.job_id) {
-                Some((_, devices)) => devices.push(&w.device_id),
-                None => sent.push((&w.job_id, vec![&w.device_id])),
+                Some((_, indexes)) => indexes.push(i),
+                None => sent.push((&w.job_id, vec![i])),
             }
         } else {
-            sqlx::query(&core.sql(
+            let done = sqlx::query(&core.sql(&format!(
                 "UPDATE job_devices SET desired_version = COALESCE(?, desired_version), \
-                 sent = CASE WHEN ? THEN 1 ELSE sent END WHERE job_id = ? AND device_id = ?",
-            ))
+                 sent = CASE WHEN ? THEN 1 ELSE sent END WHERE job_id = ? AND device_id = ? \
+                 AND owner = ? AND status = '{running}' AND (sent = 0 OR NOT ?)"
+            )))
             .bind(w.desired_version)
             .bind(w.sent)
             .bind(&w.job_id)
             .bind(&w.device_id)
+            .bind(core.replica.as_str())
+            .bind(w.sent)
             .execute(&mut **tx)
             .await?;
+            noted[i] = done.rows_affected() == 1;
         }
     }
-    for (job, devices) in sent {
-        for chunk in devices.chunks(CHUNK) {
+    for (job, mut indexes) in sent {
+        // In key order: rows are locked in the same order by every replica.
+        indexes.sort_by(|&a, &b| writes[a].0.device_id.cmp(&writes[b].0.device_id));
+        for chunk in indexes.chunks(CHUNK) {
             let sql = core.sql(&format!(
-                "UPDATE job_devices SET sent = 1 WHERE job_id = ? AND device_id IN ({})",
-                marks(chunk.len())
+                "UPDATE job_devices SET sent = 1 WHERE job_id = ? AND device_id IN ({}) \
+                 AND owner = ? AND {} = '{running}' AND sent = 0 RETURNING device_id",
+                marks(chunk.len()),
+                core.not_indexed("status"),
             ));
             let mut query = sqlx::query(&sql).bind(job);
-            for device in chunk {
-                query = query.bind(*device);
+            for &i in chunk {
+                query = query.bind(&writes[i].0.device_id);
             }
-            query.execute(&mut **tx).await?;
+            let rows = query
+                .bind(core.replica.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+            let set: HashSet<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("device_id"))
+                .collect::<Result<_, _>>()?;
+            for &i in chunk {
+                noted[i] = set.contains(&writes[i].0.device_id);
+            }
         }
     }
-    Ok(())
+    Ok(noted)
 }
 
+/// Finishes running devices `owner` works (this replica, or a dead one the sweep releases) and
+/// counts them in their jobs; per write, what it did. A device no longer theirs is left alone.
 pub(crate) async fn finish_bulk(
     core: &Store,
     tx: &mut WriteTx,
-    writes: &[(FinishWrite, Reply<Finish>)],
+    writes: &[&FinishWrite],
+    owner: &ReplicaId,
 ) -> Result<Vec<Finish>> {
     let mut results = vec![Finish::default(); writes.len()];
-    // Per job, in the order the writes came.
+    // Per job, in the order the writes came; jobs in key order, so replicas finishing devices
+    // of the same jobs lock the jobs' rows in the same order.
     let mut jobs: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, (w, _)) in writes.iter().enumerate() {
+    for (i, w) in writes.iter().enumerate() {
         match jobs.iter_mut().find(|(job, _)| *job == w.job_id) {
             Some((_, indexes)) => indexes.push(i),
             None => jobs.push((&w.job_id, vec![i])),
         }
     }
+    jobs.sort_by(|a, b| a.0.cmp(b.0));
     let now = now_ms();
     for (job_id, indexes) in jobs {
         // End the devices that are still running; the statement says which those were.
@@ -99,16 +139,17 @@ pub(crate) async fn finish_bulk(
         for chunk in indexes.chunks(CHUNK) {
             let sql = core.sql(&format!(
                 "UPDATE job_devices SET status = v.column2, reason = v.column3, detail = v.column4, \
-                 reason_code = v.column5, finished_ms = ? FROM (VALUES {}) AS v \
+                 reason_code = v.column5, finished_ms = ?, owner = NULL FROM (VALUES {}) AS v \
                  WHERE job_devices.job_id = ? AND job_devices.device_id = v.column1 \
-                 AND {} = {} RETURNING job_devices.device_id AS device_id",
+                 AND {} = {} AND job_devices.owner = ? \
+                 RETURNING job_devices.device_id AS device_id",
                 value_rows(chunk.len(), 5),
                 core.not_indexed("job_devices.status"),
                 device_source(DeviceEvent::Finish(DeviceOutcome::Completed)),
             ));
             let mut query = sqlx::query(&sql).bind(now);
             for &i in chunk {
-                let w = &writes[i].0;
+                let w = writes[i];
                 query = query
                     .bind(&w.device_id)
                     .bind(DeviceStatus::target(DeviceEvent::Finish(w.outcome)).as_str())
@@ -116,14 +157,19 @@ pub(crate) async fn finish_bulk(
                     .bind(w.detail.as_ref().map(Value::to_string))
                     .bind(reason_code(w.outcome));
             }
-            for row in query.bind(job_id).fetch_all(&mut **tx).await? {
+            let rows = query
+                .bind(job_id)
+                .bind(owner.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+            for row in rows {
                 counted.insert(row.try_get::<String, _>("device_id")?);
             }
         }
         let counted: Vec<usize> = indexes
             .iter()
             .copied()
-            .filter(|&i| counted.contains(&writes[i].0.device_id))
+            .filter(|&i| counted.contains(&writes[i].device_id))
             .collect();
         if counted.is_empty() {
             continue;
@@ -131,7 +177,7 @@ pub(crate) async fn finish_bulk(
         let failures: Vec<usize> = counted
             .iter()
             .copied()
-            .filter(|&i| matches!(writes[i].0.outcome, DeviceOutcome::Failed(_)))
+            .filter(|&i| matches!(writes[i].outcome, DeviceOutcome::Failed(_)))
             .collect();
         // Updating the job's row locks it (PostgreSQL), so concurrent finishers of one job
         // count their failures one after another.
@@ -148,7 +194,7 @@ pub(crate) async fn finish_bulk(
             results[i].counted = true;
         }
         // The threshold, checked after each failure in turn, as if they had come one by one.
-        if let Some((threshold, _)) = failures.iter().find_map(|&i| writes[i].0.threshold) {
+        if let Some((threshold, _)) = failures.iter().find_map(|&i| writes[i].threshold) {
             check_threshold(core, tx, job_id, threshold, writes, &failures, &mut results).await?;
         }
     }
@@ -163,11 +209,11 @@ async fn check_threshold(
     tx: &mut WriteTx,
     job_id: &str,
     threshold: Threshold,
-    writes: &[(FinishWrite, Reply<Finish>)],
+    writes: &[&FinishWrite],
     failures: &[usize],
     results: &mut [Finish],
 ) -> Result<()> {
-    let batch_of = |i: usize| writes[i].0.threshold.map(|(_, batch)| batch).unwrap_or(0);
+    let batch_of = |i: usize| writes[i].threshold.map(|(_, batch)| batch).unwrap_or(0);
     // (failed before this batch, size) per scope.
     let mut scopes: HashMap<Option<i64>, (i64, i64)> = HashMap::new();
     if threshold.per_batch {

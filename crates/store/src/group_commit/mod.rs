@@ -28,7 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cache::Changed;
 use crate::jobs::Finish;
 use crate::{ConflictKind, Entity, Result, Store, StoreError};
-use job_progress::{finish_bulk, notes_bulk};
+pub(crate) use job_progress::finish_bulk;
+use job_progress::notes_bulk;
 pub(crate) use twin_plan::DevicePlan;
 use twin_plan::{Plan, plan_writes, write_desired, write_reported};
 
@@ -75,7 +76,9 @@ pub(crate) type ReportedAnswer = (i64, Value);
 pub(crate) enum Write {
     Reported(ReportedWrite, Reply<ReportedAnswer>),
     Desired(DesiredWrite, Reply<Twin>),
-    Note(NoteWrite, Reply<()>),
+    /// Answered `false` when the device is no longer this replica's (or a `sent` note found
+    /// it sent already).
+    Note(NoteWrite, Reply<bool>),
     Finish(FinishWrite, Reply<Finish>),
 }
 
@@ -154,7 +157,7 @@ pub(crate) enum Outcome<T> {
 struct Batch {
     reported: Vec<(ReportedWrite, Reply<ReportedAnswer>)>,
     desired: Vec<(DesiredWrite, Reply<Twin>)>,
-    notes: Vec<(NoteWrite, Reply<()>)>,
+    notes: Vec<(NoteWrite, Reply<bool>)>,
     finishes: Vec<(FinishWrite, Reply<Finish>)>,
 }
 
@@ -216,13 +219,15 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
     } = prepared;
     let started = std::time::Instant::now();
     let result = async {
+        // Refused while this replica's lease is not known valid (a zombie writes nothing).
         let mut tx = core.begin_write().await?;
         let r = write_reported(core, &mut tx, &batch.reported, reported_plan).await?;
         let d = write_desired(core, &mut tx, &batch.desired, desired_plan).await?;
-        notes_bulk(core, &mut tx, &batch.notes).await?;
-        let f = finish_bulk(core, &mut tx, &batch.finishes).await?;
+        let n = notes_bulk(core, &mut tx, &batch.notes).await?;
+        let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
+        let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
         tx.commit().await?;
-        Ok::<_, StoreError>((r, d, f))
+        Ok::<_, StoreError>((r, d, n, f))
     }
     .await;
     // Before anyone hears of these writes, reads of jobs see them.
@@ -238,10 +243,16 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         ok = result.is_ok(),
         "group commit"
     );
-    let (r, d, f) = match result {
+    let (r, d, n, f) = match result {
         Ok(done) => done,
         Err(e) => {
             let mut writes = batch.into_writes();
+            if matches!(e, StoreError::Fenced) {
+                for write in writes {
+                    write.fail(StoreError::Fenced);
+                }
+                return Vec::new();
+            }
             if writes.len() == 1 {
                 writes.pop().expect("one write").fail(e);
                 return Vec::new();
@@ -269,8 +280,8 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
             Outcome::Again => again.push(Write::Desired(w, reply)),
         }
     }
-    for (_, reply) in notes {
-        let _ = reply.send(Ok(()));
+    for ((_, reply), noted) in notes.into_iter().zip(n) {
+        let _ = reply.send(Ok(noted));
     }
     for ((_, reply), finish) in finishes.into_iter().zip(f) {
         let _ = reply.send(Ok(finish));

@@ -207,8 +207,19 @@ pub(crate) async fn write_desired(
             ))
         })
         .collect();
-    record_desired_versions(core, tx, &recorded).await?;
-    Ok(outcomes(writes, answers, &written))
+    let noted = record_desired_versions(core, tx, &recorded).await?;
+    let mut outcomes = outcomes(writes, answers, &written);
+    // A job's write whose version was not recorded: the device is no longer this replica's
+    // (its document changed all the same, to what the new owner writes too), and the task
+    // working it must stop without pushing.
+    for ((w, _), outcome) in writes.iter().zip(outcomes.iter_mut()) {
+        if let (Some(job), Outcome::Done(Ok(_))) = (&w.job_id, &outcome)
+            && !noted.contains(&(job.clone(), w.device_id.clone()))
+        {
+            *outcome = Outcome::Done(Err(StoreError::NotOwner(w.device_id.clone())));
+        }
+    }
+    Ok(outcomes)
 }
 
 #[cfg(test)]
