@@ -12,7 +12,7 @@ use flotilla_bus::{
     BoxFuture, Delivery, DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse,
     ReportedChange, ReportedChanges,
 };
-use flotilla_store::Store;
+use flotilla_store::{Dialect, Store};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -150,6 +150,51 @@ impl Hub {
         let mut live = self.inner.live.lock().unwrap();
         if live.get(device_id).is_some_and(|l| l.id == connection_id) {
             live.remove(device_id);
+        }
+    }
+
+    /// Cluster mode: records in the database that this server holds the device's connection,
+    /// so that REST calls on any server reach it, and a connection another server holds for the
+    /// device is closed (the newest wins across the cluster, as `attach` does here).
+    pub(crate) async fn claim_presence(&self, device_id: &str, connection_id: u64) {
+        if self.store().dialect() != Dialect::Postgres {
+            return;
+        }
+        if let Err(error) = self
+            .store()
+            .claim_connection(device_id, connection_id)
+            .await
+        {
+            tracing::error!(device = device_id, %error, "recording the connection failed");
+        }
+    }
+
+    /// Cluster mode: forgets the connection's presence row, unless a newer one replaced it.
+    pub(crate) async fn release_presence(&self, device_id: &str, connection_id: u64) {
+        if self.store().dialect() != Dialect::Postgres {
+            return;
+        }
+        if let Err(error) = self
+            .store()
+            .release_connection(device_id, connection_id)
+            .await
+        {
+            tracing::error!(device = device_id, %error, "forgetting the connection failed");
+        }
+    }
+
+    /// Closes the device's connection if it is still this one (another server took over).
+    pub fn close_connection(&self, device_id: &str, connection_id: u64) {
+        let mut live = self.inner.live.lock().unwrap();
+        if live.get(device_id).is_some_and(|l| l.id == connection_id)
+            && let Some(old) = live.remove(device_id)
+        {
+            tracing::info!(
+                device = device_id,
+                "a connection on another server takes over from this one"
+            );
+            old.closed.notify_one();
+            let _ = old.tx.try_send(Outgoing::Close);
         }
     }
 
