@@ -16,6 +16,7 @@ use flotilla_store::{Dialect, Store};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
+use crate::presence::PresenceQueue;
 use crate::topics::{self, Subscription};
 
 /// A packet for a connection's writer.
@@ -90,12 +91,17 @@ struct Inner {
     /// Reported properties as they change (jobs wait for acknowledgements).
     reported: broadcast::Sender<ReportedChange>,
     next_id: AtomicU64,
+    /// Cluster mode (PostgreSQL): where this server's connections are recorded for the others.
+    presence: Option<PresenceQueue>,
 }
 
 impl Hub {
     pub fn new(store: Store, id_scope: String, assigned_hub: String) -> Hub {
+        let presence =
+            (store.dialect() == Dialect::Postgres).then(|| PresenceQueue::start(store.clone()));
         Hub {
             inner: Arc::new(Inner {
+                presence,
                 store,
                 id_scope,
                 assigned_hub,
@@ -155,31 +161,18 @@ impl Hub {
 
     /// Cluster mode: records in the database that this server holds the device's connection,
     /// so that REST calls on any server reach it, and a connection another server holds for the
-    /// device is closed (the newest wins across the cluster, as `attach` does here).
-    pub(crate) async fn claim_presence(&self, device_id: &str, connection_id: u64) {
-        if self.store().dialect() != Dialect::Postgres {
-            return;
-        }
-        if let Err(error) = self
-            .store()
-            .claim_connection(device_id, connection_id)
-            .await
-        {
-            tracing::error!(device = device_id, %error, "recording the connection failed");
+    /// device is closed (the newest wins across the cluster, as `attach` does here). Queued,
+    /// not waited for (see `presence`).
+    pub(crate) fn claim_presence(&self, device_id: &str, connection_id: u64) {
+        if let Some(presence) = &self.inner.presence {
+            presence.claim(device_id, connection_id);
         }
     }
 
     /// Cluster mode: forgets the connection's presence row, unless a newer one replaced it.
-    pub(crate) async fn release_presence(&self, device_id: &str, connection_id: u64) {
-        if self.store().dialect() != Dialect::Postgres {
-            return;
-        }
-        if let Err(error) = self
-            .store()
-            .release_connection(device_id, connection_id)
-            .await
-        {
-            tracing::error!(device = device_id, %error, "forgetting the connection failed");
+    pub(crate) fn release_presence(&self, device_id: &str, connection_id: u64) {
+        if let Some(presence) = &self.inner.presence {
+            presence.release(device_id, connection_id);
         }
     }
 

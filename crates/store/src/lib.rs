@@ -43,6 +43,7 @@ pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
 pub use leases::LeaseName;
+pub use presence::HeldConnection;
 pub use replicas::{ReplicaId, ReplicaInfo};
 pub use scheduled_jobs::ScheduledJobRecord;
 pub use signals::{Heard, Signal, SignalListener};
