@@ -338,3 +338,54 @@ async fn a_job_that_finishes_on_one_server_is_finished_on_the_other_at_once() {
     assert_eq!(other.ok(200)["status"], first["status"], "{}", other.text);
     assert_eq!(other.body["progress"], first["progress"], "{}", other.text);
 }
+
+/// A command for a device whose server died is answered when that server's lease runs out
+/// (10 s), not after the command's 30 s response timeout.
+#[tokio::test]
+async fn a_command_for_a_device_on_a_dead_server_is_answered_within_the_lease() {
+    let Some((a, mut b, api_a, _api_b)) = cluster().await else {
+        return;
+    };
+    api_a
+        .publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    api_a
+        .put("/devices/stranded", json!({"template": THERMOSTAT}))
+        .await
+        .ok(200);
+    let mut connection = connect_device(&endpoint(&b.data_dir), &api_a, "stranded")
+        .await
+        .unwrap();
+    assert!(answers_ping(&mut connection).await);
+    // Presence is written just after the connect: wait until B holds the device.
+    let database = sqlx::PgPool::connect(&a.database_url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sqlx::query("SELECT 1 FROM device_connections WHERE device_id = 'stranded'")
+        .fetch_optional(&database)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the connection was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let started = Instant::now();
+    api_a
+        .post(
+            "/devices/stranded/commands/getMaxMinReport",
+            json!({"connectionTimeout": 0, "responseTimeout": 30}),
+        )
+        .await
+        .error(404, "DeviceNotOnline");
+    let waited = started.elapsed();
+    assert!(
+        waited > Duration::from_secs(1) && waited < Duration::from_secs(13),
+        "answered after {waited:?}"
+    );
+    database.close().await;
+}
