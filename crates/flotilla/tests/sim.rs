@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use flotilla_sim::config::pick;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The MQTT port the server bound, the ID scope and the default enrollment group's key.
 async fn device_endpoint(server: &Server) -> (u16, String, String) {
