@@ -8,34 +8,16 @@ mod bus;
 mod calls;
 mod dispatch;
 
-use std::time::Duration;
-
 use flotilla_gateway::Hub;
 use flotilla_store::{Store, StoreError};
 
 pub use bus::ClusterBus;
 
-/// How often this server renews its heartbeat (well within `REPLICA_LEASE_MS`).
-const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
-
 /// Starts listening for signals and returns the bus over this server's hub and the others.
 /// Fails when the signal listener cannot connect.
 pub async fn start(store: Store, hub: Hub) -> Result<ClusterBus, StoreError> {
     let listener = store.signal_listener().await?;
-    let bus = ClusterBus::new(store.clone(), hub);
+    let bus = ClusterBus::new(store, hub);
     tokio::spawn(dispatch::run(bus.clone(), listener));
-    tokio::spawn(renew_heartbeat(store));
     Ok(bus)
-}
-
-/// Keeps this server alive in `replicas`, so that other servers route to its devices. A
-/// stopgap until the replica heartbeat loop (with self-fencing) lands; then this goes.
-async fn renew_heartbeat(store: Store) {
-    let mut every = tokio::time::interval(HEARTBEAT_PERIOD);
-    loop {
-        every.tick().await;
-        if let Err(error) = store.renew_heartbeat().await {
-            tracing::warn!(%error, "renewing the heartbeat failed");
-        }
-    }
 }

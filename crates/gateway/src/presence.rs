@@ -2,7 +2,9 @@
 //! A connect or a disconnect only queues its change, so a reconnect storm costs a few
 //! statements, not one round trip per device, and no connection waits for the database. One
 //! task writes the changes in order: each batch's claims (the newest connection per device),
-//! then its releases, which delete a row only if it is still the released connection.
+//! then its releases, which delete a row only if it is still the released connection. Once a
+//! claim is written, another task adopts the device's running job devices (ownership follows the
+//! device), so adoptions never hold up presence.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,7 +30,9 @@ impl PresenceQueue {
     /// Starts the writer task.
     pub(crate) fn start(store: Store) -> PresenceQueue {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_changes(store, rx));
+        let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_changes(store.clone(), rx, adopt_tx));
+        tokio::spawn(adopt_job_devices(store, adopt_rx));
         PresenceQueue(tx)
     }
 
@@ -48,7 +52,11 @@ fn held(device_id: &str, connection_id: u64) -> HeldConnection {
     }
 }
 
-async fn write_changes(store: Store, mut rx: mpsc::UnboundedReceiver<Change>) {
+async fn write_changes(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Change>,
+    adopt: mpsc::UnboundedSender<String>,
+) {
     let mut changes = Vec::new();
     while rx.recv_many(&mut changes, MAX_BATCH).await > 0 {
         let (claims, releases) = in_order(changes.drain(..));
@@ -58,13 +66,27 @@ async fn write_changes(store: Store, mut rx: mpsc::UnboundedReceiver<Change>) {
                 Err(error) => Err(error),
             };
             match written {
-                Ok(()) => break,
+                Ok(()) => {
+                    for claim in &claims {
+                        let _ = adopt.send(claim.device_id.clone());
+                    }
+                    break;
+                }
                 Err(error) if attempt < TRIES => {
                     tracing::warn!(%error, "writing device presence failed; trying again");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
                 Err(error) => tracing::error!(%error, "writing device presence failed"),
             }
+        }
+    }
+}
+
+/// The running job devices of a device that connected here become this server's to work.
+async fn adopt_job_devices(store: Store, mut rx: mpsc::UnboundedReceiver<String>) {
+    while let Some(device_id) = rx.recv().await {
+        if let Err(error) = store.adopt_job_devices(&device_id).await {
+            tracing::warn!(device = device_id, %error, "adopting a device's job devices failed");
         }
     }
 }

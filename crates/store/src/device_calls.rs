@@ -8,7 +8,6 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::corrupt;
-use crate::presence::REPLICA_LEASE_MS;
 use crate::signals::{REPLICA_CHANNEL_PREFIX, Signal};
 use crate::{ReplicaId, Result, Store, now_ms};
 
@@ -184,13 +183,13 @@ impl Store {
 
     /// A call this server made: its status, answer, and whether the server asked is alive.
     pub async fn device_call_state(&self, id: &str) -> Result<Option<CallState>> {
-        let row = sqlx::query(&self.sql(
+        let row = sqlx::query(&self.sql(&format!(
             "SELECT c.status, c.response, \
-             (CASE WHEN r.state = 'alive' AND r.heartbeat_ms >= ? THEN 1 ELSE 0 END) AS holder_alive \
+             (CASE WHEN {} THEN 1 ELSE 0 END) AS holder_alive \
              FROM device_calls c LEFT JOIN replicas r ON r.id = c.holder \
              WHERE c.id = ? AND c.caller = ?",
-        ))
-        .bind(now_ms() - REPLICA_LEASE_MS)
+            self.replica_alive("r")
+        )))
         .bind(id)
         .bind(self.replica().as_str())
         .fetch_optional(&self.pool)

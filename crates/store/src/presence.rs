@@ -7,9 +7,9 @@ use sqlx::Row;
 use crate::signals::{REPLICA_CHANNEL_PREFIX, Signal};
 use crate::{ReplicaId, Result, Store, now_ms};
 
-/// How long a server's heartbeat keeps it alive (in its own clock, as `register_replica` writes
-/// it).
-pub const REPLICA_LEASE_MS: i64 = 10_000;
+/// How long a server's heartbeat keeps it alive for routing, in the database's time (the
+/// default lease; a replica past it is about to be swept).
+const REPLICA_LEASE_MS: i64 = 10_000;
 
 /// A device connection this server holds (or held): the device and the connection's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +48,9 @@ impl Store {
                  SELECT count(pg_notify(? || p.replica_id, json_build_object( \
                      'kind', 'close', 'device', p.device_id, 'connection', p.connection_id)::text)) AS kicked \
                  FROM previous p JOIN replicas r ON r.id = p.replica_id \
-                 WHERE p.replica_id <> ? AND r.state = 'alive' AND r.heartbeat_ms >= ?",
-                values(chunk.len())
+                 WHERE p.replica_id <> ? AND {}",
+                values(chunk.len()),
+                self.replica_alive("r")
             );
             let sql = self.sql(&sql);
             let mut query = sqlx::query(&sql);
@@ -63,7 +64,6 @@ impl Store {
                 .bind(now)
                 .bind(REPLICA_CHANNEL_PREFIX)
                 .bind(self.replica().as_str())
-                .bind(now - REPLICA_LEASE_MS)
                 .fetch_one(&self.pool)
                 .await?;
         }
@@ -91,12 +91,12 @@ impl Store {
 
     /// The live server holding the device's connection, if any.
     pub async fn connection_holder(&self, device_id: &str) -> Result<Option<ReplicaId>> {
-        let row = sqlx::query(&self.sql(
+        let row = sqlx::query(&self.sql(&format!(
             "SELECT c.replica_id FROM device_connections c JOIN replicas r ON r.id = c.replica_id \
-             WHERE c.device_id = ? AND r.state = 'alive' AND r.heartbeat_ms >= ?",
-        ))
+             WHERE c.device_id = ? AND {}",
+            self.replica_alive("r")
+        )))
         .bind(device_id)
-        .bind(now_ms() - REPLICA_LEASE_MS)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| row.try_get("replica_id").map(ReplicaId::from_stored))
@@ -112,16 +112,12 @@ impl Store {
         .await
     }
 
-    /// Renews this server's heartbeat. A stopgap until the replica heartbeat loop lands
-    /// (`replicas`); it writes the same column the same way.
-    pub async fn renew_heartbeat(&self) -> Result<()> {
-        sqlx::query(
-            &self.sql("UPDATE replicas SET heartbeat_ms = ? WHERE id = ? AND state = 'alive'"),
+    /// SQL: whether the replica `alias` is alive (its heartbeat within the lease, in the
+    /// database's time).
+    pub(crate) fn replica_alive(&self, alias: &str) -> String {
+        format!(
+            "{alias}.state = 'alive' AND {alias}.heartbeat_ms >= {} - {REPLICA_LEASE_MS}",
+            self.database_now_ms()
         )
-        .bind(now_ms())
-        .bind(self.replica().as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }
