@@ -12,7 +12,7 @@ use flotilla_gateway::Hub;
 use flotilla_jobs::clock::Clock;
 use flotilla_jobs::scheduler::Scheduler;
 use flotilla_jobs::{Engine, EngineConfig};
-use flotilla_store::{ReplicaInfo, Store};
+use flotilla_store::{Dialect, ReplicaInfo, Store};
 
 use crate::bootstrap::App;
 use crate::replica::{self, Membership};
@@ -63,8 +63,12 @@ pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
         settings.app.id_scope.clone(),
         settings.assigned_hub,
     );
-    // The engine and the API reach devices through the bus: here, the gateway's own devices.
-    let bus: Arc<dyn DeviceBus> = Arc::new(hub.clone());
+    // The engine and the API reach devices through the bus: the gateway's own devices on
+    // SQLite (one server), any server's on PostgreSQL (cluster mode).
+    let bus: Arc<dyn DeviceBus> = match store.dialect() {
+        Dialect::Sqlite => Arc::new(hub.clone()),
+        Dialect::Postgres => Arc::new(flotilla_cluster::start(store.clone(), hub.clone()).await?),
+    };
     let engine = Engine::start(
         store.clone(),
         bus.clone(),

@@ -157,40 +157,9 @@ async fn devices_answer_commands_and_acknowledge_properties() {
             assert!(Instant::now() < deadline, "{id} was never registered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let ran = api
-            .post(
-                &format!("/devices/{id}/commands/getMaxMinReport"),
-                json!({"connectionTimeout": 15, "request": "2026-01-01T00:00:00Z"}),
-            )
-            .await;
-        let ran = ran.ok(201);
-        assert_eq!(ran["responseCode"], expected, "{id}: {ran}");
-        assert_eq!(ran["response"]["method"], "getMaxMinReport", "{ran}");
-        assert_eq!(ran["response"]["request"], "2026-01-01T00:00:00Z", "{ran}");
-
-        api.patch(
-            &format!("/devices/{id}/properties"),
-            json!({"targetTemperature": 21.5}),
-        )
-        .await
-        .ok(202);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let ack = loop {
-            let view = api.get(&format!("/devices/{id}/properties")).await;
-            let meta = view.ok(200)["$metadata"]["targetTemperature"].clone();
-            if meta.get("ackCode").is_some() {
-                break meta;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} never acknowledged: {}",
-                view.text
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert_eq!(ack["ackCode"], expected, "{id}: {ack}");
-        assert_eq!(ack["ackVersion"], ack["desiredVersion"], "{id}: {ack}");
-        assert_eq!(ack["desiredValue"], 21.5, "{id}: {ack}");
+        let (command, ack) = thermostat_round_trip(&api, id).await;
+        assert_eq!(command, expected, "{id}");
+        assert_eq!(ack, expected, "{id}");
     }
     // SIGTERM: the devices disconnect cleanly and the simulator prints its summary.
     let pid = child.id().unwrap().to_string();

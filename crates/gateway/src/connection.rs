@@ -133,6 +133,7 @@ where
                 desired_version: Default::default(),
             },
         );
+        hub.claim_presence(&client_id, connection_id);
     }
     tracing::info!(%peer, client = ?Untrusted(&client_id), keep_alive, session_present, "connected");
 
@@ -245,6 +246,7 @@ where
     session.warnings.report(&client_id);
     if is_device {
         hub.detach(&client_id, connection_id);
+        hub.release_presence(&client_id, connection_id);
     }
     let _ = tx.try_send(Outgoing::Close);
     drop(tx);

@@ -12,10 +12,11 @@ use flotilla_bus::{
     BoxFuture, Delivery, DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse,
     ReportedChange, ReportedChanges,
 };
-use flotilla_store::Store;
+use flotilla_store::{Dialect, Store};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
+use crate::presence::PresenceQueue;
 use crate::topics::{self, Subscription};
 
 /// A packet for a connection's writer.
@@ -90,12 +91,17 @@ struct Inner {
     /// Reported properties as they change (jobs wait for acknowledgements).
     reported: broadcast::Sender<ReportedChange>,
     next_id: AtomicU64,
+    /// Cluster mode (PostgreSQL): where this server's connections are recorded for the others.
+    presence: Option<PresenceQueue>,
 }
 
 impl Hub {
     pub fn new(store: Store, id_scope: String, assigned_hub: String) -> Hub {
+        let presence =
+            (store.dialect() == Dialect::Postgres).then(|| PresenceQueue::start(store.clone()));
         Hub {
             inner: Arc::new(Inner {
+                presence,
                 store,
                 id_scope,
                 assigned_hub,
@@ -150,6 +156,38 @@ impl Hub {
         let mut live = self.inner.live.lock().unwrap();
         if live.get(device_id).is_some_and(|l| l.id == connection_id) {
             live.remove(device_id);
+        }
+    }
+
+    /// Cluster mode: records in the database that this server holds the device's connection,
+    /// so that REST calls on any server reach it, and a connection another server holds for the
+    /// device is closed (the newest wins across the cluster, as `attach` does here). Queued,
+    /// not waited for (see `presence`).
+    pub(crate) fn claim_presence(&self, device_id: &str, connection_id: u64) {
+        if let Some(presence) = &self.inner.presence {
+            presence.claim(device_id, connection_id);
+        }
+    }
+
+    /// Cluster mode: forgets the connection's presence row, unless a newer one replaced it.
+    pub(crate) fn release_presence(&self, device_id: &str, connection_id: u64) {
+        if let Some(presence) = &self.inner.presence {
+            presence.release(device_id, connection_id);
+        }
+    }
+
+    /// Closes the device's connection if it is still this one (another server took over).
+    pub fn close_connection(&self, device_id: &str, connection_id: u64) {
+        let mut live = self.inner.live.lock().unwrap();
+        if live.get(device_id).is_some_and(|l| l.id == connection_id)
+            && let Some(old) = live.remove(device_id)
+        {
+            tracing::info!(
+                device = device_id,
+                "a connection on another server takes over from this one"
+            );
+            old.closed.notify_one();
+            let _ = old.tx.try_send(Outgoing::Close);
         }
     }
 

@@ -4,9 +4,11 @@
 //! write to the rows they mirror calls [`Caches::changed`] once it has committed. That hook is
 //! the only way a cache learns of a change, so when several servers share one database, a
 //! change another server announces (PostgreSQL's LISTEN/NOTIFY, say) is one call here.
-//! Until then this process sees only its own writes (one server per database, see
-//! docs/api-behaviour.md).
+//! On PostgreSQL, where several servers may share the database, both caches are bypassed:
+//! every read goes to the database, so a write acknowledged on one server is seen on every
+//! other at once (the thread hops the job cache saves are SQLite's).
 
+use crate::Dialect;
 use crate::job_cache::JobCache;
 use crate::token_cache::TokenCache;
 
@@ -19,13 +21,21 @@ pub(crate) enum Changed {
 }
 
 /// Every cache of one store (shared with its group-commit writer, whose commits empty them).
-#[derive(Default)]
 pub(crate) struct Caches {
     pub jobs: JobCache,
     pub tokens: TokenCache,
 }
 
 impl Caches {
+    /// Caching on SQLite (one server), reading through on PostgreSQL (any number).
+    pub(crate) fn for_dialect(dialect: Dialect) -> Caches {
+        let cached = dialect == Dialect::Sqlite;
+        Caches {
+            jobs: JobCache::new(cached),
+            tokens: TokenCache::new(cached),
+        }
+    }
+
     /// Rows changed (called after the write committed): later readers read them again.
     pub(crate) fn changed(&self, what: Changed) {
         match what {

@@ -29,7 +29,11 @@ type PageKey = (String, i64, usize);
 pub(crate) type Entry<T> = Arc<OnceCell<T>>;
 
 #[derive(Default)]
-pub(crate) struct JobCache(Mutex<State>);
+pub(crate) struct JobCache {
+    state: Mutex<State>,
+    /// When false, every reader gets an empty entry of its own: it reads the database.
+    cached: bool,
+}
 
 #[derive(Default)]
 struct State {
@@ -45,15 +49,28 @@ fn entry<K: Hash + Eq, T>(map: &mut HashMap<K, Entry<T>>, key: K) -> Entry<T> {
 }
 
 impl JobCache {
+    pub(crate) fn new(cached: bool) -> JobCache {
+        JobCache {
+            state: Mutex::default(),
+            cached,
+        }
+    }
+
     /// The entry for a job (`None` inside: no such job).
     pub(crate) fn job(&self, id: &str) -> Entry<Option<JobRecord>> {
-        entry(&mut self.0.lock().unwrap().jobs, id.to_string())
+        if !self.cached {
+            return Entry::default();
+        }
+        entry(&mut self.state.lock().unwrap().jobs, id.to_string())
     }
 
     /// The entry for a page of a job's devices.
     pub(crate) fn page(&self, job_id: &str, after: i64, size: usize) -> Entry<Page<JobDevice>> {
+        if !self.cached {
+            return Entry::default();
+        }
         entry(
-            &mut self.0.lock().unwrap().pages,
+            &mut self.state.lock().unwrap().pages,
             (job_id.to_string(), after, size),
         )
     }
@@ -61,7 +78,7 @@ impl JobCache {
     /// A job or a job device changed (called after the write committed): later readers read
     /// again; readers holding an entry from before keep what was current when they began.
     pub(crate) fn changed(&self) {
-        let mut state = self.0.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
         state.jobs.clear();
         state.pages.clear();
     }
@@ -73,7 +90,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_makes_the_next_reader_read_again() {
-        let cache = JobCache::default();
+        let cache = JobCache::new(true);
         let first = cache.job("j");
         first.get_or_init(async || None).await;
         assert!(Arc::ptr_eq(&first, &cache.job("j")));
@@ -85,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_at_once_share_one_read() {
-        let cache = JobCache::default();
+        let cache = JobCache::new(true);
         let reads = std::sync::atomic::AtomicUsize::new(0);
         let read = async || {
             let entry = cache.job("j");
@@ -100,5 +117,13 @@ mod tests {
         };
         tokio::join!(read(), read(), read());
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn uncached_every_reader_reads() {
+        let cache = JobCache::new(false);
+        let first = cache.job("j");
+        first.get_or_init(async || None).await;
+        assert!(cache.job("j").get().is_none());
     }
 }

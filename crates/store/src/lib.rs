@@ -9,6 +9,7 @@ mod api_tokens;
 mod bulk;
 mod cache;
 mod commands;
+mod device_calls;
 mod device_groups;
 mod device_templates;
 mod devices;
@@ -22,9 +23,11 @@ mod job_cache;
 mod jobs;
 mod leases;
 mod mqtt_sessions;
+mod presence;
 mod replicas;
 mod scheduled_jobs;
 mod settings;
+mod signals;
 mod sqlite;
 mod telemetry;
 mod token_cache;
@@ -32,6 +35,7 @@ mod twins;
 mod write_gate;
 
 pub use commands::CommandRecord;
+pub use device_calls::{CallKind, CallState, CallStatus, DeviceCall};
 pub use device_templates::StoredTemplate;
 pub use devices::CloudPropertiesUpdate;
 pub use dialect::Dialect;
@@ -39,8 +43,10 @@ pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};
 pub use jobs::{Finish, JobDevice, JobPageRequest, JobRecord};
 pub use leases::LeaseName;
+pub use presence::HeldConnection;
 pub use replicas::{ReplicaId, ReplicaInfo};
 pub use scheduled_jobs::ScheduledJobRecord;
+pub use signals::{Heard, Signal, SignalListener};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Connection};
@@ -111,7 +117,7 @@ impl Store {
             Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
         };
         let writer_pool = writer_options.connect(url).await?;
-        let caches = std::sync::Arc::new(cache::Caches::default());
+        let caches = std::sync::Arc::new(cache::Caches::for_dialect(dialect));
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
         let replica = ReplicaId::generate();
         let lease = std::sync::Arc::new(replicas::Lease::default());

@@ -550,3 +550,42 @@ pub async fn wait_job(api: &Api, job: &str, statuses: &[&str]) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Through `api`: runs a simulated thermostat's `getMaxMinReport` command (waiting up to 15 s for
+/// the device to connect) and writes its `targetTemperature`, waiting for the acknowledgement.
+/// Returns the command's response code and the acknowledgement's code.
+pub async fn thermostat_round_trip(api: &Api, id: &str) -> (Value, Value) {
+    let ran = api
+        .post(
+            &format!("/devices/{id}/commands/getMaxMinReport"),
+            serde_json::json!({"connectionTimeout": 15, "request": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    let ran = ran.ok(201);
+    assert_eq!(ran["response"]["method"], "getMaxMinReport", "{ran}");
+    assert_eq!(ran["response"]["request"], "2026-01-01T00:00:00Z", "{ran}");
+
+    api.patch(
+        &format!("/devices/{id}/properties"),
+        serde_json::json!({"targetTemperature": 21.5}),
+    )
+    .await
+    .ok(202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ack = loop {
+        let view = api.get(&format!("/devices/{id}/properties")).await;
+        let meta = view.ok(200)["$metadata"]["targetTemperature"].clone();
+        if meta.get("ackCode").is_some() {
+            break meta;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never acknowledged: {}",
+            view.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ack["ackVersion"], ack["desiredVersion"], "{id}: {ack}");
+    assert_eq!(ack["desiredValue"], 21.5, "{id}: {ack}");
+    (ran["responseCode"].clone(), ack["ackCode"].clone())
+}
