@@ -104,6 +104,10 @@ pub enum InvokeError {
     NotSubscribed,
     #[error("the device did not answer in time")]
     Timeout,
+    /// The call went to the server holding the device's connection, which stopped before an
+    /// answer came back: the device may have run it.
+    #[error("the server holding the device's connection stopped before the device answered")]
+    HolderLost,
 }
 
 /// A device's reported properties after a change: the document (as stored) and its version,

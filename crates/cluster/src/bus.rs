@@ -203,8 +203,9 @@ impl DeviceBus for ClusterBus {
                         Remote::Done(status, answer) => {
                             return calls::invoke_outcome(status, answer.as_ref());
                         }
-                        // Its server stopped: the device is offline until it reconnects.
-                        Remote::HolderGone => return Err(InvokeError::NotConnected),
+                        // Its server stopped, perhaps after the device got the call: not a
+                        // device that was never reached.
+                        Remote::HolderGone => return Err(InvokeError::HolderLost),
                         Remote::TimedOut => return Err(InvokeError::Timeout),
                     }
                 }

@@ -43,6 +43,7 @@ pub(crate) fn invoke_answer(outcome: &Result<MethodResponse, InvokeError>) -> (C
                 InvokeError::NotConnected => "notConnected",
                 InvokeError::NotSubscribed => "notSubscribed",
                 InvokeError::Timeout => "timeout",
+                InvokeError::HolderLost => "holderLost",
             };
             (CallStatus::Failed, json!({ "error": reason }))
         }
@@ -63,6 +64,7 @@ pub(crate) fn invoke_outcome(
         _ => Err(match answer["error"].as_str() {
             Some("notSubscribed") => InvokeError::NotSubscribed,
             Some("timeout") => InvokeError::Timeout,
+            Some("holderLost") => InvokeError::HolderLost,
             _ => InvokeError::NotConnected,
         }),
     }
@@ -133,6 +135,7 @@ mod tests {
             Err(InvokeError::NotConnected),
             Err(InvokeError::NotSubscribed),
             Err(InvokeError::Timeout),
+            Err(InvokeError::HolderLost),
         ] {
             let (status, answer) = invoke_answer(&outcome);
             assert_eq!(invoke_outcome(status, Some(&answer)), outcome);

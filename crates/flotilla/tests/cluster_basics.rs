@@ -18,9 +18,6 @@ use flotilla_sim::provision::{self, RegisterOptions};
 use jiff::{Timestamp, ToSpan};
 use serde_json::json;
 
-/// The PostgreSQL server when `FLOTILLA_TEST_POSTGRES` is not set.
-const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
-
 /// The administrator token every replica is given (each has a data dir of its own, so none
 /// could read another's generated one).
 const ADMIN_TOKEN: &str = "cluster-test-administrator-token-of-48-chars-xxx";
@@ -35,50 +32,18 @@ const HANDOVER: Duration = Duration::from_secs(8);
 /// How long anything else may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A fresh PostgreSQL database, dropped at the end.
-struct SharedDatabase {
-    server: String,
-    name: String,
-}
-
-impl SharedDatabase {
-    fn fresh() -> SharedDatabase {
-        let server =
-            std::env::var("FLOTILLA_TEST_POSTGRES").unwrap_or_else(|_| LOCAL_POSTGRES.into());
-        let name = format!(
-            "flotilla_cluster_{}",
-            flotilla_model::keys::random_hex::<8>()
-        );
-        psql(&server, &format!("CREATE DATABASE {name}"));
-        SharedDatabase { server, name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
-    }
-
-    /// The replica holding the scheduler's `leader` lease: its data dir's instance id.
-    async fn leader_instance(&self) -> Option<String> {
-        let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
-        let instance = sqlx::query_scalar(
-            "SELECT r.instance FROM leases l JOIN replicas r ON r.id = l.holder \
-             WHERE l.name = 'leader'",
-        )
-        .fetch_optional(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        instance
-    }
-}
-
-impl Drop for SharedDatabase {
-    fn drop(&mut self) {
-        psql(
-            &self.server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
+/// The replica holding the scheduler's `leader` lease: its data dir's instance id.
+async fn leader_instance(database: &SharedDatabase) -> Option<String> {
+    let pool = sqlx::PgPool::connect(&database.url()).await.unwrap();
+    let instance = sqlx::query_scalar(
+        "SELECT r.instance FROM leases l JOIN replicas r ON r.id = l.holder \
+         WHERE l.name = 'leader'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    instance
 }
 
 /// The time the replicas' schedules go by: one file they all read.
@@ -164,7 +129,7 @@ impl Cluster {
 
     /// Which replica leads the scheduler, by its index.
     async fn leader(&self) -> Option<usize> {
-        let instance = self.database.leader_instance().await?;
+        let instance = leader_instance(&self.database).await?;
         self.replicas.iter().position(|r| {
             std::fs::read_to_string(r.data_dir().join("instance-id"))
                 .is_ok_and(|id| id.trim() == instance)

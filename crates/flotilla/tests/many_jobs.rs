@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,27 +19,9 @@ async fn fifty_jobs_run_together_and_each_device_gets_them_in_creation_order() {
     let api = server.admin();
     api.publish_template(THERMOSTAT, thermostat_template())
         .await;
-    let addr = std::fs::read_to_string(server.data_dir().join("mqtt.addr")).unwrap();
-    let port = addr.trim().parse::<SocketAddr>().unwrap().port();
-    let group = api.get("/enrollmentGroups/sas-iot-devices").await;
-    let group = group.ok(200).clone();
-    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["sim", "--server", "127.0.0.1", "--progress-secs", "0"])
-        .args(["--devices", &DEVICES.to_string(), "--prefix", "fleet-"])
-        .args(["--port", &port.to_string(), "--model", THERMOSTAT])
-        .args(["--id-scope", group["idScope"].as_str().unwrap()])
-        .args([
-            "--group-key",
-            group["attestation"]["symmetricKey"]["primaryKey"]
-                .as_str()
-                .unwrap(),
-        ])
-        .arg("--data-dir")
-        .arg(server.data_dir())
+    let mut sim = sim_command(&server, &api, DEVICES, "fleet-")
+        .await
         .args(["--duration", "120"])
-        .env("FLOTILLA_LOG", "warn")
-        .kill_on_drop(true)
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the simulator starts");

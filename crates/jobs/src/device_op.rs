@@ -316,6 +316,13 @@ impl DeviceRun<'_> {
                     }
                 }
             }
+            Err(InvokeError::HolderLost) => failed(
+                FailureReason::Interrupted,
+                format!(
+                    "the server holding the device's connection stopped before the device answered \
+                     '{method}'; it was not sent again"
+                ),
+            ),
             Err(InvokeError::Timeout) => failed(
                 FailureReason::TimedOut,
                 format!(

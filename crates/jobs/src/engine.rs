@@ -284,14 +284,19 @@ impl Engine {
         let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1);
         // The first batch's devices (as many as may be in flight) start with the job, in its
         // transaction, unless an earlier job is active (it may hold some of them: the order
-        // rule is then checked device by device, as the next pass starts them).
-        let eager = if total > 0 && !store.earlier_active_job_exists(&record.sort_key).await? {
-            (batch_size as usize)
-                .min(self.inner.config.max_in_flight_per_job)
-                .min(devices.len())
-        } else {
-            0
-        };
+        // rule is then checked device by device, as the next pass starts them). Not when
+        // several servers share the database: each device is worked by the server holding its
+        // connection, which claims it on its next pass (locality, see `Store::start_job_devices`).
+        let clustered = store.dialect() == flotilla_store::Dialect::Postgres;
+        let eager =
+            if total > 0 && !clustered && !store.earlier_active_job_exists(&record.sort_key).await?
+            {
+                (batch_size as usize)
+                    .min(self.inner.config.max_in_flight_per_job)
+                    .min(devices.len())
+            } else {
+                0
+            };
         let deadline = jiff::Timestamp::now().as_millisecond()
             + self.inner.config.device_timeout.as_millis() as i64;
         if store

@@ -205,6 +205,13 @@ impl Server {
         self.child.is_some()
     }
 
+    /// How the server's process ended, if it has (by itself: `kill` forgets the process).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().unwrap())
+    }
+
     /// Stops the server at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -301,6 +308,43 @@ impl Drop for Server {
 }
 
 pub use flotilla_testkit::psql;
+
+/// The PostgreSQL server cluster tests use when `FLOTILLA_TEST_POSTGRES` is not set.
+pub const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A fresh PostgreSQL database that several servers share (`Server::start_sharing`), dropped
+/// at the end; drop the servers first.
+pub struct SharedDatabase {
+    server: String,
+    name: String,
+}
+
+impl SharedDatabase {
+    /// On the server `FLOTILLA_TEST_POSTGRES` names, or the local one.
+    pub fn fresh() -> SharedDatabase {
+        let server =
+            std::env::var("FLOTILLA_TEST_POSTGRES").unwrap_or_else(|_| LOCAL_POSTGRES.into());
+        let name = format!(
+            "flotilla_cluster_{}",
+            flotilla_model::keys::random_hex::<8>()
+        );
+        psql(&server, &format!("CREATE DATABASE {name}"));
+        SharedDatabase { server, name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
+impl Drop for SharedDatabase {
+    fn drop(&mut self) {
+        psql(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
 
 /// An HTTP client of the API: adds the token and the api-version to every request.
 #[derive(Clone)]
@@ -531,6 +575,39 @@ pub async fn one_controller_in_group_all(api: &Api) {
     )
     .await
     .ok(200);
+}
+
+/// `flotilla sim` for `devices` thermostats named `{prefix}00000...`, provisioned through the
+/// server's DPS (with the thermostat's model id, so they get its template) and trusting its CA;
+/// quiet, and killed when dropped. The caller adds flags and spawns it.
+pub async fn sim_command(
+    server: &Server,
+    api: &Api,
+    devices: usize,
+    prefix: &str,
+) -> tokio::process::Command {
+    let addr = std::fs::read_to_string(server.data_dir().join("mqtt.addr")).unwrap();
+    let port = addr.trim().parse::<std::net::SocketAddr>().unwrap().port();
+    let group = api.get("/enrollmentGroups/sas-iot-devices").await;
+    let group = group.ok(200).clone();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    command
+        .args(["sim", "--server", "127.0.0.1", "--progress-secs", "0"])
+        .args(["--devices", &devices.to_string(), "--prefix", prefix])
+        .args(["--port", &port.to_string(), "--model", THERMOSTAT])
+        .args(["--id-scope", group["idScope"].as_str().unwrap()])
+        .args([
+            "--group-key",
+            group["attestation"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap(),
+        ])
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env("FLOTILLA_LOG", "warn")
+        .kill_on_drop(true)
+        .stdout(Stdio::null());
+    command
 }
 
 /// Waits (up to 30 s) until the job reaches one of `statuses`, and returns it.
