@@ -237,12 +237,18 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     replicas[1].kill();
+    let killed = Instant::now();
     let mut calls = BTreeMap::new();
     let b_fleet = sims.remove(1);
     count_calls(&mut calls, &b_fleet.stop().await);
     // The balancer sends replica 2's devices to replica 3.
     sims.push(Sim::start(&replicas[2], "b-", &[]).await);
     let cmd2 = wait_job_within(&apis[0], "cmd-2", Duration::from_secs(40)).await;
+    // The figures docs/api-behaviour.md quotes (`--nocapture` shows them).
+    eprintln!(
+        "cmd-2 ended {:.1} s after replica 2 was killed (lease {LEASE_MS} ms)",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(cmd2["status"], "complete", "{cmd2}");
     assert_eq!(cmd2["progress"]["completed"], 2 * PER_SIM as i64, "{cmd2}");
     assert_eq!(cmd2["progress"]["failed"], PER_SIM as i64, "{cmd2}");
@@ -262,6 +268,10 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
         );
     }
     wait_connected(&pool, all).await;
+    eprintln!(
+        "replica 2's devices reconnected to replica 3 {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
 
     // SIGSTOP of replica 3 past its lease, then SIGCONT: it stops and exits, and the cluster
     // goes on with replica 1, where its devices reconnect.
@@ -275,6 +285,7 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
     signal("-STOP");
     tokio::time::sleep(Duration::from_millis(5000)).await;
     signal("-CONT");
+    let resumed = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = replicas[2].exited() {
@@ -287,6 +298,10 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(!status.success(), "{status}");
+    eprintln!(
+        "the paused replica exited {:.1} s after SIGCONT",
+        resumed.elapsed().as_secs_f64()
+    );
     for fleet in sims.drain(1..) {
         count_calls(&mut calls, &fleet.stop().await);
     }

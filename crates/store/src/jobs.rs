@@ -18,9 +18,31 @@ use crate::group_commit::{FinishWrite, NoteWrite, Write, finish_bulk};
 use crate::write_gate::WriteTx;
 use crate::{Entity, Page, ReplicaId, Result, Store, StoreError, inserted, into_page, now_ms};
 
-/// Why a command a stopped server sent fails: it may have run, so it is never sent again.
-const COMMAND_ORPHANED: &str = "the replica that sent the command stopped before its answer; \
-     it was not sent again";
+/// How a server whose job devices are released left: why a command it sent fails (it may have
+/// run, so it is never sent again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// It started again on its data dir (or its engine did, on this store): as one server sees
+    /// it, a restart.
+    Restarted,
+    /// It stopped, or its lease ran out, and another server takes over.
+    Stopped,
+}
+
+impl Departure {
+    fn command_reason(self) -> &'static str {
+        match self {
+            Departure::Restarted => {
+                "the server restarted after sending the command and before its answer; it was \
+                 not sent again"
+            }
+            Departure::Stopped => {
+                "the replica that sent the command stopped before its answer; it was not sent \
+                 again"
+            }
+        }
+    }
+}
 
 /// A condition on `job_devices` rows (bind: this replica's id): the device is not connected to
 /// another live replica, whose engine works it there (locality: its pushes, acknowledgements
@@ -759,7 +781,7 @@ impl Store {
     /// `release_job_devices`).
     pub async fn release_own_job_devices(&self) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        self.release_job_devices(&mut tx, &self.replica.clone())
+        self.release_job_devices(&mut tx, &self.replica.clone(), Departure::Restarted)
             .await?;
         tx.commit().await?;
         self.caches.changed(Changed::Jobs);
@@ -774,6 +796,7 @@ impl Store {
         &self,
         tx: &mut WriteTx,
         replica: &ReplicaId,
+        departure: Departure,
     ) -> Result<()> {
         let sent = sqlx::query(&self.sql(&format!(
             "SELECT d.job_id AS job_id, d.device_id AS device_id, d.batch AS batch, \
@@ -805,7 +828,7 @@ impl Store {
                 job_id,
                 device_id: row.try_get("device_id")?,
                 outcome: DeviceOutcome::Failed(FailureReason::Interrupted),
-                reason: Some(COMMAND_ORPHANED.to_string()),
+                reason: Some(departure.command_reason().to_string()),
                 detail: None,
                 threshold: threshold.map(|t| (t, batch)),
             });

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
+use crate::jobs::Departure;
 use crate::{Dialect, Result, Store, StoreError};
 
 /// One server process's id (a UUID v7: ids sort by start time).
@@ -130,7 +131,8 @@ impl Store {
         .await?;
         for row in retired {
             let id = ReplicaId::from_stored(row.try_get("id")?);
-            self.release_replica_work(&mut tx, &id).await?;
+            self.release_replica_work(&mut tx, &id, Departure::Restarted)
+                .await?;
         }
         let now = self.database_now_ms();
         sqlx::query(&self.sql(&format!(
@@ -188,7 +190,7 @@ impl Store {
             .bind(self.replica.as_str())
             .execute(&mut *tx)
             .await?;
-        self.release_replica_work(&mut tx, &self.replica.clone())
+        self.release_replica_work(&mut tx, &self.replica.clone(), Departure::Stopped)
             .await?;
         tx.commit().await?;
         self.caches.changed(crate::cache::Changed::Jobs);
@@ -222,7 +224,8 @@ impl Store {
         }
         ids.sort();
         for id in &ids {
-            self.release_replica_work(&mut tx, id).await?;
+            self.release_replica_work(&mut tx, id, Departure::Stopped)
+                .await?;
         }
         tx.commit().await?;
         if !ids.is_empty() {
@@ -237,8 +240,9 @@ impl Store {
         &self,
         tx: &mut crate::write_gate::WriteTx,
         replica: &ReplicaId,
+        departure: Departure,
     ) -> Result<()> {
-        self.release_job_devices(tx, replica).await?;
+        self.release_job_devices(tx, replica, departure).await?;
         sqlx::query(&self.sql("DELETE FROM device_connections WHERE replica_id = ?"))
             .bind(replica.as_str())
             .execute(&mut **tx)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::{Dialect, Result, Store};
+use crate::{Dialect, Result, Store, StoreError};
 
 /// The queue writes wait in (`None` inside: PostgreSQL, no waiting). Only this module knows how
 /// a write waits, so another policy (a gate shared by processes, say) replaces this type alone.
@@ -90,10 +90,23 @@ impl Store {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.write_gate.turn().await;
         self.lease.check()?;
-        let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        };
-        Ok(WriteTx { tx, _turn: turn })
+        // The BEGIN runs as a task of its own: a caller cancelled while it is under way (a device
+        // task when the engine stops, a request whose client went away) would otherwise leave it
+        // running on a pooled connection with nobody to roll back what it began (on SQLite: the
+        // write lock, held for good). A transaction whose caller is gone is dropped in the task,
+        // which rolls it back.
+        let (pool, dialect) = (self.pool.clone(), self.dialect);
+        let begun = tokio::spawn(async move {
+            match dialect {
+                Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Dialect::Postgres => pool.begin().await,
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Interrupted)?;
+        Ok(WriteTx {
+            tx: begun?,
+            _turn: turn,
+        })
     }
 }
