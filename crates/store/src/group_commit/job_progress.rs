@@ -133,15 +133,22 @@ pub(crate) async fn finish_bulk(
     }
     jobs.sort_by(|a, b| a.0.cmp(b.0));
     let now = now_ms();
+    // A SQLite database has one server, whose devices are all its own: the owner is neither
+    // checked nor cleared there (with SQLite's plan, those two made a job's finishes cost twice
+    // as much; measured with bench/bench.py at 5,000 devices).
+    let (clear_owner, check_owner) = match core.dialect {
+        crate::Dialect::Postgres => (", owner = NULL", " AND job_devices.owner = ?"),
+        crate::Dialect::Sqlite => ("", ""),
+    };
     for (job_id, indexes) in jobs {
         // End the devices that are still running; the statement says which those were.
         let mut counted = HashSet::new();
         for chunk in indexes.chunks(CHUNK) {
             let sql = core.sql(&format!(
                 "UPDATE job_devices SET status = v.column2, reason = v.column3, detail = v.column4, \
-                 reason_code = v.column5, finished_ms = ?, owner = NULL FROM (VALUES {}) AS v \
+                 reason_code = v.column5, finished_ms = ?{clear_owner} FROM (VALUES {}) AS v \
                  WHERE job_devices.job_id = ? AND job_devices.device_id = v.column1 \
-                 AND {} = {} AND job_devices.owner = ? \
+                 AND {} = {}{check_owner} \
                  RETURNING job_devices.device_id AS device_id",
                 value_rows(chunk.len(), 5),
                 core.not_indexed("job_devices.status"),
@@ -157,11 +164,11 @@ pub(crate) async fn finish_bulk(
                     .bind(w.detail.as_ref().map(Value::to_string))
                     .bind(reason_code(w.outcome));
             }
-            let rows = query
-                .bind(job_id)
-                .bind(owner.as_str())
-                .fetch_all(&mut **tx)
-                .await?;
+            query = query.bind(job_id);
+            if !check_owner.is_empty() {
+                query = query.bind(owner.as_str());
+            }
+            let rows = query.fetch_all(&mut **tx).await?;
             for row in rows {
                 counted.insert(row.try_get::<String, _>("device_id")?);
             }
