@@ -443,7 +443,10 @@ def mosquitto_version():
 
 
 class Server:
-    def __init__(self, tmp, logdir, name):
+    """`flotilla serve` on free loopback ports; with `database_url` and `env` (a shared admin
+    token), one replica of several on one PostgreSQL database (bench/cluster.py)."""
+
+    def __init__(self, tmp, logdir, name, database_url=None, env=None):
         self.data_dir = os.path.join(tmp, name)
         os.makedirs(self.data_dir)
         self.argv = [FLOTILLA, "serve", "--data-dir", self.data_dir,
@@ -453,7 +456,11 @@ class Server:
                      # The REST load test needs 64 connections; the rest of the files are for
                      # devices (19,000 need more than the default share leaves at 20,000 files).
                      "--max-connections", "256"]
-        env = {"FLOTILLA_LOG": os.environ["BENCH_SERVER_LOG"]} if "BENCH_SERVER_LOG" in os.environ else None
+        if database_url:
+            self.argv += ["--database-url", database_url]
+        env = dict(env or {})
+        if "BENCH_SERVER_LOG" in os.environ:
+            env["FLOTILLA_LOG"] = os.environ["BENCH_SERVER_LOG"]
         self.proc = Proc(name, self.argv, logdir, env=env)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 60
@@ -467,8 +474,10 @@ class Server:
             self.base = "http://" + f.read().strip()
         with open(os.path.join(self.data_dir, "mqtt.addr")) as f:
             self.mqtt_port = int(f.read().strip().rsplit(":", 1)[1])
-        with open(os.path.join(self.data_dir, "admin-token")) as f:
-            self.token = f.read().strip()
+        self.token = env.get("FLOTILLA_ADMIN_TOKEN")
+        if not self.token:
+            with open(os.path.join(self.data_dir, "admin-token")) as f:
+                self.token = f.read().strip()
         self.api = Api(self.base, self.token)
 
     def stop(self):

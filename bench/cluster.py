@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Flotilla's cluster benchmark: property and command jobs over one fleet, run by one SQLite
+server and by 1, 2 and 3 replicas on one PostgreSQL database, side by side in one run; and,
+with --big, a property job over 100,000 devices spread across 6 replicas. Not part of the test
+suite. Run it through bench/run-cluster.sh, which builds the release binaries first.
+
+Each configuration gets a fresh database (PostgreSQL: a new database, dropped at the end) and
+the same devices: made through replica 1, spread over the replicas in equal shares, each share
+connected by its own simulator to its own replica. Jobs are created through replica 1.
+Everything runs on loopback addresses; every process started here is stopped here.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (bench/bench.py: processes, REST, devices, jobs)
+from bench import log  # noqa: E402
+
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+
+
+def psql(sql):
+    subprocess.run(["psql", POSTGRES, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+class Cluster:
+    """`replicas` servers on one fresh PostgreSQL database, or one on SQLite (`replicas` 0)."""
+
+    def __init__(self, tmp, logdir, label, replicas):
+        self.database = None
+        token = "bench-admin-" + secrets.token_hex(16)
+        env = {"FLOTILLA_ADMIN_TOKEN": token}
+        url = None
+        if replicas > 0:
+            self.database = f"flotilla_bench_{label.replace('-', '_')}_{os.getpid()}"
+            psql(f"CREATE DATABASE {self.database}")
+            url = f"{POSTGRES}/{self.database}"
+        self.servers = []
+        try:
+            for i in range(max(1, replicas)):
+                self.servers.append(bench.Server(tmp, logdir, f"{label}-r{i + 1}", url, env))
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def first(self):
+        return self.servers[0]
+
+    def stop(self):
+        for server in self.servers:
+            server.stop()
+        if self.database:
+            psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+
+def spread(files, servers, logdir, label):
+    """One simulator per credentials file, the files dealt to the replicas in turn."""
+    sims = []
+    for i, path in enumerate(files):
+        server = servers[i % len(servers)]
+        sims += bench.start_sims(server, [path], logdir, f"{label}-{i}")
+    return sims
+
+
+def split_files(files, parts):
+    """The credentials, re-cut into files of at most PER_PROCESS devices, as many for each of
+    `parts` replicas."""
+    lines = []
+    for path in files:
+        with open(path) as f:
+            lines += f.readlines()
+    # A multiple of `parts`, so every replica gets as many devices.
+    count = parts * -(-len(lines) // (parts * bench.PER_PROCESS))
+    size = -(-len(lines) // count)
+    out = []
+    for i in range(count):
+        path = f"{files[0]}.part{i}"
+        with open(path, "w") as f:
+            f.writelines(lines[i * size:(i + 1) * size])
+        out.append(path)
+    return out
+
+
+def measure(tmp, logdir, label, replicas, n, runs):
+    log(f"{label}: {n} devices, {replicas or 'SQLite, 1'} replica(s)")
+    cluster = Cluster(tmp, logdir, label, replicas)
+    sims = []
+    try:
+        created, files = bench.prepare_devices(cluster.first, n, logdir)
+        files = split_files(files, len(cluster.servers))
+        started = time.monotonic()
+        sims = spread(files, cluster.servers, logdir, label)
+        bench.wait_fleet(sims, n, r"connected (\d+)/", "devices connected", 600)
+        connect_secs = time.monotonic() - started
+        log(f"  connected in {connect_secs:.1f} s")
+        result = {"label": label, "replicas": replicas, "devices": n, "connectSecs": connect_secs}
+        for kind, data in (("property", lambda k: bench.property_data(70 + k)),
+                           ("command", lambda k: bench.command_data())):
+            jobs = []
+            for k in range(runs):
+                job = bench.run_job(cluster.first, sims, f"{kind}-{label}-{k}", data(k), timeout=900)
+                log(f"  {kind} job {k + 1}: {job['status']} {job['completed']}/{job['devices']} "
+                    f"(failed {job['failed']}) in {job['wallSecs']:.2f} s = {job['opsPerSec']:.0f} ops/s")
+                jobs.append(job)
+            result[kind] = sorted(jobs, key=lambda j: j["wallSecs"])[len(jobs) // 2]
+            result[kind]["runs"] = [j["wallSecs"] for j in jobs]
+        return result
+    finally:
+        for p in sims:
+            p.stop()
+        cluster.stop()
+
+
+def markdown(report):
+    lines = [
+        "## Several replicas on one PostgreSQL database",
+        "",
+        f"Command: `{report['command']}` ({report['date']}, commit {report['commit']}). "
+        "The same fleet, connected in equal shares to each replica by one simulator per "
+        "replica; jobs created through replica 1; median of the runs by wall time.",
+        "",
+        "| configuration | devices | property job s | property ops/s | command job s | command ops/s | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        p, c = r["property"], r["command"]
+        lines.append(f"| {r['label']} | {r['devices']:,} | {p['wallSecs']:.2f} | {p['opsPerSec']:,.0f} | "
+                     f"{c['wallSecs']:.2f} | {c['opsPerSec']:,.0f} | {p['failed'] + c['failed']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--big", action="store_true",
+                        help="also 100,000 devices across 6 replicas (a property job)")
+    parser.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results", "cluster.md"))
+    parser.add_argument("--command", default="bench/run-cluster.sh")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="fbc-")
+    logdir = os.path.join(tmp, "logs")
+    os.makedirs(logdir)
+    log(f"working in {tmp}")
+    commit = subprocess.run(["git", "-C", bench.REPO, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    report = {"command": args.command, "commit": commit,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": []}
+    try:
+        configs = [("sqlite", 0), ("pg-1", 1), ("pg-2", 2), ("pg-3", 3)]
+        for label, replicas in configs:
+            report["results"].append(measure(tmp, logdir, label, replicas, args.devices, args.runs))
+        if args.big:
+            report["results"].append(measure(tmp, logdir, "pg-6-big", 6, 100_000, 1))
+    finally:
+        for p in bench.CHILDREN:
+            try:
+                p.stop(5)
+            except Exception:
+                pass
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(markdown(report))
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    log(f"wrote {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
