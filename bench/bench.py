@@ -199,10 +199,12 @@ def machine_busy_secs():
     return sum(fields[:3]) / CLK_TCK
 
 
-def wait_for_quiet(what, max_wait=300, threshold=0.15):
-    """Waits (at most `max_wait` s) until the machine is nearly idle before a measurement:
-    other work on these 2 cores would be measured as ours. Returns the busy share (of all
-    cores) of the last second looked at."""
+def wait_for_quiet(what, max_wait=None, threshold=0.15):
+    """Waits (at most `max_wait` s, default $BENCH_QUIET_WAIT or 300) until the machine is nearly
+    idle before a measurement: other work on these 2 cores would be measured as ours. Returns
+    the busy share (of all cores) of the last second looked at."""
+    if max_wait is None:
+        max_wait = float(os.environ.get("BENCH_QUIET_WAIT", "300"))
     deadline = time.monotonic() + max_wait
     cores = os.cpu_count() or 1
     warned = False

@@ -91,7 +91,19 @@ def split_files(files, parts):
     return out
 
 
-def measure(tmp, logdir, label, replicas, n, runs):
+def cloud_property_data(value):
+    return [{"type": "cloudProperty", "target": bench.TEMPLATE, "path": "customerName",
+             "value": f"customer {value}"}]
+
+
+KINDS = {
+    "property": lambda k: bench.property_data(70 + k),
+    "command": lambda k: bench.command_data(),
+    "cloudProperty": cloud_property_data,
+}
+
+
+def measure(tmp, logdir, label, replicas, n, runs, kinds):
     log(f"{label}: {n} devices, {replicas or 'SQLite, 1'} replica(s)")
     cluster = Cluster(tmp, logdir, label, replicas)
     sims = []
@@ -104,8 +116,8 @@ def measure(tmp, logdir, label, replicas, n, runs):
         connect_secs = time.monotonic() - started
         log(f"  connected in {connect_secs:.1f} s")
         result = {"label": label, "replicas": replicas, "devices": n, "connectSecs": connect_secs}
-        for kind, data in (("property", lambda k: bench.property_data(70 + k)),
-                           ("command", lambda k: bench.command_data())):
+        for kind in kinds:
+            data = KINDS[kind]
             jobs = []
             for k in range(runs):
                 job = bench.run_job(cluster.first, sims, f"{kind}-{label}-{k}", data(k), timeout=900)
@@ -129,13 +141,17 @@ def markdown(report):
         "The same fleet, connected in equal shares to each replica by one simulator per "
         "replica; jobs created through replica 1; median of the runs by wall time.",
         "",
-        "| configuration | devices | property job s | property ops/s | command job s | command ops/s | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| configuration | devices | job | wall s (runs) | ops/s | failed |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for r in report["results"]:
-        p, c = r["property"], r["command"]
-        lines.append(f"| {r['label']} | {r['devices']:,} | {p['wallSecs']:.2f} | {p['opsPerSec']:,.0f} | "
-                     f"{c['wallSecs']:.2f} | {c['opsPerSec']:,.0f} | {p['failed'] + c['failed']} |")
+        for kind in KINDS:
+            if kind not in r:
+                continue
+            j = r[kind]
+            runs = ", ".join(f"{w:.2f}" for w in j["runs"])
+            lines.append(f"| {r['label']} | {r['devices']:,} | {kind} | {j['wallSecs']:.2f} ({runs}) | "
+                         f"{j['opsPerSec']:,.0f} | {j['failed']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,9 +161,16 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big", action="store_true",
                         help="also 100,000 devices across 6 replicas (a property job)")
+    parser.add_argument("--kinds", default="property,command,cloudProperty",
+                        help="the jobs to run, comma-separated: " + ", ".join(KINDS))
+    parser.add_argument("--configs", default="sqlite,pg-1,pg-2,pg-3",
+                        help="the configurations, comma-separated: sqlite, pg-N (N replicas)")
+    parser.add_argument("--flotilla", help="another build of the flotilla binary to measure")
     parser.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results", "cluster.md"))
     parser.add_argument("--command", default="bench/run-cluster.sh")
     args = parser.parse_args()
+    if args.flotilla:
+        bench.FLOTILLA = os.path.abspath(args.flotilla)
     tmp = tempfile.mkdtemp(prefix="fbc-")
     logdir = os.path.join(tmp, "logs")
     os.makedirs(logdir)
@@ -157,11 +180,14 @@ def main():
     report = {"command": args.command, "commit": commit,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": []}
     try:
-        configs = [("sqlite", 0), ("pg-1", 1), ("pg-2", 2), ("pg-3", 3)]
-        for label, replicas in configs:
-            report["results"].append(measure(tmp, logdir, label, replicas, args.devices, args.runs))
+        kinds = args.kinds.split(",")
+        for label in args.configs.split(","):
+            replicas = 0 if label == "sqlite" else int(label.removeprefix("pg-"))
+            report["results"].append(
+                measure(tmp, logdir, label, replicas, args.devices, args.runs, kinds))
         if args.big:
-            report["results"].append(measure(tmp, logdir, "pg-6-big", 6, 100_000, 1))
+            report["results"].append(
+                measure(tmp, logdir, "pg-6-big", 6, 100_000, 1, ["property"]))
     finally:
         for p in bench.CHILDREN:
             try:

@@ -12,7 +12,7 @@ use flotilla_model::job::{CapabilityTarget, Operation};
 use flotilla_model::job_state::FailureReason;
 use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
-use flotilla_store::{CloudPropertiesUpdate, JobDevice, Store, StoreError};
+use flotilla_store::{JobDevice, Store, StoreError};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
@@ -341,63 +341,30 @@ impl DeviceRun<'_> {
     }
 
     async fn cloud_property(&self, c: &CapabilityTarget) -> Outcome {
-        for _ in 0..10 {
-            let Ok(Some((mut properties, etag))) =
-                self.store.cloud_properties(&self.device.device_id).await
-            else {
-                return failed(FailureReason::DeviceDeleted, "the device was deleted");
-            };
-            merge_patch(
-                &mut properties,
-                &json!({ &c.name: c.effective_value.clone().unwrap_or(Value::Null) }),
-            );
-            let new_etag = flotilla_model::new_etag();
-            let update = CloudPropertiesUpdate {
-                device_id: &self.device.device_id,
-                expected_etag: &etag,
-                new_etag: &new_etag,
-                properties: &properties,
-            };
-            match self.store.set_cloud_properties(update).await {
-                Ok(true) => return Outcome::Completed { detail: None },
-                Ok(false) => continue,
-                Err(e) => {
-                    return failed(
-                        FailureReason::StorageError,
-                        format!("writing the cloud property failed: {e}"),
-                    );
-                }
-            }
-        }
-        failed(
-            FailureReason::ConcurrentChange,
-            "the device kept changing while its cloud property was written",
-        )
+        let value = c.effective_value.clone().unwrap_or(Value::Null);
+        let written = self
+            .store
+            .set_cloud_property(&self.device.device_id, &c.name, value)
+            .await;
+        changed(written, "writing the cloud property")
     }
 
     async fn migrate(&self, template: &str) -> Outcome {
-        for _ in 0..10 {
-            let Ok(Some(mut device)) = self.store.device(&self.device.device_id).await else {
-                return failed(FailureReason::DeviceDeleted, "the device was deleted");
-            };
-            let expected = device.etag.clone();
-            device.template = Some(template.to_string());
-            device.etag = flotilla_model::new_etag();
-            match self.store.replace_device(&device, &expected).await {
-                Ok(true) => return Outcome::Completed { detail: None },
-                Ok(false) => continue,
-                Err(e) => {
-                    return failed(
-                        FailureReason::StorageError,
-                        format!("migrating the device failed: {e}"),
-                    );
-                }
-            }
-        }
-        failed(
-            FailureReason::ConcurrentChange,
-            "the device kept changing while it was migrated",
-        )
+        let written = self
+            .store
+            .migrate_device(&self.device.device_id, template)
+            .await;
+        changed(written, "migrating the device")
+    }
+}
+
+/// The outcome of a change to the device's row (`Ok(false)`: there is no such device).
+fn changed(written: Result<bool, StoreError>, doing: &str) -> Outcome {
+    match written {
+        Ok(true) => Outcome::Completed { detail: None },
+        Ok(false) => failed(FailureReason::DeviceDeleted, "the device was deleted"),
+        Err(e) if abandons(&e) => Outcome::Abandoned,
+        Err(e) => failed(FailureReason::StorageError, format!("{doing} failed: {e}")),
     }
 }
 

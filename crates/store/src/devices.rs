@@ -10,6 +10,7 @@ use sqlx::{Any, Row};
 use crate::bulk::marks;
 use crate::error::corrupt;
 use crate::filter_sql::{self, SqlParam};
+use crate::group_commit::{DeviceChangeWrite, Write};
 use crate::{Entity, Page, PageRequest, Result, Store, StoreError, inserted, into_page, now_ms};
 
 /// Reads a boolean column, selected as `CAST(CASE WHEN column THEN 1 ELSE 0 END AS BIGINT)`:
@@ -235,5 +236,136 @@ impl Store {
             return Err(StoreError::not_found(Entity::Device, device_id));
         }
         Ok(())
+    }
+}
+
+/// A change a job makes to a device's row, group-committed (`Store::set_cloud_property`,
+/// `Store::migrate_device`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DeviceChange {
+    /// Sets one cloud property (a JSON merge patch of `{name: value}`: `null` removes it).
+    CloudProperty { name: String, value: Value },
+    /// Moves the device to another template.
+    Template(String),
+}
+
+/// A device row as the changes see it.
+struct Changing {
+    cloud_properties: Value,
+    template: Option<String>,
+    changed: bool,
+}
+
+impl Store {
+    /// Sets one cloud property of a device (`null` removes it), group-committed with the other
+    /// writes jobs make; `Ok(false)` when there is no such device.
+    pub async fn set_cloud_property(
+        &self,
+        device_id: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<bool> {
+        let change = DeviceChange::CloudProperty {
+            name: name.to_string(),
+            value,
+        };
+        self.change_device(device_id, change).await
+    }
+
+    /// Moves a device to another template, group-committed with the other writes jobs make;
+    /// `Ok(false)` when there is no such device.
+    pub async fn migrate_device(&self, device_id: &str, template: &str) -> Result<bool> {
+        let change = DeviceChange::Template(template.to_string());
+        self.change_device(device_id, change).await
+    }
+
+    async fn change_device(&self, device_id: &str, change: DeviceChange) -> Result<bool> {
+        let write = DeviceChangeWrite {
+            device_id: device_id.to_string(),
+            change,
+        };
+        self.group_commit(|reply| Write::DeviceChange(write, reply))
+            .await
+    }
+
+    /// Applies job changes to devices in the writer's transaction: reads the rows (on
+    /// PostgreSQL locked, in id order, so a REST write's compare-and-swap on the etag sees
+    /// them), applies each change in order, and writes each changed row once with a new etag.
+    /// Per change, whether its device exists.
+    pub(crate) async fn change_devices_bulk(
+        &self,
+        tx: &mut crate::write_gate::WriteTx,
+        changes: &[(&str, &DeviceChange)],
+    ) -> Result<Vec<bool>> {
+        let mut ids: Vec<&str> = changes.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let lock = match self.dialect {
+            crate::Dialect::Postgres => " FOR UPDATE",
+            crate::Dialect::Sqlite => "",
+        };
+        let mut rows = std::collections::HashMap::new();
+        for chunk in ids.chunks(crate::bulk::CHUNK) {
+            let sql = self.sql(&format!(
+                "SELECT id, cloud_properties, template FROM devices WHERE id IN ({}) \
+                 ORDER BY id{lock}",
+                marks(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let id: String = row.try_get("id")?;
+                let cloud_properties =
+                    serde_json::from_str(&row.try_get::<String, _>("cloud_properties")?)
+                        .map_err(corrupt)?;
+                let template = row.try_get("template")?;
+                rows.insert(
+                    id,
+                    Changing {
+                        cloud_properties,
+                        template,
+                        changed: false,
+                    },
+                );
+            }
+        }
+        let mut exists = Vec::with_capacity(changes.len());
+        for (id, change) in changes {
+            let Some(row) = rows.get_mut(*id) else {
+                exists.push(false);
+                continue;
+            };
+            match change {
+                DeviceChange::CloudProperty { name, value } => {
+                    let patch = serde_json::json!({ name: value });
+                    flotilla_model::validate::merge_patch(&mut row.cloud_properties, &patch);
+                }
+                DeviceChange::Template(template) => row.template = Some(template.clone()),
+            }
+            row.changed = true;
+            exists.push(true);
+        }
+        let mut changed: Vec<(&String, &Changing)> =
+            rows.iter().filter(|(_, row)| row.changed).collect();
+        changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for chunk in changed.chunks(crate::bulk::CHUNK) {
+            let sql = self.sql(&format!(
+                "UPDATE devices SET cloud_properties = v.column2, template = v.column3, \
+                 etag = v.column4 FROM (VALUES {}) AS v WHERE devices.id = v.column1",
+                crate::bulk::value_rows(chunk.len(), 4)
+            ));
+            let mut query = sqlx::query(&sql);
+            for (id, row) in chunk {
+                query = query
+                    .bind(id.as_str())
+                    .bind(row.cloud_properties.to_string())
+                    .bind(row.template.as_deref())
+                    .bind(flotilla_model::new_etag());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(exists)
     }
 }

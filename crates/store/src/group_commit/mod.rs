@@ -1,5 +1,6 @@
 //! Group commit for the writes that come by the thousand while jobs run: devices' reported
-//! patches, desired-property writes, a job device's progress notes and its outcome.
+//! patches, desired-property writes, a job device's progress notes and its outcome, and the
+//! cloud-property writes and template migrations of jobs.
 //!
 //! A caller queues its write and waits for the answer; the writer takes everything queued and
 //! applies it in one transaction, with bulk statements (one `SELECT ... IN (...)`, one
@@ -26,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::Changed;
+use crate::devices::DeviceChange;
 use crate::jobs::Finish;
 use crate::{ConflictKind, Entity, Result, Store, StoreError};
 pub(crate) use job_progress::finish_bulk;
@@ -66,6 +68,11 @@ pub(crate) struct FinishWrite {
     pub threshold: Option<(Threshold, i64)>,
 }
 
+pub(crate) struct DeviceChangeWrite {
+    pub device_id: String,
+    pub change: DeviceChange,
+}
+
 /// Where a write's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -80,6 +87,8 @@ pub(crate) enum Write {
     /// it sent already).
     Note(NoteWrite, Reply<bool>),
     Finish(FinishWrite, Reply<Finish>),
+    /// Answered `false` when there is no such device.
+    DeviceChange(DeviceChangeWrite, Reply<bool>),
 }
 
 /// Starts the writer; it ends when every sender is gone.
@@ -159,6 +168,7 @@ struct Batch {
     desired: Vec<(DesiredWrite, Reply<Twin>)>,
     notes: Vec<(NoteWrite, Reply<bool>)>,
     finishes: Vec<(FinishWrite, Reply<Finish>)>,
+    device_changes: Vec<(DeviceChangeWrite, Reply<bool>)>,
 }
 
 /// A batch with its twin writes worked out from the twins as the first stage read them.
@@ -176,6 +186,7 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
             Write::Desired(w, reply) => batch.desired.push((w, reply)),
             Write::Note(w, reply) => batch.notes.push((w, reply)),
             Write::Finish(w, reply) => batch.finishes.push((w, reply)),
+            Write::DeviceChange(w, reply) => batch.device_changes.push((w, reply)),
         }
     }
     // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
@@ -226,8 +237,14 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         let n = notes_bulk(core, &mut tx, &batch.notes).await?;
         let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
         let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
+        let changes: Vec<(&str, &DeviceChange)> = batch
+            .device_changes
+            .iter()
+            .map(|(w, _)| (w.device_id.as_str(), &w.change))
+            .collect();
+        let c = core.change_devices_bulk(&mut tx, &changes).await?;
         tx.commit().await?;
-        Ok::<_, StoreError>((r, d, n, f))
+        Ok::<_, StoreError>((r, d, n, f, c))
     }
     .await;
     // Before anyone hears of these writes, reads of jobs see them.
@@ -239,11 +256,12 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         desired = batch.desired.len(),
         notes = batch.notes.len(),
         finished = batch.finishes.len(),
+        device_changes = batch.device_changes.len(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
         ok = result.is_ok(),
         "group commit"
     );
-    let (r, d, n, f) = match result {
+    let (r, d, n, f, c) = match result {
         Ok(done) => done,
         Err(e) => {
             let mut writes = batch.into_writes();
@@ -266,6 +284,7 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         desired,
         notes,
         finishes,
+        device_changes,
     } = batch;
     let mut again = Vec::new();
     for ((w, reply), outcome) in reported.into_iter().zip(r) {
@@ -285,6 +304,9 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
     }
     for ((_, reply), finish) in finishes.into_iter().zip(f) {
         let _ = reply.send(Ok(finish));
+    }
+    for ((_, reply), exists) in device_changes.into_iter().zip(c) {
+        let _ = reply.send(Ok(exists));
     }
     again
 }
@@ -330,6 +352,7 @@ impl Write {
             Write::Desired(w, _) => &w.device_id,
             Write::Note(w, _) => &w.device_id,
             Write::Finish(w, _) => &w.device_id,
+            Write::DeviceChange(w, _) => &w.device_id,
         }
     }
 
@@ -340,6 +363,7 @@ impl Write {
             Write::Desired(_, reply) => drop(reply.send(Err(error))),
             Write::Note(_, reply) => drop(reply.send(Err(error))),
             Write::Finish(_, reply) => drop(reply.send(Err(error))),
+            Write::DeviceChange(_, reply) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -353,10 +377,15 @@ impl Batch {
         let desired = self.desired.into_iter().map(|(w, r)| Write::Desired(w, r));
         let notes = self.notes.into_iter().map(|(w, r)| Write::Note(w, r));
         let finishes = self.finishes.into_iter().map(|(w, r)| Write::Finish(w, r));
+        let changes = self
+            .device_changes
+            .into_iter()
+            .map(|(w, r)| Write::DeviceChange(w, r));
         reported
             .chain(desired)
             .chain(notes)
             .chain(finishes)
+            .chain(changes)
             .collect()
     }
 }
