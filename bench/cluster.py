@@ -165,6 +165,7 @@ def main():
                         help="the jobs to run, comma-separated: " + ", ".join(KINDS))
     parser.add_argument("--configs", default="sqlite,pg-1,pg-2,pg-3",
                         help="the configurations, comma-separated: sqlite, pg-N (N replicas)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder and its logs")
     parser.add_argument("--flotilla", help="another build of the flotilla binary to measure")
     parser.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results", "cluster.md"))
     parser.add_argument("--command", default="bench/run-cluster.sh")
@@ -200,7 +201,8 @@ def main():
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(report, f, indent=2)
     log(f"wrote {args.out}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

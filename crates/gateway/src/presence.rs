@@ -82,12 +82,16 @@ async fn write_changes(
     }
 }
 
-/// The running job devices of a device that connected here become this server's to work.
+/// The running job devices of devices that connected here become this server's to work: the
+/// devices claimed meanwhile, in one statement per few hundred.
 async fn adopt_job_devices(store: Store, mut rx: mpsc::UnboundedReceiver<String>) {
-    while let Some(device_id) = rx.recv().await {
-        if let Err(error) = store.adopt_job_devices(&device_id).await {
-            tracing::warn!(device = device_id, %error, "adopting a device's job devices failed");
+    let mut device_ids = Vec::new();
+    while rx.recv_many(&mut device_ids, MAX_BATCH).await > 0 {
+        let ids: Vec<&str> = device_ids.iter().map(String::as_str).collect();
+        if let Err(error) = store.adopt_job_devices(&ids).await {
+            tracing::warn!(devices = ids.len(), %error, "adopting connected devices' job devices failed");
         }
+        device_ids.clear();
     }
 }
 

@@ -22,6 +22,9 @@ use crate::config::EngineConfig;
 use crate::device_op::{DeviceRun, Outcome, ReportedWatch};
 use crate::templates::Templates;
 
+/// Devices started in one transaction: their work begins while the next ones start.
+const START_CHUNK: usize = 500;
+
 /// Handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -435,20 +438,26 @@ impl Engine {
                 if chosen.is_empty() {
                     return Ok(());
                 }
-                // Started together: one transaction marks them all running, with one deadline.
-                let deadline = jiff::Timestamp::now().as_millisecond()
-                    + self.inner.config.device_timeout.as_millis() as i64;
-                let ids: Vec<&str> = chosen.iter().map(|d| d.device_id.as_str()).collect();
-                let started: HashSet<String> = store
-                    .start_job_devices(&record.id, &ids, deadline)
-                    .await?
-                    .into_iter()
-                    .collect();
-                for mut device in chosen {
-                    if started.contains(&device.device_id) {
-                        device.status = DeviceStatus::Running;
-                        device.deadline_ms = Some(deadline);
-                        self.spawn_device(context.clone(), device);
+                // Started a chunk at a time: one transaction marks a chunk running, with one
+                // deadline, and its devices set to work while the next chunk starts (a pass
+                // may start tens of thousands).
+                let mut chosen = chosen.into_iter().peekable();
+                while chosen.peek().is_some() {
+                    let chunk: Vec<JobDevice> = chosen.by_ref().take(START_CHUNK).collect();
+                    let deadline = jiff::Timestamp::now().as_millisecond()
+                        + self.inner.config.device_timeout.as_millis() as i64;
+                    let ids: Vec<&str> = chunk.iter().map(|d| d.device_id.as_str()).collect();
+                    let started: HashSet<String> = store
+                        .start_job_devices(&record.id, &ids, deadline)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for mut device in chunk {
+                        if started.contains(&device.device_id) {
+                            device.status = DeviceStatus::Running;
+                            device.deadline_ms = Some(deadline);
+                            self.spawn_device(context.clone(), device);
+                        }
                     }
                 }
             }

@@ -301,7 +301,7 @@ async fn a_device_that_connects_to_another_replica_is_worked_there() {
     // d0 reconnects to b (as the presence layer records it) and b adopts its job device.
     let b = Replica::start(&url, "b", &[Acknowledges; 2], config(10)).await;
     connection_row(&url, "d0", b.store.replica().as_str()).await;
-    assert_eq!(b.store.adopt_job_devices("d0").await.unwrap(), 1);
+    assert_eq!(b.store.adopt_job_devices(&["d0"]).await.unwrap(), 1);
     for patch in a.bus.take_held("d0") {
         b.bus.acknowledge("d0", &patch, 200).await;
     }

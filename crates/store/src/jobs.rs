@@ -741,19 +741,31 @@ impl Store {
     /// devices another replica works (and has sent no command for) lose their owner, and this
     /// replica's engine claims them (they are connected here, so the claim is local); the
     /// other's task stops at its next write. A command already sent stays with its sender,
-    /// which waits for its answer. Returns how many were released.
-    pub async fn adopt_job_devices(&self, device_id: &str) -> Result<u64> {
+    /// which waits for its answer. One transaction for a batch of connects. Returns how many
+    /// were released.
+    pub async fn adopt_job_devices(&self, device_ids: &[&str]) -> Result<u64> {
+        let mut released = 0;
         let mut tx = self.begin_write().await?;
-        let released = sqlx::query(&self.sql(&format!(
-            "UPDATE job_devices SET owner = NULL WHERE device_id = ? AND status = '{}' \
-             AND owner IS NOT NULL AND owner <> ? AND sent = 0",
-            DeviceStatus::Running
-        )))
-        .bind(device_id)
-        .bind(self.replica.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // In key order: rows are locked in the same order by every replica.
+        let mut device_ids = device_ids.to_vec();
+        device_ids.sort_unstable();
+        for chunk in device_ids.chunks(crate::bulk::CHUNK) {
+            let sql = self.sql(&format!(
+                "UPDATE job_devices SET owner = NULL WHERE device_id IN ({}) AND status = '{}' \
+                 AND owner IS NOT NULL AND owner <> ? AND sent = 0",
+                crate::bulk::marks(chunk.len()),
+                DeviceStatus::Running
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            released += query
+                .bind(self.replica.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
         if released > 0 {
             self.caches.changed(Changed::Jobs);
