@@ -1,0 +1,104 @@
+//! `flotilla <noun> <verb>`: the command-line client of the REST API (Flotilla's, or IoT
+//! Central's own). The binary mounts [`Command`] beside `serve` and `sim` and exits with
+//! [`run`]'s code. docs/cli.md is the reference.
+//!
+//! One module per noun (`jobs`, `scheduled_jobs`, `groups`, `devices`, `tokens`); `client`
+//! speaks HTTP, `connection` holds the options every command shares, `output` prints, `watch`
+//! follows a running job.
+
+mod client;
+mod connection;
+mod device_csv;
+mod devices;
+mod error;
+mod groups;
+mod job_body;
+mod jobs;
+mod output;
+mod scheduled_jobs;
+mod tokens;
+mod watch;
+
+use clap::{Args, Subcommand};
+
+pub use connection::Connection;
+pub use error::Exit;
+
+use error::CliError;
+
+/// The client's nouns, each with the connection options and its verbs.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Jobs: list, show, create, watch, devices, export, stop, resume, rerun, copy.
+    Jobs(Noun<jobs::JobsCommand>),
+    /// Scheduled jobs: list, show, create, update, delete, runs.
+    ScheduledJobs(Noun<scheduled_jobs::ScheduledJobsCommand>),
+    /// Device groups: list, show, preview a filter.
+    Groups(Noun<groups::GroupsCommand>),
+    /// Devices: list, show, import and export IoT Central's device CSV.
+    Devices(Noun<devices::DevicesCommand>),
+    /// API tokens: list, show, create, delete.
+    Tokens(Noun<tokens::TokensCommand>),
+}
+
+#[derive(Args, Debug)]
+pub struct Noun<C: Subcommand> {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+/// Runs a client command on a runtime of its own (one thread: a client waits on the network);
+/// returns the process's exit code, stdout flushed.
+pub fn main(command: Command) -> u8 {
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(command)),
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            Exit::Failure.code()
+        }
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    code
+}
+
+/// Runs a client command; prints what went wrong to stderr; returns the process's exit code.
+pub async fn run(command: Command) -> u8 {
+    let result = match command {
+        Command::Jobs(noun) => jobs::run(&noun.connection, noun.command).await,
+        Command::ScheduledJobs(noun) => scheduled_jobs::run(&noun.connection, noun.command).await,
+        Command::Groups(noun) => groups::run(&noun.connection, noun.command).await,
+        Command::Devices(noun) => devices::run(&noun.connection, noun.command).await,
+        Command::Tokens(noun) => tokens::run(&noun.connection, noun.command).await,
+    };
+    match result {
+        Ok(exit) => exit.code(),
+        Err(error) => {
+            report(&error);
+            error.exit().code()
+        }
+    }
+}
+
+fn report(error: &CliError) {
+    match error {
+        CliError::Api(failure) => {
+            eprintln!("error: {failure}");
+        }
+        CliError::Unreachable { source, .. } => {
+            // reqwest's own message is short; its cause says why (refused, DNS, TLS).
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(source);
+            while let Some(inner) = cause {
+                message.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            eprintln!("error: {message}");
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
