@@ -240,9 +240,6 @@ async fn poll(client: &Client, id: &str, view: &mut View, options: &WatchOptions
         let done = now.and_then(ended).is_some();
         let progress = &job["progress"];
         let total = progress["total"].as_u64().unwrap_or(0);
-        if let Some(now) = now {
-            view.status(now.as_str());
-        }
         if done || total <= DEVICES_EVERY_POLL_UP_TO || round.is_multiple_of(10) {
             // Read after the job: once the job has ended, so have the devices listed.
             let devices = client.list(&devices_path).await?;
@@ -272,6 +269,10 @@ async fn poll(client: &Client, id: &str, view: &mut View, options: &WatchOptions
                 job: job_counts(progress),
                 batches: Vec::new(),
             });
+        }
+        // After the failures, so that a job's end is told after its last failure.
+        if let Some(now) = now {
+            view.status(now.as_str());
         }
         if done {
             return Ok(job);
@@ -317,5 +318,103 @@ mod tests {
             status(&json!({"status": "Complete"})),
             Some(JobStatus::Complete)
         );
+    }
+
+    /// A one-route-at-a-time HTTP server for the stream tests: answers each request with what
+    /// `answer` gives for its head (status line and headers included), then closes.
+    async fn serve(
+        answer: impl Fn(&str) -> String + Send + 'static,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let reply = answer(&String::from_utf8_lossy(&head));
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (base, task)
+    }
+
+    fn stream(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{body}"
+        )
+    }
+
+    fn json_reply(body: &Value) -> String {
+        let body = body.to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn client(base: &str) -> Client {
+        Client::new(
+            reqwest::Client::new(),
+            base,
+            "token".into(),
+            "2022-07-31".into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_is_resumed_after_its_last_event_id_until_end() {
+        let (base, server) = serve(|head| {
+            if head.starts_with("GET /api/jobs/j/events?api-version=2022-07-31 ") {
+                if head.to_ascii_lowercase().contains("last-event-id: 7\r\n") {
+                    // The resumed stream: the rest, then the end.
+                    stream(
+                        "event: status\ndata: {\"jobId\":\"j\",\"status\":\"cancelled\"}\n\n\
+                         event: end\ndata: {\"jobId\":\"j\",\"status\":\"cancelled\"}\n\n",
+                    )
+                } else {
+                    // The first stream breaks after a failed device.
+                    stream(
+                        ": keep-alive\n\nevent: status\ndata: {\"jobId\":\"j\",\"status\":\"running\"}\n\n\
+                         event: progress\ndata: {\"jobId\":\"j\",\"status\":\"running\",\"total\":2,\"completed\":0,\"failed\":1,\"batches\":[]}\n\n\
+                         id: 7\nevent: device\ndata: {\"jobId\":\"j\",\"deviceId\":\"d1\",\"status\":\"failed\",\"reasonCode\":\"offline\",\"reason\":\"gone\",\"batch\":0}\n\n",
+                    )
+                }
+            } else if head.starts_with("GET /api/jobs/j?api-version=2022-07-31 ") {
+                json_reply(&json!({"id": "j", "status": "cancelled", "progress": {"total": 2, "pending": 1, "completed": 0, "failed": 1}}))
+            } else {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            }
+        })
+        .await;
+        let client = client(&base);
+        let mut view = View::new("j", Format::Json);
+        let job = follow_stream(&client, "j", &mut view).await.unwrap();
+        assert_eq!(job.unwrap()["status"], "cancelled");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_without_a_stream_is_polled() {
+        let (base, server) = serve(|head| {
+            if head.starts_with("GET /api/jobs/j/events") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            } else if head.starts_with("GET /api/jobs/j/devices") {
+                json_reply(&json!({"value": [{"id": "d1", "status": "completed"}]}))
+            } else {
+                json_reply(&json!({"id": "j", "status": "complete", "progress": {"total": 1, "pending": 0, "completed": 1, "failed": 0}}))
+            }
+        })
+        .await;
+        let exit = watch(&client(&base), "j", Format::Json, &WatchOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(exit, Exit::Ok);
+        server.abort();
     }
 }
