@@ -138,7 +138,10 @@ impl Client {
 pub fn unreachable(url: &str, source: reqwest::Error) -> CliError {
     // The URL without its query: the api-version adds nothing to the message.
     let url = url.split('?').next().unwrap_or(url).to_string();
-    CliError::Unreachable { url, source }
+    CliError::Unreachable {
+        url,
+        source: source.without_url(),
+    }
 }
 
 /// IoT Central's error body, or a stand-in naming the status when the body has another shape.

@@ -99,8 +99,11 @@ pub async fn run(connection: &Connection, command: JobsCommand) -> Result<Exit> 
             }
         }
         JobsCommand::Create { id, body, watch } => {
-            let id = id.unwrap_or_else(new_id);
             let body = body.body(true)?;
+            // The argument, else the file's own `id`, else a new one.
+            let id = id
+                .or_else(|| body.get("id").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(new_id);
             let job = create(&client, &id, body, format).await?;
             if watch {
                 return watch::watch(&client, &text(&job["id"]), format, &Default::default()).await;

@@ -52,6 +52,7 @@ pub struct Noun<C: Subcommand> {
 /// Runs a client command on a runtime of its own (one thread: a client waits on the network);
 /// returns the process's exit code, stdout flushed.
 pub fn main(command: Command) -> u8 {
+    default_sigpipe();
     let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,6 +82,16 @@ pub async fn run(command: Command) -> u8 {
             report(&error);
             error.exit().code()
         }
+    }
+}
+
+/// Ends the process quietly when stdout's reader goes away (`flotilla jobs export J | head`),
+/// as other Unix tools do, instead of Rust's panic on the failed write.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

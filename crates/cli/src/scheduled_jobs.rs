@@ -128,8 +128,10 @@ pub async fn run(connection: &Connection, command: ScheduledJobsCommand) -> Resu
             schedule: given,
             enabled,
         } => {
-            let id = id.unwrap_or_else(crate::jobs::new_id);
             let mut body = body.body(true)?;
+            let id = id
+                .or_else(|| body.get("id").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(crate::jobs::new_id);
             if let Some(given) = given {
                 body.insert("schedule".into(), schedule(&given)?);
             }

@@ -437,15 +437,16 @@ async fn watch_exits_5_when_the_job_is_stopped_and_stop_resume_say_what_they_did
     let body = server.data_dir().join("job.json");
     std::fs::write(
         &body,
-        json!({"displayName": "Held", "group": "all", "data": [{"type": "property", "target": THERMOSTAT, "path": "targetTemperature", "value": 30}]}).to_string(),
+        json!({"id": "held", "displayName": "Held", "group": "all", "data": [{"type": "property", "target": THERMOSTAT, "path": "targetTemperature", "value": 30}]}).to_string(),
     )
     .unwrap();
-    cli(
+    // The id in the file is the job's.
+    let created = cli(
         &server,
-        &["jobs", "create", "held", "--file", body.to_str().unwrap()],
+        &["jobs", "create", "--file", body.to_str().unwrap()],
     )
-    .await
-    .ok();
+    .await;
+    assert_eq!(created.ok().stdout, "job held created (pending)\n");
     wait_job(&api, "held", &["running"]).await;
 
     // Watching (the server has no event stream for it: watch falls back to polling) while

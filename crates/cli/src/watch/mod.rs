@@ -81,7 +81,7 @@ impl Batches {
 
 /// The job's status as the API spells it.
 fn status(job: &Value) -> Option<JobStatus> {
-    job["status"].as_str()?.to_ascii_lowercase().parse().ok()
+    status_of(job)
 }
 
 /// The exit code of a job that ended (or was stopped); `None` while it runs.
@@ -209,8 +209,14 @@ async fn follow_stream(client: &Client, id: &str, view: &mut View) -> Result<Opt
     Ok(None)
 }
 
+/// A status in any letter case, and in the spellings other servers may use for the same ones.
 fn status_of(data: &Value) -> Option<JobStatus> {
-    data["status"].as_str()?.to_ascii_lowercase().parse().ok()
+    let status = data["status"].as_str()?.to_ascii_lowercase();
+    match status.as_str() {
+        "completed" => Some(JobStatus::Complete),
+        "canceled" => Some(JobStatus::Cancelled),
+        other => other.parse().ok(),
+    }
 }
 
 /// A `progress` event's counts.
@@ -318,6 +324,11 @@ mod tests {
             status(&json!({"status": "Complete"})),
             Some(JobStatus::Complete)
         );
+        assert_eq!(
+            status(&json!({"status": "canceled"})),
+            Some(JobStatus::Cancelled)
+        );
+        assert_eq!(ended(JobStatus::Failed), Some(Exit::JobFailed));
     }
 
     /// A one-route-at-a-time HTTP server for the stream tests: answers each request with what
