@@ -233,6 +233,15 @@ async fn jobs_run_on_simulated_devices_from_create_to_watch_export_copy_and_reru
             .ends_with("job set-temp complete: 3 completed, 0 failed of 3\n"),
         "{watched:#?}"
     );
+    // Without --poll: the server's event stream where it has one, else polling; the same end.
+    let watched = cli(&server, &["jobs", "watch", "set-temp"]).await;
+    assert!(
+        watched
+            .ok()
+            .stdout
+            .ends_with("job set-temp complete: 3 completed, 0 failed of 3\n"),
+        "{watched:#?}"
+    );
     let job = api.get("/jobs/set-temp").await;
     assert_eq!(job.ok(200)["batch"], json!({"type": "number", "value": 2}));
     let props = api.get(&format!("/devices/{}/properties", good[0])).await;
@@ -283,6 +292,17 @@ async fn jobs_run_on_simulated_devices_from_create_to_watch_export_copy_and_reru
         .collect();
     assert!(!failures.is_empty(), "{watched:#?}");
     assert!(failures.iter().all(|l| l.contains("bad-")), "{failures:?}");
+    let again = cli(&server, &["jobs", "watch", &failing]).await;
+    again.code(4);
+    let again: Vec<&str> = again
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("failed "))
+        .collect();
+    assert!(
+        !again.is_empty() && again.iter().all(|l| l.contains("bad-")),
+        "{again:?}"
+    );
     // JSON: one line per failed device, then the job.
     let json_watch = cli(
         &server,
