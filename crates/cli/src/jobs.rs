@@ -20,7 +20,7 @@ pub enum JobsCommand {
     Show { id: String },
     /// Creates (runs) a job, from --file and/or flags; an id is generated when none is given.
     Create {
-        /// The new job's id (default: a random one).
+        /// The new job's id (default: the `id` in --file, else a random one).
         id: Option<String>,
         #[command(flatten)]
         body: JobBodyArgs,

@@ -19,7 +19,7 @@ pub enum ScheduledJobsCommand {
     Show { id: String },
     /// Creates a scheduled job: a job definition (--file and/or flags) and --schedule.
     Create {
-        /// The new scheduled job's id (default: a random one).
+        /// The new scheduled job's id (default: the `id` in --file, else a random one).
         id: Option<String>,
         #[command(flatten)]
         body: JobBodyArgs,
