@@ -755,6 +755,35 @@ async fn scheduled_jobs_are_created_listed_updated_and_deleted() {
 #[tokio::test]
 async fn tokens_are_managed_by_administrators_and_refused_to_operators() {
     let server = Server::start().await;
+    // Over the HTTPS listener, trusting the server's development CA; without it, refused.
+    let addr = std::fs::read_to_string(server.data_dir().join("https.addr")).unwrap();
+    let https = format!("https://{}", addr.trim());
+    let ca = server.data_dir().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let tls = cli(
+        &server,
+        &[
+            "tokens",
+            "list",
+            "--url",
+            &https,
+            "--ca-cert",
+            ca,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(tls.values()[0]["id"], "admin");
+    let untrusted = cli(&server, &["tokens", "list", "--url", &https]).await;
+    untrusted.code(1);
+    assert!(
+        untrusted
+            .stderr
+            .starts_with(&format!("error: cannot reach {https}/api/apiTokens: ")),
+        "{untrusted:#?}"
+    );
+
     let created = cli(
         &server,
         &[
