@@ -15,7 +15,11 @@ use crate::watch;
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
     /// The jobs, newest first.
-    List,
+    List {
+        /// Only jobs with this status (pending, running, stopped, complete, cancelled, failed).
+        #[arg(long)]
+        status: Option<String>,
+    },
     /// One job: its definition, status and progress.
     Show { id: String },
     /// Creates (runs) a job, from --file and/or flags; an id is generated when none is given.
@@ -84,8 +88,11 @@ pub async fn run(connection: &Connection, command: JobsCommand) -> Result<Exit> 
     let client = connection.stable_client()?;
     let format = connection.output;
     match command {
-        JobsCommand::List => {
-            let jobs = client.list("/jobs").await?;
+        JobsCommand::List { status } => {
+            let mut jobs = client.list("/jobs").await?;
+            if let Some(status) = &status {
+                jobs.retain(|j| j["status"].as_str() == Some(status.as_str()));
+            }
             match format {
                 Format::Json => output::json_list(jobs),
                 Format::Table => jobs_table(&jobs).print(),

@@ -26,18 +26,28 @@ pub use error::Exit;
 
 use error::CliError;
 
+/// The exit codes, as every noun's help ends.
+const EXIT_CODES: &str = "Exit codes: 0 done (jobs watch: the job completed), 1 refused by the \
+server or not reached (its error on stderr), 2 bad arguments or no token; jobs watch: 3 the job \
+failed, 4 it was cancelled, 5 it was stopped. Reference: docs/cli.md.";
+
 /// The client's nouns, each with the connection options and its verbs.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Jobs: list, show, create, watch, devices, export, stop, resume, rerun, copy.
+    #[command(after_help = EXIT_CODES)]
     Jobs(Noun<jobs::JobsCommand>),
     /// Scheduled jobs: list, show, create, update, delete, runs.
+    #[command(after_help = EXIT_CODES)]
     ScheduledJobs(Noun<scheduled_jobs::ScheduledJobsCommand>),
     /// Device groups: list, show, preview a filter.
+    #[command(after_help = EXIT_CODES)]
     Groups(Noun<groups::GroupsCommand>),
     /// Devices: list, show, import and export IoT Central's device CSV.
+    #[command(after_help = EXIT_CODES)]
     Devices(Noun<devices::DevicesCommand>),
     /// API tokens: list, show, create, delete.
+    #[command(after_help = EXIT_CODES)]
     Tokens(Noun<tokens::TokensCommand>),
 }
 

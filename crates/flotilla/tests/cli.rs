@@ -335,6 +335,14 @@ async fn jobs_run_on_simulated_devices_from_create_to_watch_export_copy_and_reru
     let listed = cli(&server, &["jobs", "list", "-o", "json"]).await.values();
     let listed: Vec<&str> = listed.iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [failing.as_str(), "set-temp"], "newest first");
+    let cancelled = cli(
+        &server,
+        &["jobs", "list", "--status", "cancelled", "-o", "json"],
+    )
+    .await;
+    let cancelled = cancelled.values();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["id"], failing.as_str());
     let table = cli(&server, &["jobs", "list"]).await;
     let rows = table.ok().rows();
     assert_eq!(
