@@ -37,6 +37,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Simulate a fleet of devices (DPS, MQTT over TLS, twin acknowledgements, direct methods).
     Sim(sim::SimArgs),
+    /// The client: jobs, scheduled-jobs, groups, devices, tokens (docs/cli.md).
+    #[command(flatten)]
+    Client(flotilla_cli::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     open_files::raise_to_hard_limit();
     let cli = Cli::parse();
+    // The client's commands run on a runtime of their own and exit with their own codes.
+    let cli = Cli {
+        command: match cli.command {
+            Command::Client(command) => std::process::exit(flotilla_cli::main(command).into()),
+            command => command,
+        },
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if matches!(cli.command, Command::Serve(_)) {
@@ -60,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Client(_) => unreachable!("the client's commands exit above"),
         }
     })
 }
