@@ -287,34 +287,38 @@ impl Engine {
         let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1);
         // The first batch's devices (as many as may be in flight) start with the job, in its
         // transaction, unless an earlier job is active (it may hold some of them: the order
-        // rule is then checked device by device, as the next pass starts them). Not when
-        // several servers share the database: each device is worked by the server holding its
-        // connection, which claims it on its next pass (locality, see `Store::start_job_devices`).
-        let clustered = store.dialect() == flotilla_store::Dialect::Postgres;
-        let eager =
-            if total > 0 && !clustered && !store.earlier_active_job_exists(&record.sort_key).await?
-            {
-                (batch_size as usize)
-                    .min(self.inner.config.max_in_flight_per_job)
-                    .min(devices.len())
+        // rule is then checked device by device, as the next pass starts them). With several
+        // servers on the database, not those connected to another live server: each device is
+        // worked by the server holding its connection, which claims it on its next pass
+        // (locality, see `Store::start_job_devices`).
+        let first_batch = (batch_size as usize).min(devices.len());
+        let eager: Vec<usize> =
+            if total > 0 && !store.earlier_active_job_exists(&record.sort_key).await? {
+                let elsewhere = store
+                    .devices_held_elsewhere(&devices[..first_batch])
+                    .await?;
+                (0..first_batch)
+                    .filter(|&position| !elsewhere.contains(&devices[position]))
+                    .take(self.inner.config.max_in_flight_per_job)
+                    .collect()
             } else {
-                0
+                Vec::new()
             };
         let deadline = jiff::Timestamp::now().as_millisecond()
             + self.inner.config.device_timeout.as_millis() as i64;
         if store
-            .start_job(&record.id, &devices, batch_size as i64, eager, deadline)
+            .start_job(&record.id, &devices, batch_size as i64, &eager, deadline)
             .await?
         {
             tracing::info!(job = %record.id, devices = total, batch_size, "job started");
-            if eager > 0 {
-                if eager < (batch_size as usize).min(devices.len()) {
+            if !eager.is_empty() {
+                if eager.len() < first_batch {
                     self.inner.starved.lock().unwrap().insert(record.id.clone());
                 }
                 if let Some(context) = self.job_context(record).await? {
-                    for (position, device_id) in devices[..eager].iter().enumerate() {
+                    for position in eager {
                         let device = JobDevice {
-                            device_id: device_id.clone(),
+                            device_id: devices[position].clone(),
                             position: position as i64,
                             batch: position as i64 / batch_size as i64,
                             status: DeviceStatus::Running,

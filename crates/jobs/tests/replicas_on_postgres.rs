@@ -359,7 +359,11 @@ async fn a_replica_declared_dead_cannot_touch_the_devices_it_worked() {
     create_job(&a, "set", set_temperature(73)).await;
     let ids = ["d0".to_string(), "d1".to_string()];
     let deadline = jiff::Timestamp::now().as_millisecond() + 60_000;
-    assert!(a.start_job("set", &ids, 2, 2, deadline).await.unwrap());
+    assert!(
+        a.start_job("set", &ids, 2, &[0, 1], deadline)
+            .await
+            .unwrap()
+    );
     a.note_job_device("set", "d0", Some(2), false)
         .await
         .unwrap();
@@ -440,7 +444,7 @@ async fn a_replica_that_did_not_renew_its_lease_in_time_writes_nothing() {
     // nobody declared it dead yet.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let devices = ["d0".to_string()];
-    let started = a.start_job("set", &devices, 1, 1, 0).await;
+    let started = a.start_job("set", &devices, 1, &[0], 0).await;
     assert!(matches!(started, Err(StoreError::Fenced)), "{started:?}");
     let reported = a.patch_reported("d0", &json!({"x": 1})).await;
     assert!(matches!(reported, Err(StoreError::Fenced)), "{reported:?}");

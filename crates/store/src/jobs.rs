@@ -3,6 +3,8 @@
 //! (..)`); a device's change moves the job's counters in the same transaction, so a device is
 //! counted once and ends in exactly one final state, across crashes and retries.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -349,17 +351,18 @@ impl Store {
     }
 
     /// Starts a pending job: fixes its devices (in this order), numbers their batches, and
-    /// marks it running; its first `running` devices start at once, with this deadline, owned by
-    /// this replica (as `start_job_devices` would start them). `Ok(false)` if it was no longer
-    /// pending.
+    /// marks it running; the devices at the `eager` positions (ascending) start at once, with
+    /// this deadline, owned by this replica (as `start_job_devices` would start them).
+    /// `Ok(false)` if it was no longer pending.
     pub async fn start_job(
         &self,
         id: &str,
         devices: &[String],
         batch_size: i64,
-        running: usize,
+        eager: &[usize],
         deadline_ms: i64,
     ) -> Result<bool> {
+        let mut eager = eager.iter().copied().peekable();
         let now = now_ms();
         let (sources, to) = job_move(&JobEvent::Start).expect("the table starts pending jobs");
         let mut tx = self.begin_write().await?;
@@ -387,7 +390,7 @@ impl Store {
             let mut query = sqlx::query(&sql);
             for (i, device) in chunk.iter().enumerate() {
                 let position = (chunk_index * 200 + i) as i64;
-                let started = (position as usize) < running;
+                let started = eager.next_if_eq(&(position as usize)).is_some();
                 query = query
                     .bind(id)
                     .bind(device)
@@ -407,6 +410,35 @@ impl Store {
         tx.commit().await?;
         self.caches.changed(Changed::Jobs);
         Ok(true)
+    }
+
+    /// Which of these devices are connected to another live replica (which works them there).
+    /// Without cluster mode none is.
+    pub async fn devices_held_elsewhere(&self, device_ids: &[String]) -> Result<HashSet<String>> {
+        let mut held = HashSet::new();
+        if self.dialect == crate::Dialect::Sqlite {
+            return Ok(held);
+        }
+        for chunk in device_ids.chunks(crate::bulk::CHUNK) {
+            let sql = self.sql(&format!(
+                "SELECT c.device_id AS device_id FROM device_connections c \
+                 JOIN replicas r ON r.id = c.replica_id WHERE c.device_id IN ({}) \
+                 AND c.replica_id <> ? AND r.state = 'alive'",
+                crate::bulk::marks(chunk.len())
+            ));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query
+                .bind(self.replica.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            {
+                held.insert(row.try_get("device_id")?);
+            }
+        }
+        Ok(held)
     }
 
     /// A statement for the job devices `select` picks (a `SELECT ... FROM job_devices ...`
