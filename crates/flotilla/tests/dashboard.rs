@@ -1,0 +1,361 @@
+//! The dashboard over plain HTTP (no browser): sign-in and its cookie's flags on the HTTP and
+//! HTTPS listeners, CSRF refusals, the REST API's role refusals, sign-out, and the static files.
+//! `dashboard_browser.rs` drives the screens in Chromium.
+
+mod common;
+
+use common::*;
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::{Client, StatusCode};
+
+/// A browser-like client that does not follow redirects (the tests read them).
+fn client() -> Client {
+    Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+/// Signs in with `token` at `base`; the response (a redirect and its cookie, or a refusal).
+async fn sign_in(http: &Client, base: &str, token: &str) -> reqwest::Response {
+    http.post(format!("{base}/sign-in"))
+        .form(&[("token", token), ("next", "/jobs")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `name=value` part of the session cookie a sign-in set.
+fn session_cookie(response: &reqwest::Response) -> String {
+    let set = response
+        .headers()
+        .get(SET_COOKIE)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token a signed-in page carries in its forms.
+async fn csrf_of_page(http: &Client, base: &str, cookie: &str, path: &str) -> String {
+    let page = http
+        .get(format!("{base}{path}"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "{path}");
+    let html = page.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a form with the CSRF token") + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_cookie_secure_over_https() {
+    let server = Server::start().await;
+    let http = client();
+
+    let signed_in = sign_in(&http, &server.base, &server.admin_token).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers()[LOCATION], "/jobs");
+    let flags = signed_in.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(flags.contains(flag), "{flags}");
+    }
+    assert!(!flags.contains("Secure"), "plain HTTP: {flags}");
+    let cookie = session_cookie(&signed_in);
+    // The cookie holds no readable token: base64url of it, never the text itself.
+    assert!(!cookie.contains("SharedAccessSignature"), "{cookie}");
+
+    let jobs = http
+        .get(format!("{}/jobs", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), StatusCode::OK);
+    assert_eq!(jobs.headers()[CACHE_CONTROL], "no-store");
+    assert!(
+        jobs.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert!(jobs.text().await.unwrap().contains("<h1>Jobs</h1>"));
+
+    // Over HTTPS the cookie is Secure too.
+    let addr = std::fs::read_to_string(server.data_dir().join("https.addr")).unwrap();
+    let ca = std::fs::read(server.data_dir().join("ca.pem")).unwrap();
+    let https = Client::builder()
+        .redirect(Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let over_tls = sign_in(
+        &https,
+        &format!("https://{}", addr.trim()),
+        &server.admin_token,
+    )
+    .await;
+    assert_eq!(over_tls.status(), StatusCode::SEE_OTHER);
+    let flags = over_tls.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        flags.contains("; Secure") && flags.contains("SameSite=Strict"),
+        "{flags}"
+    );
+
+    // Signing out clears the cookie.
+    let csrf = csrf_of_page(&http, &server.base, &cookie, "/jobs").await;
+    let out = http
+        .post(format!("{}/sign-out", server.base))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = out.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("flotilla_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+}
+
+#[tokio::test]
+async fn pages_without_a_valid_session_send_the_browser_to_sign_in() {
+    let server = Server::start().await;
+    let http = client();
+
+    let anonymous = http
+        .get(format!("{}/jobs?before=x", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        anonymous.headers()[LOCATION],
+        "/sign-in?next=%2Fjobs%3Fbefore%3Dx"
+    );
+
+    let wrong = sign_in(
+        &http,
+        &server.base,
+        "SharedAccessSignature sr=x&sig=y&skn=z&se=1",
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(SET_COOKIE).is_none());
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("That is not an API token this server issued.")
+    );
+
+    // A cookie whose token was deleted since: back to sign-in, with the reason.
+    let api = server.admin();
+    let value = api.create_token("short-lived", OPERATOR).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &value).await);
+    api.delete("/apiTokens/short-lived").await;
+    let after = http
+        .get(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER);
+    let location = after.headers()[LOCATION].to_str().unwrap();
+    assert!(
+        location.starts_with("/sign-in?next=%2Fgroups&message="),
+        "{location}"
+    );
+
+    // The REST API is unchanged beside it.
+    let missing = http
+        .get(format!("{}/nothing-here", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["x-ms-error-code"], "NotFound");
+}
+
+#[tokio::test]
+async fn posts_without_the_session_csrf_token_or_from_another_origin_are_refused() {
+    let server = Server::start().await;
+    let http = client();
+    let api = server.admin();
+    one_controller_in_group_all(&api).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &server.admin_token).await);
+    let csrf = csrf_of_page(&http, &server.base, &cookie, "/groups/new").await;
+    let group = |id: &str| {
+        vec![
+            ("id", id.to_string()),
+            ("display_name", "Everything".to_string()),
+            ("filter", "SELECT * FROM devices".to_string()),
+        ]
+    };
+
+    // No token: refused, and nothing was created.
+    let bare = http
+        .post(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .form(&group("no-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::FORBIDDEN);
+    assert!(bare.text().await.unwrap().contains("CSRF token"));
+    // Another session's token (a made-up one) is no better.
+    let mut forged = group("forged");
+    forged.push(("csrf", "A".repeat(43)));
+    let forged = http
+        .post(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .form(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // The right token from another origin: refused on the Origin header.
+    let mut cross = group("cross-site");
+    cross.push(("csrf", csrf.clone()));
+    let cross = http
+        .post(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, "https://evil.example")
+        .form(&cross)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    assert!(cross.text().await.unwrap().contains("another site"));
+    for id in ["no-token", "forged", "cross-site"] {
+        api.get(&format!("/deviceGroups/{id}"))
+            .await
+            .error(404, "NotFound");
+    }
+
+    // The same form with the token, from this origin: created through the REST API.
+    let mut good = group("with-token");
+    good.push(("csrf", csrf.clone()));
+    let created = http
+        .post(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, &server.base)
+        .form(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let stored = api.get("/deviceGroups/with-token").await;
+    assert_eq!(stored.ok(200)["filter"], "SELECT * FROM devices");
+
+    // htmx sends the token in a header instead.
+    let by_header = http
+        .post(format!("{}/groups", server.base))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .form(&group("by-header"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_header.status(), StatusCode::SEE_OTHER);
+    api.get("/deviceGroups/by-header").await.ok(200);
+}
+
+#[tokio::test]
+async fn an_operator_is_refused_what_the_rest_api_refuses_it() {
+    let server = Server::start().await;
+    let http = client();
+    let api = server.admin();
+    one_controller_in_group_all(&api).await;
+    let operator = api.create_token("operator", OPERATOR).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &operator).await);
+
+    // Jobs, groups and devices are an operator's; API tokens are not (not even listed).
+    let jobs = http
+        .get(format!("{}/jobs", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), StatusCode::OK);
+    assert!(!jobs.text().await.unwrap().contains("href=\"/tokens\""));
+    let tokens = http
+        .get(format!("{}/tokens", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokens.status(), StatusCode::FORBIDDEN);
+    assert!(tokens.text().await.unwrap().contains(
+        "The API token &#39;operator&#39; does not have a role that may read API tokens."
+    ));
+
+    // Creating a token with the operator's session and its CSRF token: refused by the API.
+    let csrf = csrf_of_page(&http, &server.base, &cookie, "/groups/new").await;
+    let create = http
+        .post(format!("{}/tokens", server.base))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("id", "sneaky"),
+            ("role", ADMINISTRATOR),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::FORBIDDEN);
+    assert!(
+        create
+            .text()
+            .await
+            .unwrap()
+            .contains("may change API tokens")
+    );
+    api.get("/apiTokens/sneaky").await.error(404, "NotFound");
+
+    // Templates: an operator reads them (the page opens) as on the API.
+    let templates = http
+        .get(format!("{}/templates", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(templates.status(), StatusCode::OK);
+    assert!(templates.text().await.unwrap().contains(CONTROLLER));
+}
+
+#[tokio::test]
+async fn static_files_are_served_with_long_cache_headers() {
+    let server = Server::start().await;
+    let http = client();
+    for (file, kind) in [
+        ("htmx-2.0.11.min.js", "text/javascript"),
+        ("htmx-ext-sse-2.2.4.min.js", "text/javascript"),
+        ("flotilla-1.css", "text/css"),
+    ] {
+        let response = http
+            .get(format!("{}/static/{file}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        assert_eq!(response.headers()[CONTENT_TYPE], kind);
+        assert_eq!(
+            response.headers()[CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        assert!(!response.bytes().await.unwrap().is_empty());
+    }
+    let missing = http
+        .get(format!("{}/static/htmx-1.0.0.min.js", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
