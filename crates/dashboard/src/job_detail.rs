@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect};
 use flotilla_model::job::{Threshold, threshold_of};
 use flotilla_model::job_state::{DeviceStatus, FailureReason, JobStatus};
@@ -360,15 +361,91 @@ pub async fn page(
     detail(&dash, &session, &id, query, None).await
 }
 
-/// The live fragment alone, polled by the page.
-pub async fn live(
+/// How often a job's stream looks at the job's row.
+const STREAM_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What a job's live part shows changes only with these.
+fn live_key(job: &JobRecord) -> (JobStatus, i64, i64, i64, Option<String>) {
+    (
+        job.status,
+        job.total,
+        job.completed,
+        job.failed,
+        job.reason.clone(),
+    )
+}
+
+/// The live part of the job page as Server-Sent Events (the htmx SSE extension swaps each
+/// `live` event in): the job's row is read every 250 ms, and when it changed the fragment is
+/// rendered again (so at most 4 renders a second, whatever the job's size, and none while it
+/// stands still). A final job sends its last fragment, then `end`, and the stream closes. Read
+/// from the database, so any replica shows what every other wrote.
+pub async fn stream(
     State(dash): State<Dash>,
     session: Session,
     Path(id): Path<String>,
 ) -> PageResult {
     session.require(Area::Jobs, Access::Read)?;
-    let job = job_or_404(&dash.app.store, &id).await?;
-    Ok(render(&live_of(&dash, &session, &job).await?))
+    job_or_404(&dash.app.store, &id).await?;
+    struct Cursor {
+        dash: Dash,
+        session: Session,
+        id: String,
+        last: Option<(JobStatus, i64, i64, i64, Option<String>)>,
+        ended: bool,
+        first: bool,
+    }
+    let cursor = Cursor {
+        dash,
+        session,
+        id,
+        last: None,
+        ended: false,
+        first: true,
+    };
+    let events = futures_util::stream::unfold(cursor, |mut c| async move {
+        if c.ended {
+            return None;
+        }
+        loop {
+            if !c.first {
+                tokio::time::sleep(STREAM_LOOK).await;
+            }
+            c.first = false;
+            let job = match c.dash.app.store.job(&c.id).await {
+                Ok(Some(job)) => job,
+                // Deleted, or the database is unreachable: the page keeps its last state.
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(job = %c.id, error = %e, "a dashboard job stream stopped");
+                    return None;
+                }
+            };
+            let key = live_key(&job);
+            if c.last.as_ref() == Some(&key) {
+                continue;
+            }
+            c.last = Some(key);
+            let event = match live_of(&c.dash, &c.session, &job).await {
+                Ok(live) => match live.render() {
+                    Ok(html) => Event::default().event("live").data(html),
+                    Err(_) => return None,
+                },
+                Err(_) => return None,
+            };
+            let mut batch = vec![Ok::<_, std::convert::Infallible>(event)];
+            if job.status.is_final() {
+                // The last state, then `end` (the extension closes the stream on it).
+                c.ended = true;
+                batch.push(Ok(Event::default().event("end").data(job.status.as_str())));
+            }
+            return Some((futures_util::stream::iter(batch), c));
+        }
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(events.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Runs a lifecycle command through the REST API; back to the job, or the job with the refusal.

@@ -68,7 +68,7 @@ fn dashboard(dash: Dash) -> Router {
         .route("/jobs/new", get(wizard::page))
         .route("/jobs/new/group-count", get(wizard::group_count))
         .route("/jobs/{id}", get(job_detail::page))
-        .route("/jobs/{id}/live", get(job_detail::live))
+        .route("/jobs/{id}/stream", get(job_detail::stream))
         .route("/jobs/{id}/export.csv", get(job_detail::export))
         .route("/jobs/{id}/stop", post(job_detail::stop))
         .route("/jobs/{id}/resume", post(job_detail::resume))

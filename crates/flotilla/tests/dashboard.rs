@@ -359,3 +359,64 @@ async fn static_files_are_served_with_long_cache_headers() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_finished_job_s_stream_sends_its_last_state_then_end() {
+    let server = Server::start().await;
+    let http = client();
+    let api = server.admin();
+    one_controller_in_group_all(&api).await;
+    api.put(
+        "/deviceGroups/nobody",
+        serde_json::json!({"displayName": "Nobody", "filter": "SELECT * FROM devices WHERE $id = \"nobody\""}),
+    )
+    .await
+    .ok(200);
+    api.put(
+        "/jobs/empty",
+        serde_json::json!({
+            "group": "nobody",
+            "data": [{"type": "property", "target": CONTROLLER, "path": "thermostat1.targetTemperature", "value": 20}]
+        }),
+    )
+    .await
+    .ok(200);
+    wait_job(&api, "empty", &["complete"]).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &server.admin_token).await);
+
+    // The page of a finished job does not open the stream; the stream itself ends on its own.
+    let page = http
+        .get(format!("{}/jobs/empty", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"job-status\">complete<"), "{page}");
+    assert!(!page.contains("sse-connect"));
+    let stream = http
+        .get(format!("{}/jobs/empty/stream", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()[CONTENT_TYPE], "text/event-stream");
+    let body = stream.text().await.unwrap();
+    let live = body.find("event: live").expect("a live event");
+    let end = body
+        .find("event: end\ndata: complete")
+        .expect("an end event");
+    assert!(live < end, "{body}");
+    assert!(body.contains("id=\"job-status\">complete<"), "{body}");
+
+    let unknown = http
+        .get(format!("{}/jobs/no-such-job/stream", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
