@@ -136,6 +136,17 @@ try {
   check(whole.ok(), `export: ${whole.status()}`);
   check((await whole.text()).trim().split('\n').length === devices + 1, 'the whole CSV has every device');
 
+  // Copy opens the wizard with the job's settings; rerun makes a job of the failed devices.
+  await page.goto(`${base}/jobs/${jobId}`);
+  await Promise.all([page.waitForURL(/\/jobs\/new\?copy=/), page.click('#copy')]);
+  check((await page.inputValue('#display_name')) === 'Max-min report (copy)', 'the copy is named so');
+  check((await page.inputValue('#capability')) === `command|${template}|getMaxMinReport`, 'the copy keeps the command');
+  check((await page.inputValue('#batch_value')) === '2', 'the copy keeps the batch size');
+  await page.goto(`${base}/jobs/${jobId}`);
+  await Promise.all([page.waitForURL((url) => url.pathname.startsWith(`/jobs/${jobId}-rerun-`)), page.click('#rerun')]);
+  await page.waitForFunction(() => document.querySelector('#job-status')?.textContent === 'complete', null, WAIT);
+  check(Number(await text(page, '#count-total')) === failed, 'the rerun covers the failed devices');
+
   // The jobs list.
   await page.goto(`${base}/jobs`);
   check((await text(page, `tr[data-job="${jobId}"] .status`)) === 'complete', 'the list shows the job complete');
@@ -156,6 +167,14 @@ try {
       && /\(version/.test(row.textContent)),
     null, WAIT);
   check(await stillMarked(page), 'the device page was reloaded');
+  // A command from the device page, answered and kept in its history.
+  await page.selectOption('#command', 'getMaxMinReport');
+  await page.fill('#request', '2026-01-01T00:00:00Z');
+  await Promise.all([page.waitForURL(`${base}/devices/${device}/command`), page.click('#command-form button')]);
+  const notice = await text(page, '#notice');
+  check(/^getMaxMinReport answered (200|500)/.test(notice), `the command's answer: ${notice}`);
+  check((await page.locator('#command-history tbody tr td.mono').first().textContent()).trim() === 'getMaxMinReport',
+    'the history lists the command');
   await shoot(page, 'device');
   await page.goto(`${base}/devices`);
   await shoot(page, 'devices');

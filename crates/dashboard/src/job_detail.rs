@@ -618,3 +618,47 @@ pub async fn export(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_model::job::ThresholdKind;
+
+    fn threshold(kind: ThresholdKind) -> Threshold {
+        Threshold {
+            kind,
+            per_batch: true,
+        }
+    }
+
+    #[test]
+    fn the_limit_is_the_first_failure_count_that_cancels() {
+        assert_eq!(failure_limit(threshold(ThresholdKind::Number(3)), 10), 3);
+        // 10% of 25 devices is reached at the 3rd failure (300 >= 250), not the 2nd.
+        assert_eq!(
+            failure_limit(threshold(ThresholdKind::Percentage(10.0)), 25),
+            3
+        );
+        assert_eq!(
+            failure_limit(threshold(ThresholdKind::Percentage(100.0)), 4),
+            4
+        );
+        assert_eq!(
+            headroom(threshold(ThresholdKind::Number(5)), 2, 10),
+            "2 of 5 failures that cancel; 3 to go"
+        );
+        // More failures allowed than devices: the batch cannot cancel the job.
+        assert_eq!(
+            headroom(threshold(ThresholdKind::Number(50)), 1, 10),
+            "1 failed; cannot reach the threshold"
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("dev-1"), "dev-1");
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+}

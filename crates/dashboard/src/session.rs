@@ -228,3 +228,53 @@ pub async fn sign_out(Extension(origin): Extension<Origin>) -> Response {
         .insert(SET_COOKIE, HeaderValue::from_str(&cookie).expect("ASCII"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_server_are_followed_back_after_sign_in() {
+        assert_eq!(
+            safe_next(Some("/jobs/a?status=failed")),
+            "/jobs/a?status=failed"
+        );
+        for elsewhere in [
+            "//evil.example/x",
+            "https://evil.example",
+            "/\\evil.example",
+            "jobs",
+        ] {
+            assert_eq!(safe_next(Some(elsewhere)), "/jobs", "{elsewhere}");
+        }
+        assert_eq!(safe_next(None), "/jobs");
+    }
+
+    #[test]
+    fn the_csrf_token_is_per_token_and_cookie_safe() {
+        let a = csrf_of("SharedAccessSignature sr=a&sig=1&skn=x&se=2");
+        let b = csrf_of("SharedAccessSignature sr=a&sig=2&skn=x&se=2");
+        assert_ne!(a, b);
+        assert_eq!(a, csrf_of("SharedAccessSignature sr=a&sig=1&skn=x&se=2"));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        let value = URL_SAFE_NO_PAD.encode("SharedAccessSignature sr=a");
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("other=1; {COOKIE_NAME}={value}; x=y")).unwrap(),
+        );
+        assert_eq!(
+            session_value(&headers).as_deref(),
+            Some("SharedAccessSignature sr=a")
+        );
+        headers.insert(COOKIE, HeaderValue::from_static("flotilla_session=%%%"));
+        assert_eq!(session_value(&headers), None);
+    }
+}

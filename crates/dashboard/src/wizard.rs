@@ -335,3 +335,55 @@ pub async fn group_count(
     ))
     .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_becomes_the_api_s_job_definition_and_back() {
+        let form = JobFields {
+            job_id: "j".into(),
+            display_name: " Night update ".into(),
+            group: "fleet".into(),
+            capability: "property|dtmi:t;1|thermostat1.targetTemperature".into(),
+            value: "21.5".into(),
+            batch_type: "percentage".into(),
+            batch_value: "12.5".into(),
+            threshold_type: "number".into(),
+            threshold_value: "3".into(),
+            threshold_batch: Some("on".into()),
+            ..Default::default()
+        };
+        let definition = form.definition();
+        assert_eq!(
+            definition,
+            json!({
+                "displayName": "Night update",
+                "group": "fleet",
+                "batch": {"type": "percentage", "value": 12.5},
+                "cancellationThreshold": {"type": "number", "value": 3, "batch": true},
+                "data": [{"type": "property", "target": "dtmi:t;1", "path": "thermostat1.targetTemperature", "value": 21.5}],
+            })
+        );
+        let back = JobFields::of_definition(&definition);
+        assert_eq!(back.capability, form.capability);
+        assert_eq!(back.value, "21.5");
+        assert_eq!(back.batch_value, "12.5");
+        assert!(back.threshold_batch.is_some());
+        // Text that is not JSON is sent as a string; an empty value is left out (a command's).
+        let text = JobFields {
+            value: "2026-01-01T00:00:00Z".into(),
+            ..form.clone()
+        };
+        assert_eq!(
+            text.definition()["data"][0]["value"],
+            "2026-01-01T00:00:00Z"
+        );
+        let none = JobFields {
+            value: " ".into(),
+            ..form
+        };
+        assert!(none.definition()["data"][0].get("value").is_none());
+    }
+}

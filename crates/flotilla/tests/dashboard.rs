@@ -420,3 +420,217 @@ async fn a_finished_job_s_stream_sends_its_last_state_then_end() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+/// HTML text as the browser reads it (the escapes askama writes).
+fn unescape(html: &str) -> String {
+    html.replace("&#38;", "&")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Posts a dashboard form with the session's cookie and CSRF token.
+async fn post_form(
+    http: &Client,
+    base: &str,
+    cookie: &str,
+    csrf: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf)];
+    form.extend_from_slice(fields);
+    http.post(format!("{base}{path}"))
+        .header(COOKIE, cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scheduled_jobs_are_created_edited_and_enabled_through_the_api() {
+    let server = Server::start().await;
+    let http = client();
+    let api = server.admin();
+    one_controller_in_group_all(&api).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &server.admin_token).await);
+    let csrf = csrf_of_page(&http, &server.base, &cookie, "/scheduled-jobs/new").await;
+    let capability = format!("property|{CONTROLLER}|thermostat1.targetTemperature");
+    let job = [
+        ("display_name", "Nightly"),
+        ("group", "all"),
+        ("capability", capability.as_str()),
+        ("value", "19"),
+        ("start", "2099-01-01T02:00:00Z"),
+        ("recurrence", "daily"),
+        ("end_type", "occurrences"),
+        ("end_value", "3"),
+    ];
+    let mut create = job.to_vec();
+    create.push(("job_id", "nightly"));
+    let created = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/scheduled-jobs",
+        &create,
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let stored = api.get("/scheduledJobs/nightly").await;
+    let stored = stored.ok(200);
+    assert_eq!(stored["schedule"]["recurrence"], "daily");
+    assert_eq!(stored["schedule"]["end"]["occurrences"], 3);
+    assert_eq!(stored["enabled"], false);
+    assert_eq!(stored["data"][0]["path"], "thermostat1.targetTemperature");
+
+    // The list shows its three runs to come.
+    let list = http
+        .get(format!("{}/scheduled-jobs", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for day in [
+        "2099-01-01 02:00 UTC",
+        "2099-01-02 02:00 UTC",
+        "2099-01-03 02:00 UTC",
+    ] {
+        assert!(list.contains(day), "{day} in {list}");
+    }
+    assert!(!list.contains("2099-01-04"));
+
+    // Enabling is a PATCH through the API.
+    let toggled = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/scheduled-jobs/nightly/enable",
+        &[],
+    )
+    .await;
+    assert_eq!(toggled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        api.get("/scheduledJobs/nightly").await.ok(200)["enabled"],
+        true
+    );
+
+    // An edit posted with the etag the form was read at, after a change elsewhere: refused
+    // (412) and shown, not written over.
+    let stale = stored["etag"].as_str().unwrap().to_string();
+    let mut edit = job.to_vec();
+    edit.retain(|(k, _)| *k != "value");
+    edit.push(("etag", stale.as_str()));
+    edit.push(("value", "25"));
+    let refused = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/scheduled-jobs/nightly",
+        &edit,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(refused.text().await.unwrap().contains("id=\"refusal\""));
+    assert_eq!(
+        api.get("/scheduledJobs/nightly").await.ok(200)["data"][0]["value"],
+        19
+    );
+    // With the current etag (as the edit page carries it) it is written.
+    let current = api.get("/scheduledJobs/nightly").await.ok(200)["etag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let edit_page = http
+        .get(format!("{}/scheduled-jobs/nightly", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(unescape(&edit_page).contains(&format!("name=\"etag\" value=\"{current}\"")));
+    let mut edit = job.to_vec();
+    edit.retain(|(k, _)| *k != "value");
+    edit.extend([
+        ("etag", current.as_str()),
+        ("value", "25"),
+        ("enabled", "on"),
+    ]);
+    let saved = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/scheduled-jobs/nightly",
+        &edit,
+    )
+    .await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let after = api.get("/scheduledJobs/nightly").await;
+    assert_eq!(after.ok(200)["data"][0]["value"], 25);
+}
+
+#[tokio::test]
+async fn an_administrator_creates_a_token_whose_value_is_shown_once_and_works() {
+    let server = Server::start().await;
+    let http = client();
+    let cookie = session_cookie(&sign_in(&http, &server.base, &server.admin_token).await);
+    let csrf = csrf_of_page(&http, &server.base, &cookie, "/tokens").await;
+    let created = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/tokens",
+        &[("id", "ci-bot"), ("role", OPERATOR)],
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::OK);
+    let html = created.text().await.unwrap();
+    let marker = "<pre id=\"token-value\">";
+    let start = html.find(marker).expect("the new value") + marker.len();
+    let value = unescape(&html[start..start + html[start..].find("</pre>").unwrap()]);
+    server.client(&value).get("/jobs").await.ok(200);
+    server
+        .client(&value)
+        .get("/apiTokens")
+        .await
+        .error(403, "Forbidden");
+    // Listed afterwards without its value.
+    let list = http
+        .get(format!("{}/tokens", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("ci-bot") && !list.contains("token-value"));
+    let deleted = post_form(
+        &http,
+        &server.base,
+        &cookie,
+        &csrf,
+        "/tokens/ci-bot/delete",
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    server
+        .client(&value)
+        .get("/jobs")
+        .await
+        .error(401, "Unauthorized");
+}
