@@ -168,13 +168,15 @@ try {
     null, WAIT);
   check(await stillMarked(page), 'the device page was reloaded');
   // A command from the device page, answered and kept in its history.
+  const historyBefore = await page.locator('#command-history tbody tr').count();
   await page.selectOption('#command', 'getMaxMinReport');
   await page.fill('#request', '2026-01-01T00:00:00Z');
   await Promise.all([page.waitForURL(`${base}/devices/${device}/command`), page.click('#command-form button')]);
   const notice = await text(page, '#notice');
   check(/^getMaxMinReport answered (200|500)/.test(notice), `the command's answer: ${notice}`);
-  check((await page.locator('#command-history tbody tr td.mono').first().textContent()).trim() === 'getMaxMinReport',
-    'the history lists the command');
+  check((await page.locator('#command-history tbody tr').count()) === historyBefore + 1, 'the history has one more');
+  check((await text(page, '#command-history tbody tr:first-child td:nth-child(2)')) === '2026-01-01T00:00:00Z',
+    'the newest command first, with its request');
   await shoot(page, 'device');
   await page.goto(`${base}/devices`);
   await shoot(page, 'devices');
