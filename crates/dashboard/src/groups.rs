@@ -20,33 +20,17 @@ use crate::wizard::{GroupChoice, group_choices};
 /// Devices a preview shows.
 const SAMPLE: usize = 10;
 
-struct GroupRow {
-    group: GroupChoice,
-    filter: String,
-}
-
 #[derive(Template)]
 #[template(path = "groups.html")]
 struct GroupsPage {
     nav: Nav,
-    groups: Vec<GroupRow>,
+    groups: Vec<GroupChoice>,
     may_write: bool,
 }
 
 pub async fn list(State(dash): State<Dash>, session: Session) -> PageResult {
     session.require(Area::DeviceGroups, Access::Read)?;
-    let choices = group_choices(&dash).await?;
-    let mut groups = Vec::new();
-    for group in choices {
-        let filter = dash
-            .app
-            .store
-            .device_group(&group.id)
-            .await?
-            .map(|g| g.filter)
-            .unwrap_or_default();
-        groups.push(GroupRow { group, filter });
-    }
+    let groups = group_choices(&dash).await?;
     Ok(render(&GroupsPage {
         nav: Nav::new(&session, "groups"),
         groups,

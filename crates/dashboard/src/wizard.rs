@@ -26,6 +26,7 @@ const PICKER_LIMIT: usize = 500;
 pub struct GroupChoice {
     pub id: String,
     pub name: String,
+    pub filter: String,
     /// Its devices now (`None` when its filter no longer parses).
     pub count: Option<i64>,
 }
@@ -170,6 +171,7 @@ pub async fn group_choices(dash: &Dash) -> Result<Vec<GroupChoice>, PageError> {
         choices.push(GroupChoice {
             id: group.id.clone(),
             name: group.display_name.clone(),
+            filter: group.filter.clone(),
             count,
         });
     }
