@@ -634,3 +634,84 @@ async fn an_administrator_creates_a_token_whose_value_is_shown_once_and_works() 
         .await
         .error(401, "Unauthorized");
 }
+
+#[tokio::test]
+async fn a_job_s_devices_filter_by_status_reason_and_id_prefix_on_the_page_and_in_the_csv() {
+    // Devices that never connect: each fails `offline` after a second.
+    let server = Server::start_with_env(&[("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "1")]).await;
+    let http = client();
+    let api = server.admin();
+    one_controller_in_group_all(&api).await;
+    for id in ["a-1", "a-2", "b-1", "b-2", "b-3"] {
+        api.put(
+            &format!("/devices/{id}"),
+            serde_json::json!({"template": CONTROLLER}),
+        )
+        .await
+        .ok(200);
+    }
+    api.put(
+        "/jobs/offline",
+        serde_json::json!({
+            "group": "all",
+            "data": [{"type": "command", "target": CONTROLLER, "path": "reboot", "value": 1}]
+        }),
+    )
+    .await
+    .ok(200);
+    let job = wait_job(&api, "offline", &["complete"]).await;
+    assert_eq!(job["progress"]["failed"], 6, "{job}");
+    let cookie = session_cookie(&sign_in(&http, &server.base, &server.admin_token).await);
+    let get = |path: String| {
+        let http = http.clone();
+        let cookie = cookie.clone();
+        let base = server.base.clone();
+        async move {
+            let response = http
+                .get(format!("{base}{path}"))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    // The device table's rows, by id.
+    let rows = |html: &str| -> Vec<String> {
+        html.split("<tr><td><a href=\"/devices/")
+            .skip(1)
+            .map(|row| row[..row.find('"').unwrap()].to_string())
+            .collect()
+    };
+
+    let (status, page) = get("/jobs/offline?status=failed&reason=offline&prefix=b-".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows(&page), ["b-1", "b-2", "b-3"]);
+    // Grouped by reason: all six offline.
+    assert!(
+        page.contains("reason=offline\">offline</a></td><td class=\"num\">6<"),
+        "{page}"
+    );
+    let (_, page) = get("/jobs/offline?status=failed&prefix=a".into()).await;
+    assert_eq!(rows(&page), ["a-1", "a-2"]);
+    let (_, page) = get("/jobs/offline?reason=rejected".into()).await;
+    assert!(rows(&page).is_empty() && page.contains("No device matches."));
+    let (_, page) = get("/jobs/offline?status=completed".into()).await;
+    assert!(rows(&page).is_empty());
+    let (status, _) = get("/jobs/offline?status=exploded".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, csv) =
+        get("/jobs/offline/export.csv?status=failed&reason=offline&prefix=a-".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "deviceId,status,batch,reasonCode,reason,responseCode,response"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].starts_with("a-1,failed,1,offline,"), "{csv}");
+    assert!(lines[2].starts_with("a-2,failed,1,offline,"), "{csv}");
+    let (_, all) = get("/jobs/offline/export.csv".into()).await;
+    assert_eq!(all.lines().count(), 7, "{all}");
+}
