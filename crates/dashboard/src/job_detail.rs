@@ -11,6 +11,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect};
+use flotilla_api::auth::token_of_value;
 use flotilla_model::job::{Threshold, threshold_of};
 use flotilla_model::job_state::{DeviceStatus, FailureReason, JobStatus};
 use flotilla_model::roles::{Access, Area};
@@ -399,6 +400,7 @@ pub async fn stream(
         ended: bool,
         first: bool,
         rendered: Option<tokio::time::Instant>,
+        looks: u32,
     }
     let cursor = Cursor {
         dash,
@@ -408,6 +410,7 @@ pub async fn stream(
         ended: false,
         first: true,
         rendered: None,
+        looks: 0,
     };
     let events = futures_util::stream::unfold(cursor, |mut c| async move {
         if c.ended {
@@ -418,6 +421,17 @@ pub async fn stream(
                 tokio::time::sleep(STREAM_LOOK).await;
             }
             c.first = false;
+            c.looks += 1;
+            // The session's token is checked again every second: deleting or expiring it ends
+            // the stream as it ends every other request.
+            if c.looks.is_multiple_of(4)
+                && !matches!(
+                    token_of_value(&c.dash.app, &c.session.value).await,
+                    Ok(Some(_))
+                )
+            {
+                return None;
+            }
             let job = match c.dash.app.store.job(&c.id).await {
                 Ok(Some(job)) => job,
                 // Deleted, or the database is unreachable: the page keeps its last state.

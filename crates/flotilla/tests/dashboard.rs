@@ -715,3 +715,61 @@ async fn a_job_s_devices_filter_by_status_reason_and_id_prefix_on_the_page_and_i
     let (_, all) = get("/jobs/offline/export.csv".into()).await;
     assert_eq!(all.lines().count(), 7, "{all}");
 }
+
+#[tokio::test]
+async fn a_running_job_s_stream_ends_when_its_token_is_deleted() {
+    let server = Server::start().await;
+    let http = client();
+    let api = server.admin();
+    // dev-1 never connects: the command job waits for it (minutes), so it stays running.
+    one_controller_in_group_all(&api).await;
+    api.put(
+        "/jobs/waiting",
+        serde_json::json!({
+            "group": "all",
+            "data": [{"type": "command", "target": CONTROLLER, "path": "reboot", "value": 1}]
+        }),
+    )
+    .await
+    .ok(200);
+    wait_job(&api, "waiting", &["running"]).await;
+    let value = api.create_token("watcher", OPERATOR).await;
+    let cookie = session_cookie(&sign_in(&http, &server.base, &value).await);
+    let page = http
+        .get(format!("{}/jobs/waiting", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("sse-connect=\"/jobs/waiting/stream\""),
+        "{page}"
+    );
+
+    let mut stream = http
+        .get(format!("{}/jobs/waiting/stream", server.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("id=\"job-status\">running<") {
+        let chunk = stream.chunk().await.unwrap().expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    api.delete("/apiTokens/watcher").await;
+    // The stream ends by itself (it looks at the token every second; the minute is only there
+    // so that a stream that never ends fails the test instead of hanging it).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token: {seen}");
+    assert!(!seen.contains("event: end"), "{seen}");
+    assert_eq!(api.get("/jobs/waiting").await.ok(200)["status"], "running");
+}
