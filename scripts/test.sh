@@ -11,6 +11,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 
+# The dashboard's browser tests drive Debian's Chromium with playwright-core from npm.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
+
 cargo test --workspace --locked
 
 # The end-to-end tests again, each server on a fresh PostgreSQL database instead of SQLite.

@@ -88,16 +88,21 @@ async fn caller_of(
     let invalid =
         || ApiError::unauthorized("The API token in the Authorization header is not valid.");
     let value = token_from_header(header).ok_or_else(invalid)?;
-    let token = state
-        .store
-        .api_token_by_hash(&token_hash(&value))
-        .await?
-        .ok_or_else(invalid)?;
+    let token = token_of_value(state, &value).await?.ok_or_else(invalid)?;
+    Ok(Caller { token, version })
+}
+
+/// The unexpired token whose value this is (`None` for a value this server never issued), as
+/// the REST API checks it; the dashboard signs in with it too.
+pub async fn token_of_value(state: &AppState, value: &str) -> Result<Option<ApiToken>, ApiError> {
+    let Some(token) = state.store.api_token_by_hash(&token_hash(value)).await? else {
+        return Ok(None);
+    };
     if token.expiry <= jiff::Timestamp::now() {
         return Err(ApiError::unauthorized(format!(
             "The API token '{}' expired at {}.",
             token.id, token.expiry
         )));
     }
-    Ok(Caller { token, version })
+    Ok(Some(token))
 }

@@ -242,7 +242,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         parts.hub.clone(),
         budget.devices,
     ));
-    let rest = flotilla_api::app(parts.state);
+    // The REST API under /api and the dashboard at /, on both listeners.
+    let rest = flotilla_dashboard::app(parts.state);
     let limits = http_server::Limits {
         caps: ConnectionCaps::new(budget.web, budget.web_per_address),
         head_timeout: std::time::Duration::from_secs(args.http_head_timeout_secs),

@@ -141,6 +141,19 @@ impl Store {
         Ok(into_page(items, page.size))
     }
 
+    /// How many devices a device-group filter selects now (a group's size, a filter's preview).
+    pub async fn count_devices_matching(&self, filter: &Filter) -> Result<i64> {
+        let condition = filter_sql::condition(filter, self.dialect);
+        let sql = self.sql(&format!(
+            "SELECT COUNT(*) AS n FROM devices WHERE ({})",
+            condition.sql
+        ));
+        let row = bind_condition(sqlx::query::<Any>(&sql), condition.params)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// The ids of the devices a device-group filter selects, in id order, only those of these
     /// templates unless there are none (a job's devices).
     pub async fn device_ids_matching(

@@ -161,7 +161,7 @@ fn active_jobs() -> String {
 }
 
 /// The columns of a job device, in the order `device_from_json` reads them.
-const DEVICE_COLUMNS: &str = "device_id, position, batch, status, reason, detail, deadline_ms, \
+pub(crate) const DEVICE_COLUMNS: &str = "device_id, position, batch, status, reason, detail, deadline_ms, \
      desired_version, sent, reason_code";
 
 /// A job device from one element of a `job_device_list` array.
@@ -446,7 +446,7 @@ impl Store {
     /// They come back as one row holding a JSON array: sqlx hands SQLite's rows over from the
     /// connection's thread one at a time, each a thread wake-up, which cost more than the rows
     /// themselves (a page of 100 devices was about 0.7 ms of CPU).
-    fn job_device_list_sql(&self, select: &str) -> String {
+    pub(crate) fn job_device_list_sql(&self, select: &str) -> String {
         self.sql(&match self.dialect {
             crate::Dialect::Sqlite => format!(
                 "SELECT json_group_array(json_array({DEVICE_COLUMNS}) ORDER BY position) AS list \
@@ -459,7 +459,7 @@ impl Store {
         })
     }
 
-    async fn job_device_list<'q>(
+    pub(crate) async fn job_device_list<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<Vec<JobDevice>> {

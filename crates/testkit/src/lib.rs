@@ -66,7 +66,7 @@ impl TestServer {
             .await
             .expect("a free loopback port");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let rest = flotilla_api::app(parts.state.clone())
+        let rest = flotilla_dashboard::app(parts.state.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let http = tokio::spawn(async move {
             axum::serve(listener, rest)
