@@ -25,6 +25,8 @@ import bench  # noqa: E402  (bench/bench.py: processes, REST, devices, jobs)
 from bench import log  # noqa: E402
 
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+# --keep: the working folder and the databases stay, for a look afterwards.
+KEEP = False
 
 
 def psql(sql):
@@ -59,7 +61,7 @@ class Cluster:
     def stop(self):
         for server in self.servers:
             server.stop()
-        if self.database:
+        if self.database and not KEEP:
             psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
 
 
@@ -165,11 +167,13 @@ def main():
                         help="the jobs to run, comma-separated: " + ", ".join(KINDS))
     parser.add_argument("--configs", default="sqlite,pg-1,pg-2,pg-3",
                         help="the configurations, comma-separated: sqlite, pg-N (N replicas)")
-    parser.add_argument("--keep", action="store_true", help="keep the working folder and its logs")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder, its logs and the databases")
     parser.add_argument("--flotilla", help="another build of the flotilla binary to measure")
     parser.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results", "cluster.md"))
     parser.add_argument("--command", default="bench/run-cluster.sh")
     args = parser.parse_args()
+    global KEEP
+    KEEP = args.keep
     if args.flotilla:
         bench.FLOTILLA = os.path.abspath(args.flotilla)
     tmp = tempfile.mkdtemp(prefix="fbc-")

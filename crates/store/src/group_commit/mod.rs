@@ -235,14 +235,15 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         let r = write_reported(core, &mut tx, &batch.reported, reported_plan).await?;
         let d = write_desired(core, &mut tx, &batch.desired, desired_plan).await?;
         let n = notes_bulk(core, &mut tx, &batch.notes).await?;
-        let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
-        let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
+        // Devices' rows before jobs' rows (the finishes lock those), as every writer of both.
         let changes: Vec<(&str, &DeviceChange)> = batch
             .device_changes
             .iter()
             .map(|(w, _)| (w.device_id.as_str(), &w.change))
             .collect();
         let c = core.change_devices_bulk(&mut tx, &changes).await?;
+        let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
+        let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
         tx.commit().await?;
         Ok::<_, StoreError>((r, d, n, f, c))
     }
