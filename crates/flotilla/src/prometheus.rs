@@ -132,6 +132,10 @@ fn describe() {
         "REST API requests: time to the response's head, by method, route template and status class."
     );
     describe_counter!(
+        "flotilla_http_auth_failures_total",
+        "REST API requests refused with 401: no API token, one this server did not issue, or an expired one."
+    );
+    describe_counter!(
         "flotilla_mqtt_received_packets_total",
         "MQTT packets received from devices, by packet type."
     );

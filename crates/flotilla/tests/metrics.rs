@@ -472,6 +472,12 @@ async fn a_refused_device_connection_is_counted_by_cause() {
 async fn the_metrics_token_guards_the_endpoint_on_both_listeners() {
     let token = "metrics-token-for-the-test-0123456789";
     let server = Server::start_with_env(&[("FLOTILLA_METRICS_TOKEN", token)]).await;
+    // The metrics token is not an API token: the API refuses it (and counts the refusal).
+    server
+        .client(token)
+        .get("/devices")
+        .await
+        .error(401, "Unauthorized");
     let https = std::fs::read_to_string(server.data_dir().join("https.addr")).unwrap();
     let ca = std::fs::read(server.data_dir().join("ca.pem")).unwrap();
     let client = reqwest::Client::builder()
@@ -493,6 +499,12 @@ async fn the_metrics_token_guards_the_endpoint_on_both_listeners() {
         let allowed = Api::send(client.get(&url).bearer_auth(token)).await;
         assert_eq!(allowed.status, 200, "{base}: {}", allowed.text);
         let exposition = Exposition::parse(&allowed.text);
+        assert_eq!(
+            exposition.value("flotilla_http_auth_failures_total", &[]),
+            1.0,
+            "{}",
+            allowed.text
+        );
         assert_eq!(
             exposition.value(
                 "flotilla_build_info",
