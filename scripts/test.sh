@@ -17,6 +17,18 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
+# `promtool check metrics` checks GET /metrics (crates/flotilla/tests/metrics.rs): taken from
+# Debian's `prometheus` package without installing it (no root, no Prometheus server started).
+if ! command -v promtool >/dev/null; then
+  tools="$PWD/target/tools"
+  if [ ! -x "$tools/usr/bin/promtool" ]; then
+    mkdir -p "$tools"
+    (cd "$tools" && { apt-get download -qq prometheus || { apt-get update -qq && apt-get download -qq prometheus; }; } \
+      && dpkg -x prometheus_*.deb . && rm prometheus_*.deb)
+  fi
+  export PATH="$tools/usr/bin:$PATH"
+fi
+
 cargo test --workspace --locked
 
 # The end-to-end tests again, each server on a fresh PostgreSQL database instead of SQLite.

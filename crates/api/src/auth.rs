@@ -69,9 +69,18 @@ pub async fn authenticate(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            if error.status == axum::http::StatusCode::UNAUTHORIZED {
+                AUTH_FAILURES.increment(1);
+            }
+            error.into_response()
+        }
     }
 }
+
+/// Requests refused for their token (missing, not ours, expired), for `/metrics`.
+static AUTH_FAILURES: std::sync::LazyLock<metrics::Counter> =
+    std::sync::LazyLock::new(|| metrics::counter!("flotilla_http_auth_failures_total"));
 
 async fn caller_of(
     state: &AppState,

@@ -148,7 +148,11 @@ pub fn rfc1123_now() -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = flotilla_model::keys::random_hex::<8>();
+        // The request's own id (see `observe`), so the body names the request's log lines.
+        let request_id = match crate::observe::RequestId::current() {
+            Some(id) => id.as_str().to_string(),
+            None => flotilla_model::keys::random_hex::<8>(),
+        };
         if self.status.is_server_error() {
             tracing::error!(request_id, code = self.code, message = %self.message, "request failed");
         } else {

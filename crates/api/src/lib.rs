@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod collections;
 pub mod error;
+pub mod observe;
 pub mod openapi;
 pub mod origin;
 pub mod paging;
@@ -61,7 +62,9 @@ pub fn app(state: AppState) -> Router {
             origin::resolve,
         ))
         // Added after `route_layer`, so neither a token nor an api-version is needed.
-        .route("/openapi.json", get(move || async move { Json(doc) }));
+        .route("/openapi.json", get(move || async move { Json(doc) }))
+        // Last, so it runs first: the span and the histogram get the matched route.
+        .route_layer(middleware::from_fn(observe::route));
     Router::new()
         .nest("/api", api)
         .fallback(|| async { ApiError::not_found("There is no such route.") })
@@ -74,5 +77,6 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(observe::request))
         .with_state(state)
 }

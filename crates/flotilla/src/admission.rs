@@ -28,6 +28,17 @@ struct Open {
     by_address: HashMap<Client, usize>,
 }
 
+/// Connections refused by cap, as `/metrics` counts them (registered once: see `prometheus`).
+struct Refused {
+    total: metrics::Counter,
+    per_address: metrics::Counter,
+}
+
+static REFUSED: std::sync::LazyLock<Refused> = std::sync::LazyLock::new(|| Refused {
+    total: metrics::counter!("flotilla_connections_refused_total", "listener" => "http", "cause" => "connection_cap"),
+    per_address: metrics::counter!("flotilla_connections_refused_total", "listener" => "http", "cause" => "per_address_cap"),
+});
+
 /// Who a client is, for the per-address cap: its IPv4 address, or the /64 prefix of its IPv6
 /// address (one host commonly holds a whole /64).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,10 +76,12 @@ impl ConnectionCaps {
         let client = Client::from(peer);
         let mut open = self.0.open.lock().unwrap();
         if open.total >= self.0.total {
+            REFUSED.total.increment(1);
             return None;
         }
         let from_client = open.by_address.entry(client).or_default();
         if *from_client >= self.0.per_address {
+            REFUSED.per_address.increment(1);
             return None;
         }
         *from_client += 1;

@@ -22,6 +22,7 @@ fn exposed(args: impl IntoIterator<Item = String>) -> Vec<(&'static str, &'stati
         };
         match flag.as_str() {
             "--admin-token" => exposed.push(("--admin-token", "FLOTILLA_ADMIN_TOKEN")),
+            "--metrics-token" => exposed.push(("--metrics-token", "FLOTILLA_METRICS_TOKEN")),
             "--database-url" => {
                 let url = inline.or_else(|| args.next()).unwrap_or_default();
                 if has_password(&url) {
@@ -64,6 +65,10 @@ mod tests {
     fn an_admin_token_flag_is_exposed_in_either_form() {
         assert_eq!(flags(&["serve", "--admin-token", "x"]), ["--admin-token"]);
         assert_eq!(flags(&["serve", "--admin-token=x"]), ["--admin-token"]);
+        assert_eq!(
+            flags(&["serve", "--metrics-token", "x"]),
+            ["--metrics-token"]
+        );
     }
 
     #[test]

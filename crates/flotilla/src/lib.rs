@@ -2,5 +2,6 @@
 //! (`bootstrap`) and the parts of the server wired together (`wiring`).
 
 pub mod bootstrap;
+pub mod prometheus;
 pub mod replica;
 pub mod wiring;

@@ -63,6 +63,8 @@ fn main() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if matches!(cli.command, Command::Serve(_)) {
+        // Before anything records: a metric's handle taken earlier would record nowhere.
+        flotilla::prometheus::install();
         // The REST API runs on this runtime; device work has its own (gateway::runtime).
         runtime.on_thread_start(short_time_slices);
     }

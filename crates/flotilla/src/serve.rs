@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// can read.
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A token `GET /metrics` requires (`Authorization: Bearer <token>`); without one, the
+    /// metrics are open to whoever reaches the REST API's listeners.
+    #[arg(long, env = "FLOTILLA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// Where HTTPS listens unless told otherwise: IoT Hub's WebSocket port, on loopback only.
@@ -242,8 +247,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         parts.hub.clone(),
         budget.devices,
     ));
-    // The REST API under /api and the dashboard at /, on both listeners.
-    let rest = flotilla_dashboard::app(parts.state);
+    // The REST API under /api, the dashboard at / and the metrics at /metrics, on both listeners.
+    let metrics = flotilla::prometheus::router(
+        flotilla::prometheus::install(),
+        store.clone(),
+        parts.hub.clone(),
+        args.metrics_token.clone(),
+    );
+    let rest = flotilla_dashboard::app(parts.state).merge(metrics);
     let limits = http_server::Limits {
         caps: ConnectionCaps::new(budget.web, budget.web_per_address),
         head_timeout: std::time::Duration::from_secs(args.http_head_timeout_secs),

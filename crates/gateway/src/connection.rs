@@ -18,6 +18,7 @@ use crate::auth::{Identity, authenticate};
 use crate::device::DeviceSession;
 use crate::device_log::Untrusted;
 use crate::hub::{Hub, Live, Outgoing};
+use crate::meters::{self, Refusal};
 use crate::topics::{Subscription, parse_filter};
 
 /// Largest packet accepted: IoT Hub's 256 KiB message limit plus room for topic and header.
@@ -68,20 +69,31 @@ where
     let connect =
         match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut reader, &mut buffer)).await {
             Ok(Ok(Packet::Connect(connect))) => connect,
-            Ok(Ok(_)) => return tracing::info!(%peer, "refused: the first packet was not CONNECT"),
-            Ok(Err(end)) => return tracing::info!(%peer, %end, "closed before CONNECT"),
-            Err(_) => return tracing::info!(%peer, "cut off: no CONNECT in time"),
+            Ok(Ok(_)) => {
+                meters::refused(Refusal::NoConnect);
+                return tracing::info!(%peer, "refused: the first packet was not CONNECT");
+            }
+            Ok(Err(end)) => {
+                meters::refused(Refusal::NoConnect);
+                return tracing::info!(%peer, %end, "closed before CONNECT");
+            }
+            Err(_) => {
+                meters::refused(Refusal::NoConnect);
+                return tracing::info!(%peer, "cut off: no CONNECT in time");
+            }
         };
     // Boxed, as the other calls made once or rarely: inline, each would add its state to the
     // connection's task, which lives (and takes memory) as long as the device stays connected.
     let identity = match Box::pin(authenticate(hub.store(), hub.id_scope(), &connect)).await {
         Ok(identity) => identity,
         Err(code) => {
+            meters::refused(Refusal::of(code));
             tracing::info!(%peer, client = ?Untrusted(&connect.client_id), ?code, "refused CONNECT");
             let _ = write_packets(&mut writer, &[Packet::ConnAck(ConnAck::new(code, false))]).await;
             return;
         }
     };
+    meters::accepted();
     let client_id = identity.client_id().to_string();
     let keep_alive = match connect.keep_alive {
         0 => MAX_KEEP_ALIVE,
@@ -315,7 +327,10 @@ async fn read_packet<R: AsyncRead + Unpin>(
     loop {
         check_reserved_bits(buffer)?;
         let needed = match Packet::read(buffer, MAX_PACKET) {
-            Ok(packet) => return Ok(packet),
+            Ok(packet) => {
+                meters::received(&packet);
+                return Ok(packet);
+            }
             Err(CodecError::InsufficientBytes(needed)) => needed,
             Err(e) => return Err(End::Malformed(e)),
         };
@@ -327,7 +342,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
         buffer.reserve(needed.max(IDLE_READ_BUFFER));
         match reader.read_buf(buffer).await {
             Ok(0) => return Err(End::Closed),
-            Ok(_) => {}
+            Ok(n) => meters::received_bytes(n),
             Err(e) => return Err(End::Io(e)),
         }
     }
@@ -342,7 +357,9 @@ async fn write_packets<W: AsyncWrite + Unpin>(
         packet
             .write(&mut buffer, MAX_PACKET)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        meters::sent(packet);
     }
+    meters::sent_bytes(buffer.len());
     writer.write_all(&buffer).await?;
     writer.flush().await
 }
@@ -367,6 +384,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
                         closing = true;
                         break;
                     }
+                    meters::sent(&packet);
                 }
                 Outgoing::Publish {
                     topic,
@@ -391,12 +409,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
                         .is_err()
                     {
                         tracing::warn!("dropped an outgoing message over the size limit");
+                    } else {
+                        meters::sent_publish();
                     }
                 }
             }
             item = rx.try_recv().ok();
         }
         if !buffer.is_empty() {
+            meters::sent_bytes(buffer.len());
             if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
                 break;
             }

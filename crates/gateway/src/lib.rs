@@ -15,6 +15,7 @@ mod device;
 mod device_log;
 pub mod hub;
 pub mod listener;
+mod meters;
 mod presence;
 pub mod runtime;
 pub mod tls;

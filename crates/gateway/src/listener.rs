@@ -52,6 +52,7 @@ async fn accept(listener: TcpListener, tls: Arc<ServerConfig>, hub: Hub, max_con
             }
         };
         let Ok(place) = open.clone().try_acquire_owned() else {
+            crate::meters::refused(crate::meters::Refusal::ConnectionCap);
             tracing::debug!(%peer, "device connection refused: too many connections");
             continue;
         };
@@ -80,8 +81,14 @@ pub(crate) async fn handshake_and_serve(
     ));
     let stream = match handshake.await {
         Ok(Ok(stream)) => Box::new(stream),
-        Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
+        Ok(Err(e)) => {
+            crate::meters::refused(crate::meters::Refusal::TlsHandshake);
+            return tracing::info!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            crate::meters::refused(crate::meters::Refusal::TlsHandshake);
+            return tracing::info!(%peer, "TLS handshake timed out");
+        }
     };
     connection::serve(stream, hub, peer.to_string()).await
 }

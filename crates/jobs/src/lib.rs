@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 mod device_op;
 pub mod engine;
+mod meters;
 pub mod scheduler;
 pub mod service;
 pub mod templates;

@@ -179,6 +179,9 @@ async fn visit(
                 )
                 .await?;
             if let Some(job_id) = fired {
+                // How late it ran: the scheduler's tick, a busy database, or downtime.
+                let lag = std::time::Duration::try_from(now.duration_since(at)).unwrap_or_default();
+                crate::meters::occurrence_fired(lag);
                 if occurrence > next {
                     tracing::warn!(scheduled_job = %scheduled.id, skipped = occurrence - next, "missed occurrences skipped; ran the latest");
                 }

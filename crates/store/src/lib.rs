@@ -30,6 +30,7 @@ mod scheduled_jobs;
 mod settings;
 mod signals;
 mod sqlite;
+mod stats;
 mod telemetry;
 mod token_cache;
 mod twins;

@@ -18,6 +18,8 @@
 mod job_progress;
 mod twin_plan;
 
+use std::sync::LazyLock;
+
 use std::collections::HashSet;
 
 use flotilla_model::job::Threshold;
@@ -72,6 +74,22 @@ pub(crate) struct DeviceChangeWrite {
     pub device_id: String,
     pub change: DeviceChange,
 }
+
+/// The writer's metrics, registered once (a handle records without looking its name up).
+struct CommitMetrics {
+    /// A batch's transaction, from asking for the write lock to the commit.
+    duration: metrics::Histogram,
+    /// Writes per transaction.
+    writes: metrics::Histogram,
+    /// Transactions that failed (their writes then run again on their own).
+    failed: metrics::Counter,
+}
+
+static COMMIT_METRICS: LazyLock<CommitMetrics> = LazyLock::new(|| CommitMetrics {
+    duration: metrics::histogram!("flotilla_db_group_commit_duration_seconds"),
+    writes: metrics::histogram!("flotilla_db_group_commit_writes"),
+    failed: metrics::counter!("flotilla_db_group_commit_failures_total"),
+});
 
 /// Where a write's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -248,6 +266,12 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
         Ok::<_, StoreError>((r, d, n, f, c))
     }
     .await;
+    let meters = &*COMMIT_METRICS;
+    meters.duration.record(started.elapsed());
+    meters.writes.record(batch.len() as f64);
+    if result.is_err() {
+        meters.failed.increment(1);
+    }
     // Before anyone hears of these writes, reads of jobs see them.
     if !batch.notes.is_empty() || !batch.finishes.is_empty() || !batch.desired.is_empty() {
         core.caches.changed(Changed::Jobs);
@@ -370,6 +394,14 @@ impl Write {
 }
 
 impl Batch {
+    fn len(&self) -> usize {
+        self.reported.len()
+            + self.desired.len()
+            + self.notes.len()
+            + self.finishes.len()
+            + self.device_changes.len()
+    }
+
     fn into_writes(self) -> Vec<Write> {
         let reported = self
             .reported
