@@ -242,6 +242,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         parts.hub.clone(),
         budget.devices,
     ));
+    let live = parts.state.live.clone();
     // The REST API under /api and the dashboard at /, on both listeners.
     let rest = flotilla_dashboard::app(parts.state);
     let limits = http_server::Limits {
@@ -263,11 +264,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = shutdown_signal() => {}
             _ = fenced => {}
         }
+        // Event streams never end by themselves: end them, or the listener would wait on them.
+        live.close();
     };
     http_server::serve(listener, rest, None, limits, stop).await;
     parts.replica.stop();
     shutdown::Running {
         scheduler: parts.scheduler,
+        webhooks: parts.webhooks,
         engine: parts.engine,
         listeners: std::iter::once(gateway).chain(secure).collect(),
         store,
