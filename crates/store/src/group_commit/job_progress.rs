@@ -140,14 +140,18 @@ pub(crate) async fn finish_bulk(
         crate::Dialect::Postgres => (", owner = NULL", " AND job_devices.owner = ?"),
         crate::Dialect::Sqlite => ("", ""),
     };
-    for (job_id, indexes) in jobs {
-        // The job's row first: its counter hands these finishes their sequence numbers (one
-        // each, whether or not it counts: gaps are fine), and the row stays locked until the
-        // commit (PostgreSQL), so the numbers follow the order finishes commit in and a live
-        // event stream's cursor never passes one that commits late.
-        let Some(first_seq) =
-            crate::job_events::take_finish_seqs(core, tx, job_id, indexes.len()).await?
-        else {
+    // The jobs' rows first, before any device's: each job's counter hands its finishes their
+    // sequence numbers (one each, whether or not it counts: gaps are fine), and the row stays
+    // locked until the commit (PostgreSQL), so the numbers follow the order finishes commit in
+    // and a live event stream's cursor never passes one that commits late. Job rows before
+    // device rows, as a job's start and its failure lock them.
+    let mut first_seqs = Vec::with_capacity(jobs.len());
+    for (job_id, indexes) in &jobs {
+        first_seqs
+            .push(crate::job_events::take_finish_seqs(core, tx, job_id, indexes.len()).await?);
+    }
+    for ((job_id, indexes), first_seq) in jobs.into_iter().zip(first_seqs) {
+        let Some(first_seq) = first_seq else {
             continue;
         };
         // End the devices that are still running; the statement says which those were.
