@@ -191,17 +191,17 @@ async fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
         assert_eq!(request.header("x-flotilla-event"), body["type"]);
         assert_eq!(request.header("content-type"), "application/json");
     }
-    // The first two answers were 500: those deliveries came again, with the same id, and were
-    // taken.
+    // The first two answers were 500: those deliveries come again, with the same id and
+    // signature, and are taken.
     let failed: Vec<&Received> = received.iter().filter(|r| r.answered == 500).collect();
     assert_eq!(failed.len(), 2);
     for first in failed {
-        let id = first.header("x-flotilla-delivery");
-        assert!(
-            received
-                .iter()
-                .any(|r| r.answered == 200 && r.header("x-flotilla-delivery") == id),
-            "{id} was not delivered on retry"
+        let id = first.header("x-flotilla-delivery").to_string();
+        let retried = receiver.wait_for(|b| b["id"] == id.as_str()).await;
+        assert_eq!(retried.body, first.body);
+        assert_eq!(
+            retried.header("x-flotilla-signature"),
+            signature(&retried.body)
         );
     }
 
