@@ -97,3 +97,11 @@ collection!(
     /// A page of a command's history on a device, oldest first.
     DeviceCommandCollection of DeviceCommand
 );
+collection!(
+    /// A page of webhooks (never with their secrets).
+    WebhookCollection of flotilla_model::webhook::WebhookBody
+);
+collection!(
+    /// A page of a webhook's deliveries, newest first.
+    WebhookDeliveryCollection of crate::routes::webhooks::WebhookDelivery
+);

@@ -136,6 +136,7 @@ fn noun(entity: Entity) -> &'static str {
         Entity::ApiToken => "API token",
         Entity::Job => "job",
         Entity::ScheduledJob => "scheduled job",
+        Entity::Webhook => "webhook",
     }
 }
 

@@ -12,6 +12,8 @@ pub mod auth;
 pub mod body;
 pub mod collections;
 pub mod error;
+pub mod job_events;
+pub mod live;
 pub mod observe;
 pub mod openapi;
 pub mod origin;

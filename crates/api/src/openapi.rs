@@ -44,6 +44,8 @@ pub const SECURITY_SCHEME: &str = "apiToken";
         (name = "Devices", description = "Devices, their cloud properties, credentials and attestation."),
         (name = "DeviceGroups", description = "Device groups: a named filter over the devices."),
         (name = "EnrollmentGroups", description = "Enrollment groups that devices provision through."),
+        (name = "Events", description = "Flotilla extension: live job events (Server-Sent Events)."),
+        (name = "Webhooks", description = "Flotilla extension: job events POSTed to a URL, signed."),
     ),
     components(schemas(Error, ErrorDetails)),
 )]
@@ -189,6 +191,23 @@ pub struct IfMatch {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct MergePatch(pub Map<String, Value>);
 
+/// A webhook as `PUT` takes it: what `GET` shows, and its write-only secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookRequest {
+    /// Where deliveries are POSTed: an absolute `http` or `https` URL.
+    pub url: String,
+    /// The key each delivery's `X-Flotilla-Signature` is computed with: 16 to 256 characters.
+    /// Never returned.
+    #[schema(write_only, min_length = 16, max_length = 256)]
+    pub secret: String,
+    /// The events wanted: `job.status`, `job.progress`, `job.device`.
+    pub events: Vec<flotilla_model::webhook::WebhookEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub display_name: Option<String>,
+}
+
 /// A device's cloud properties: each a cloud property of the device's template, by name, with a
 /// value that fits the property's schema.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -279,8 +298,9 @@ mod tests {
             }
         }
         // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs,
-        // 6 for scheduled jobs, 1 for a device's components and 14 for its modules.
-        assert_eq!(operation_ids.len(), 75);
+        // 6 for scheduled jobs, 1 for a device's components and 14 for its modules; Flotilla's
+        // own: 2 event streams and 5 for webhooks.
+        assert_eq!(operation_ids.len(), 82);
         let text = doc.to_string();
         let references: Vec<&str> = text.split("\"$ref\":\"").skip(1).collect();
         assert!(references.len() > 35);

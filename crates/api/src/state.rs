@@ -19,4 +19,6 @@ pub struct AppState {
     pub trusted_proxies: crate::origin::TrustedProxies,
     /// Turns for this process's writers of one entity.
     pub turns: crate::turns::EntityTurns,
+    /// Ends the event streams when the server stops.
+    pub live: crate::live::Live,
 }

@@ -247,6 +247,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         parts.hub.clone(),
         budget.devices,
     ));
+    let live = parts.state.live.clone();
     // The REST API under /api, the dashboard at / and the metrics at /metrics, on both listeners.
     let metrics = flotilla::prometheus::router(
         flotilla::prometheus::install(),
@@ -274,11 +275,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = shutdown_signal() => {}
             _ = fenced => {}
         }
+        // Event streams never end by themselves: end them, or the listener would wait on them.
+        live.close();
     };
     http_server::serve(listener, rest, None, limits, stop).await;
     parts.replica.stop();
     shutdown::Running {
         scheduler: parts.scheduler,
+        webhooks: parts.webhooks,
         engine: parts.engine,
         listeners: std::iter::once(gateway).chain(secure).collect(),
         store,

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 /// What runs until the server stops; the REST API's own listener has stopped before.
 pub struct Running {
     pub scheduler: Scheduler,
+    pub webhooks: flotilla_webhooks::Webhooks,
     pub engine: Engine,
     /// The device listener and the HTTPS listener's accept loops.
     pub listeners: Vec<JoinHandle<()>>,
@@ -21,6 +22,8 @@ impl Running {
         // through the listeners' connections, which must outlive them, or a task would record
         // a disconnection the stop caused as a device's failure.
         self.scheduler.stop().await;
+        // Webhook deliveries in flight are let go (sent again after a restart or elsewhere).
+        self.webhooks.stop().await;
         self.engine.stop().await;
         // In cluster mode, what the engine was working on is handed over now, not a lease later
         // (on SQLite the next start takes it over). Bounded: a stop must not wait on a database

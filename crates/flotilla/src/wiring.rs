@@ -36,6 +36,8 @@ pub struct Parts {
     pub hub: Hub,
     pub engine: Engine,
     pub scheduler: Scheduler,
+    /// Job events POSTed to webhooks, from an outbox in the database.
+    pub webhooks: flotilla_webhooks::Webhooks,
     pub state: AppState,
     /// This server's lease among the replicas: the server stops once it is fenced.
     pub replica: Membership,
@@ -77,6 +79,7 @@ pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
     );
     let scheduler =
         flotilla_jobs::scheduler::start(store.clone(), engine.clone(), settings.clock.clone());
+    let webhooks = flotilla_webhooks::start(store.clone(), Default::default());
     let state = AppState {
         store: store.clone(),
         id_scope: settings.app.id_scope,
@@ -86,11 +89,13 @@ pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
         clock: settings.clock,
         trusted_proxies: settings.trusted_proxies,
         turns: Default::default(),
+        live: Default::default(),
     };
     Ok(Parts {
         hub,
         engine,
         scheduler,
+        webhooks,
         state,
         replica,
     })

@@ -10,6 +10,7 @@ pub mod device_group;
 pub mod enrollment_group;
 pub mod ids;
 pub mod job;
+pub mod job_events;
 pub mod job_state;
 pub mod keys;
 pub mod properties;
@@ -19,6 +20,7 @@ pub mod schema;
 pub mod template;
 pub mod twin;
 pub mod validate;
+pub mod webhook;
 
 pub use validate::Invalid;
 

@@ -16,6 +16,7 @@ pub enum Entity {
     ApiToken,
     Job,
     ScheduledJob,
+    Webhook,
 }
 
 /// Why a change conflicts with what is stored.
@@ -41,6 +42,7 @@ impl std::fmt::Display for Entity {
             Entity::ApiToken => "API token",
             Entity::Job => "job",
             Entity::ScheduledJob => "scheduled job",
+            Entity::Webhook => "webhook",
         })
     }
 }

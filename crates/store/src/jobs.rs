@@ -327,15 +327,25 @@ impl Store {
             "the job failed before this device finished: {}",
             job_reason.unwrap_or("no reason given")
         );
+        // Their finish sequence numbers in the job's order, after every finish before (the
+        // job's row is locked by the transition).
+        let total = sqlx::query(&self.sql("SELECT total FROM jobs WHERE id = ?"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("total")?;
+        let first_seq =
+            crate::job_events::take_finish_seqs(self, &mut *tx, id, total.max(0) as usize).await?;
         let failed = sqlx::query(&self.sql(&format!(
-            "UPDATE job_devices SET status = ?, reason = ?, reason_code = ?, finished_ms = ? \
-             WHERE job_id = ? AND status IN ({})",
+            "UPDATE job_devices SET status = ?, reason = ?, reason_code = ?, finished_ms = ?, \
+             finish_seq = ? + position WHERE job_id = ? AND status IN ({})",
             device_source(DeviceEvent::JobFailed)
         )))
         .bind(DeviceStatus::target(DeviceEvent::JobFailed).as_str())
         .bind(reason)
         .bind(FailureReason::Interrupted.as_str())
         .bind(now_ms())
+        .bind(first_seq.unwrap_or(0))
         .bind(id)
         .execute(&mut *tx)
         .await?

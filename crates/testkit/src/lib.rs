@@ -109,6 +109,7 @@ impl TestServer {
         self.http.abort();
         self.parts.replica.stop();
         self.parts.scheduler.stop().await;
+        self.parts.webhooks.stop().await;
         self.parts.engine.stop().await;
         self.store.close().await;
     }

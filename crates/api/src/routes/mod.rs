@@ -12,9 +12,11 @@ mod device_telemetry;
 mod device_templates;
 mod devices;
 mod enrollment_groups;
+mod events;
 pub(crate) mod jobs;
 mod roles;
 pub(crate) mod scheduled_jobs;
+pub(crate) mod webhooks;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -40,6 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(enrollment_groups::router())
         .merge(jobs::router())
         .merge(scheduled_jobs::router())
+        .merge(events::router())
+        .merge(webhooks::router())
 }
 
 /// Optimistic concurrency: the etag the client says it last saw, from `If-Match` (preview) or

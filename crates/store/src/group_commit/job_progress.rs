@@ -140,29 +140,44 @@ pub(crate) async fn finish_bulk(
         crate::Dialect::Postgres => (", owner = NULL", " AND job_devices.owner = ?"),
         crate::Dialect::Sqlite => ("", ""),
     };
-    for (job_id, indexes) in jobs {
+    // The jobs' rows first, before any device's: each job's counter hands its finishes their
+    // sequence numbers (one each, whether or not it counts: gaps are fine), and the row stays
+    // locked until the commit (PostgreSQL), so the numbers follow the order finishes commit in
+    // and a live event stream's cursor never passes one that commits late. Job rows before
+    // device rows, as a job's start and its failure lock them.
+    let mut first_seqs = Vec::with_capacity(jobs.len());
+    for (job_id, indexes) in &jobs {
+        first_seqs
+            .push(crate::job_events::take_finish_seqs(core, tx, job_id, indexes.len()).await?);
+    }
+    for ((job_id, indexes), first_seq) in jobs.into_iter().zip(first_seqs) {
+        let Some(first_seq) = first_seq else {
+            continue;
+        };
         // End the devices that are still running; the statement says which those were.
         let mut counted = HashSet::new();
-        for chunk in indexes.chunks(CHUNK) {
+        for (chunk_index, chunk) in indexes.chunks(CHUNK).enumerate() {
             let sql = core.sql(&format!(
                 "UPDATE job_devices SET status = v.column2, reason = v.column3, detail = v.column4, \
-                 reason_code = v.column5, finished_ms = ?{clear_owner} FROM (VALUES {}) AS v \
+                 reason_code = v.column5, finish_seq = v.column6, finished_ms = ?{clear_owner} \
+                 FROM (VALUES {}) AS v \
                  WHERE job_devices.job_id = ? AND job_devices.device_id = v.column1 \
                  AND {} = {}{check_owner} \
                  RETURNING job_devices.device_id AS device_id",
-                value_rows(chunk.len(), 5),
+                value_rows(chunk.len(), 6),
                 core.not_indexed("job_devices.status"),
                 device_source(DeviceEvent::Finish(DeviceOutcome::Completed)),
             ));
             let mut query = sqlx::query(&sql).bind(now);
-            for &i in chunk {
+            for (k, &i) in chunk.iter().enumerate() {
                 let w = writes[i];
                 query = query
                     .bind(&w.device_id)
                     .bind(DeviceStatus::target(DeviceEvent::Finish(w.outcome)).as_str())
                     .bind(w.reason.as_deref())
                     .bind(w.detail.as_ref().map(Value::to_string))
-                    .bind(reason_code(w.outcome));
+                    .bind(reason_code(w.outcome))
+                    .bind(first_seq + (chunk_index * CHUNK + k) as i64);
             }
             query = query.bind(job_id);
             if !check_owner.is_empty() {

@@ -250,18 +250,19 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
     let result = async {
         // Refused while this replica's lease is not known valid (a zombie writes nothing).
         let mut tx = core.begin_write().await?;
+        // Finishes first: they lock their jobs' rows before any job device row (see
+        // `finish_bulk`), so no transaction waits for a job's row while holding device rows.
+        let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
+        let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
         let r = write_reported(core, &mut tx, &batch.reported, reported_plan).await?;
         let d = write_desired(core, &mut tx, &batch.desired, desired_plan).await?;
         let n = notes_bulk(core, &mut tx, &batch.notes).await?;
-        // Devices' rows before jobs' rows (the finishes lock those), as every writer of both.
         let changes: Vec<(&str, &DeviceChange)> = batch
             .device_changes
             .iter()
             .map(|(w, _)| (w.device_id.as_str(), &w.change))
             .collect();
         let c = core.change_devices_bulk(&mut tx, &changes).await?;
-        let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
-        let f = finish_bulk(core, &mut tx, &finishes, &core.replica).await?;
         tx.commit().await?;
         Ok::<_, StoreError>((r, d, n, f, c))
     }
