@@ -422,6 +422,10 @@ pub async fn stream(
             }
             c.first = false;
             c.looks += 1;
+            // The server is stopping: its graceful shutdown waits for every response.
+            if c.dash.app.live.is_closed() {
+                return None;
+            }
             // The session's token is checked again every second: deleting or expiring it ends
             // the stream as it ends every other request.
             if c.looks.is_multiple_of(4)
