@@ -91,6 +91,10 @@ pub struct Store {
     replica: ReplicaId,
     /// Whether this process's lease is known valid; shared with the writer's store.
     lease: std::sync::Arc<replicas::Lease>,
+    /// On PostgreSQL, a connection of the heartbeat's own (see `replicas`): a pool saturated by
+    /// requests and job work must not hold up a lease renewal, or a busy server would fence
+    /// itself. On SQLite, the pool.
+    lease_pool: AnyPool,
 }
 
 impl Store {
@@ -124,6 +128,15 @@ impl Store {
             Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
         };
         let writer_pool = writer_options.connect(url).await?;
+        let lease_pool = match dialect {
+            Dialect::Sqlite => pool.clone(),
+            Dialect::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect(url)
+                    .await?
+            }
+        };
         let caches = std::sync::Arc::new(cache::Caches::for_dialect(dialect));
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
         let replica = ReplicaId::generate();
@@ -136,6 +149,7 @@ impl Store {
             write_gate: write_gate.clone(),
             replica: replica.clone(),
             lease: lease.clone(),
+            lease_pool: lease_pool.clone(),
         });
         Ok(Store {
             pool,
@@ -145,6 +159,7 @@ impl Store {
             write_gate,
             replica,
             lease,
+            lease_pool,
         })
     }
 
@@ -170,6 +185,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lease_pool.close().await;
     }
 }
 

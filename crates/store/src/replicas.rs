@@ -156,13 +156,15 @@ impl Store {
     pub async fn heartbeat(&self, lease: Duration) -> Result<()> {
         let sent_at = Instant::now();
         self.lease.check()?;
-        let renewed = sqlx::query(&self.sql(&format!(
+        let sql = self.sql(&format!(
             "UPDATE replicas SET heartbeat_ms = {} WHERE id = ? AND state = 'alive'",
             self.database_now_ms()
-        )))
-        .bind(self.replica.as_str())
-        .execute(&*self.writing().await)
-        .await?;
+        ));
+        let query = sqlx::query(&sql).bind(self.replica.as_str());
+        let renewed = match self.dialect {
+            Dialect::Postgres => query.execute(&self.lease_pool).await?,
+            Dialect::Sqlite => query.execute(&*self.writing().await).await?,
+        };
         if renewed.rows_affected() == 0 {
             self.lease.fence();
             return Err(StoreError::Fenced);
