@@ -7,9 +7,14 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use common::*;
 use serde_json::{Value, json};
 
@@ -78,9 +83,14 @@ struct Run {
 
 /// `flotilla import --from <source>` into the target's database, with extra flags.
 async fn import(source: &Server, target: &Server, flags: &[&str]) -> Run {
+    import_from(&source.base, source, target, flags).await
+}
+
+/// `flotilla import --from <base>` with the source's token.
+async fn import_from(base: &str, source: &Server, target: &Server, flags: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
     command
-        .args(["import", "--from", &source.base])
+        .args(["import", "--from", base])
         .arg("--data-dir")
         .arg(target.data_dir())
         .args(flags)
@@ -296,4 +306,124 @@ async fn assert_same(source: &Api, target: &Api) {
         let (members, _) = target.list_all(&path).await;
         assert_eq!(members.len(), DEVICES / 2, "{path}");
     }
+}
+
+/// A proxy before the source that answers the first request to each of `refuse` 429 with
+/// `Retry-After: 1` (or 503 for the paths in `fail`), forwards everything else, and records
+/// when each path was asked for.
+#[derive(Clone)]
+struct Throttle {
+    source: String,
+    own: String,
+    refuse: Vec<String>,
+    fail: Vec<String>,
+    seen: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+}
+
+impl Throttle {
+    async fn start(source: &str, refuse: Vec<String>, fail: Vec<String>) -> Throttle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let throttle = Throttle {
+            source: source.to_string(),
+            own: format!("http://{}", listener.local_addr().unwrap()),
+            refuse,
+            fail,
+            seen: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(throttle.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        throttle
+    }
+
+    fn times(&self, path: &str) -> Vec<Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn forward(State(throttle): State<Throttle>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let first = {
+        let mut seen = throttle.seen.lock().unwrap();
+        let times = seen.entry(path.clone()).or_default();
+        times.push(Instant::now());
+        times.len() == 1
+    };
+    if first && throttle.refuse.contains(&path) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response();
+    }
+    if first && throttle.fail.contains(&path) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+    }
+    let url = format!("{}{}", throttle.source, request.uri());
+    let mut outgoing = reqwest::Client::new().get(url);
+    if let Some(token) = request.headers().get("authorization") {
+        outgoing = outgoing.header("authorization", token.to_str().unwrap());
+    }
+    let answer = outgoing.send().await.unwrap();
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    // Next pages through the proxy too.
+    let body = answer
+        .text()
+        .await
+        .unwrap()
+        .replace(&throttle.source, &throttle.own);
+    (status, [("content-type", "application/json")], body).into_response()
+}
+
+#[tokio::test]
+async fn a_source_answering_429_is_waited_for_and_a_5xx_is_retried() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for i in 0..3 {
+        api.put(
+            &format!("/devices/{}", device_id(i)),
+            json!({"template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    let refused = vec![
+        "/api/devices".to_string(),
+        "/api/deviceTemplates".to_string(),
+        format!("/api/devices/{}/credentials", device_id(1)),
+    ];
+    let failing = vec!["/api/deviceGroups".to_string()];
+    let throttle = Throttle::start(&source.base, refused.clone(), failing).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    let run = import_from(&throttle.own, &source, &target, &[]).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        line(&run, "devices"),
+        "devices: 3 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    for path in &refused {
+        let times = throttle.times(path);
+        assert_eq!(times.len(), 2, "{path}: asked once, refused, asked again");
+        assert!(
+            times[1] - times[0] >= Duration::from_millis(950),
+            "{path}: asked again after {:?}, before its Retry-After",
+            times[1] - times[0]
+        );
+    }
+    assert_eq!(throttle.times("/api/deviceGroups").len(), 2);
+
+    target.restart().await;
+    let (devices, _) = target.admin().list_all("/devices").await;
+    assert_eq!(devices.len(), 3);
 }
