@@ -3,7 +3,9 @@
 //! source's through the target's REST API (ids, keys, filters, cloud properties, the schedule
 //! imported disabled), the report counts what was done, a second run changes nothing and
 //! duplicates nothing, `--plan` writes nothing, an import is refused while a server holds the
-//! data dir, and a simulated device connects to the target with its key from the source.
+//! data dir, and a simulated device connects to the target with its key from the source;
+//! `--group` imports one device group's devices at a time; a source answering 429 with
+//! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source).
 
 mod common;
 
@@ -426,4 +428,64 @@ async fn a_source_answering_429_is_waited_for_and_a_5xx_is_retried() {
     target.restart().await;
     let (devices, _) = target.admin().list_all("/devices").await;
     assert_eq!(devices.len(), 3);
+}
+
+#[tokio::test]
+async fn a_move_in_phases_imports_one_device_group_at_a_time() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for (id, side) in [("n-1", "north"), ("n-2", "north"), ("s-1", "south")] {
+        api.put(
+            &format!("/devices/{id}"),
+            json!({"displayName": side, "template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    for side in ["north", "south"] {
+        api.put(
+            &format!("/deviceGroups/{side}"),
+            json!({"displayName": side,
+                   "filter": format!("SELECT * FROM devices WHERE $displayName = \"{side}\"")}),
+        )
+        .await
+        .ok(200);
+    }
+    let mut target = Server::start().await;
+    target.kill();
+
+    let unknown = import(&source, &target, &["--group", "west"]).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown
+            .stderr
+            .contains("the source has no device group west"),
+        "{}",
+        unknown.stderr
+    );
+    let north = import(&source, &target, &["--group", "north"]).await;
+    assert_eq!(north.code, Some(0), "{}\n{}", north.stdout, north.stderr);
+    assert_eq!(
+        line(&north, "devices"),
+        "devices: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&north, "device groups"),
+        "device groups: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    let south = import(&source, &target, &["--group", "south"]).await;
+    assert_eq!(
+        line(&south, "devices"),
+        "devices: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&south, "device templates"),
+        "device templates: 0 created, 0 updated, 1 unchanged, 0 skipped, 0 failed"
+    );
+    target.restart().await;
+    let (devices, _) = target.admin().list_all("/devices").await;
+    let ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n-1", "n-2", "s-1"]);
 }

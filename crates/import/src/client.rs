@@ -89,35 +89,21 @@ impl Client {
 
     /// Every item of a list, following `nextLink` (absolute, as IoT Central gives it).
     pub async fn list(&self, path: &str, version: &str) -> Result<Vec<Value>, ClientError> {
+        let mut pages = self.pages(path, version);
         let mut items = Vec::new();
-        let mut next = Some(self.url(path, version));
-        for _ in 0..MAX_PAGES {
-            let Some(url) = next.take() else {
-                return Ok(items);
-            };
-            let page = self
-                .get_url(&url)
-                .await?
-                .ok_or_else(|| ClientError::Status {
-                    url: url.clone(),
-                    status: StatusCode::NOT_FOUND,
-                    body: String::new(),
-                })?;
-            match page.get("value") {
-                Some(Value::Array(values)) => items.extend(values.iter().cloned()),
-                _ => {
-                    return Err(ClientError::Shape {
-                        url,
-                        reason: "no `value` array".into(),
-                    });
-                }
-            }
-            next = page
-                .get("nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+        while let Some(page) = pages.next(self).await? {
+            items.extend(page);
         }
-        Err(ClientError::EndlessList(path.to_string()))
+        Ok(items)
+    }
+
+    /// A list read a page at a time, so that a long one (devices) is never held whole.
+    pub fn pages(&self, path: &str, version: &str) -> Pages {
+        Pages {
+            path: path.to_string(),
+            next: Some(self.url(path, version)),
+            read: 0,
+        }
     }
 
     /// Waits for this request's slot under the rate.
@@ -197,6 +183,46 @@ impl Client {
     }
 }
 
+/// A list's pages, read one by one through `Pages::next`.
+pub struct Pages {
+    path: String,
+    next: Option<String>,
+    read: usize,
+}
+
+impl Pages {
+    /// The next page's items; `None` after the last page.
+    pub async fn next(&mut self, client: &Client) -> Result<Option<Vec<Value>>, ClientError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        self.read += 1;
+        if self.read > MAX_PAGES {
+            return Err(ClientError::EndlessList(self.path.clone()));
+        }
+        let page = client
+            .get_url(&url)
+            .await?
+            .ok_or_else(|| ClientError::Status {
+                url: url.clone(),
+                status: StatusCode::NOT_FOUND,
+                body: String::new(),
+            })?;
+        let Some(Value::Array(items)) = page.get("value") else {
+            return Err(ClientError::Shape {
+                url,
+                reason: "no `value` array".into(),
+            });
+        };
+        let items = items.clone();
+        self.next = page
+            .get("nextLink")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(Some(items))
+    }
+}
+
 /// A `Retry-After` in seconds (IoT Central's form), bounded.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers
@@ -221,4 +247,46 @@ pub fn segment(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_bounded() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(reqwest::header::RETRY_AFTER, "100000".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        // An HTTP date is not IoT Central's form: the backoff applies instead.
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("th-00001"), "th-00001");
+        assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
+    }
+
+    #[test]
+    fn the_base_may_end_in_api_or_a_slash() {
+        for base in [
+            "https://app.example",
+            "https://app.example/",
+            "https://app.example/api",
+        ] {
+            let client = Client::new(base, "t".into(), 20).unwrap();
+            assert_eq!(
+                client.url("/devices", STABLE),
+                "https://app.example/api/devices?api-version=2022-07-31"
+            );
+        }
+    }
 }

@@ -19,26 +19,22 @@ pub async fn import(
     group: Option<&str>,
     report: &mut Report,
 ) -> Result<Option<String>, ImportError> {
-    let listed = match group {
-        None => client.list("/devices", STABLE).await?,
-        Some(group) => {
-            let path = format!("/deviceGroups/{}", segment(group));
-            if client.get(&path, STABLE).await?.is_none() {
-                return Err(ImportError::NoSuchGroup(group.to_string()));
-            }
-            client.list(&format!("{path}/devices"), STABLE).await?
-        }
+    let mut pages = match group {
+        None => client.pages("/devices", STABLE),
+        Some(group) => client.pages(&format!("/deviceGroups/{}/devices", segment(group)), STABLE),
     };
     let mut scope = None;
-    for item in listed {
-        let id = item["id"].as_str().unwrap_or_default().to_string();
-        match one(client, target, &item, &id).await? {
-            Ok((outcome, device_scope)) => {
-                scope = scope.or(device_scope);
-                report.count(Kind::Devices, outcome);
+    while let Some(page) = pages.next(client).await? {
+        for item in page {
+            let id = item["id"].as_str().unwrap_or_default().to_string();
+            match one(client, target, &item, &id).await? {
+                Ok((outcome, device_scope)) => {
+                    scope = scope.or(device_scope);
+                    report.count(Kind::Devices, outcome);
+                }
+                Err(Refused::Skip(reason)) => report.skip(Kind::Devices, &id, reason),
+                Err(Refused::Fail(reason)) => report.fail(Kind::Devices, &id, reason),
             }
-            Err(Refused::Skip(reason)) => report.skip(Kind::Devices, &id, reason),
-            Err(Refused::Fail(reason)) => report.fail(Kind::Devices, &id, reason),
         }
     }
     Ok(scope)

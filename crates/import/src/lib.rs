@@ -39,6 +39,13 @@ pub enum ImportError {
 
 /// Imports the application `client` reads into `store`.
 pub async fn run(client: &Client, store: &Store, options: &Options) -> Result<Report, ImportError> {
+    // Before anything is written: an unknown group is a mistake in the command.
+    if let Some(group) = &options.group {
+        let path = format!("/deviceGroups/{}", client::segment(group));
+        if client.get(&path, client::STABLE).await?.is_none() {
+            return Err(ImportError::NoSuchGroup(group.clone()));
+        }
+    }
     let mut report = Report::new(options.plan);
     let target = resources::Target {
         store,
