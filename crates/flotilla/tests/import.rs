@@ -4,7 +4,8 @@
 //! imported disabled), the report counts what was done, a second run changes nothing and
 //! duplicates nothing, `--plan` writes nothing, an import is refused while a server holds the
 //! data dir, and a simulated device connects to the target with its key from the source;
-//! `--group` imports one device group's devices at a time; a source answering 429 with
+//! `--group` imports one device group's devices at a time; an import killed midway completes
+//! when run again, without duplicates; a source answering 429 with
 //! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source).
 
 mod common;
@@ -339,6 +340,12 @@ impl Throttle {
         throttle
     }
 
+    /// How many devices' credentials were asked for.
+    fn credentials_asked(&self) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.keys().filter(|p| p.ends_with("/credentials")).count()
+    }
+
     fn times(&self, path: &str) -> Vec<Instant> {
         self.seen
             .lock()
@@ -488,4 +495,67 @@ async fn a_move_in_phases_imports_one_device_group_at_a_time() {
     let (devices, _) = target.admin().list_all("/devices").await;
     let ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["n-1", "n-2", "s-1"]);
+}
+
+#[tokio::test]
+async fn an_import_killed_midway_completes_when_run_again_without_duplicates() {
+    let source = Server::start().await;
+    let api = source.admin();
+    source_application(&api).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    // Through a proxy that counts requests: killed once 20 devices' credentials were asked for
+    // (at 20 requests a second the other 36 devices would take seconds more), the import has
+    // written some devices and not others.
+    let proxy = Throttle::start(&source.base, vec![], vec![]).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    command
+        .args(["import", "--from", &proxy.own, "--rate", "20"])
+        .arg("--data-dir")
+        .arg(target.data_dir())
+        .env("FLOTILLA_IMPORT_TOKEN", source.admin_token.trim())
+        .env_remove("FLOTILLA_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if std::env::var("FLOTILLA_TEST_POSTGRES").is_ok() {
+        command.args(["--database-url", &target.database_url()]);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.credentials_asked() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the import never got to the devices"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+
+    let resumed = import(&source, &target, &[]).await;
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}",
+        resumed.stdout,
+        resumed.stderr
+    );
+    let devices = line(&resumed, "devices");
+    let counts: Vec<usize> = devices
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [created, updated, unchanged, skipped, failed] = counts[..] else {
+        panic!("{devices}")
+    };
+    assert!(unchanged > 0 && created > 0, "not killed midway: {devices}");
+    assert_eq!(
+        (created + unchanged, updated, skipped, failed),
+        (DEVICES, 0, 0, 0)
+    );
+
+    target.restart().await;
+    assert_same(&api, &target.admin()).await;
 }
