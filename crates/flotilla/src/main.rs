@@ -1,10 +1,11 @@
 //! The `flotilla` binary: `flotilla serve` runs the server; `flotilla sim` simulates a fleet of
-//! devices against one.
+//! devices against one; `flotilla import` takes an IoT Central application over.
 
 mod admission;
 mod command_line_secrets;
 mod http_server;
 mod https;
+mod import;
 mod open_files;
 mod serve;
 mod server_files;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Import an IoT Central application (through its REST API) into this server's database.
+    Import(import::ImportArgs),
     /// Simulate a fleet of devices (DPS, MQTT over TLS, twin acknowledgements, direct methods).
     Sim(sim::SimArgs),
     /// The client: jobs, scheduled-jobs, groups, devices, tokens (docs/cli.md).
@@ -72,6 +75,13 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Import(args) => {
+                if import::run(args).await? {
+                    Ok(())
+                } else {
+                    std::process::exit(1)
+                }
+            }
             Command::Client(_) => unreachable!("the client's commands exit above"),
         }
     })

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use flotilla_store::Store;
 
 use crate::admission::ConnectionCaps;
 use crate::open_files::ConnectionBudget;
@@ -140,19 +139,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(bootstrap::SuppliedAdminToken::parse)
         .transpose()?;
-    let _data_dir_lock = server_files::open_data_dir(&args.data_dir)?;
-    let database_url = args.database_url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            args.data_dir.join("flotilla.db").display()
-        )
-    });
-    let _database_lock = server_files::lock_database(&database_url)
-        .await
-        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
-    let store = Store::connect(&database_url)
-        .await
-        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
+    let (store, _locks) =
+        server_files::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let app = bootstrap::run(&store, &args.data_dir, admin_token.as_ref()).await?;
 
     let tls =
@@ -299,16 +287,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
-use flotilla_store::{InstanceLock, LockFile};
+use flotilla_store::{InstanceLock, LockFile, Store};
 
 /// Makes the data dir private (creating it) and locks it for this process's life. From here on,
 /// every file this process creates is private too: SQLite adds `-wal` and `-shm` files beside
@@ -27,6 +27,51 @@ pub fn open_data_dir(path: &Path) -> anyhow::Result<LockFile> {
         &format!("the data dir {}", path.display()),
     )
     .context("locking the data dir")
+}
+
+/// What keeps a data dir and its database this process's while it runs.
+pub struct Locks {
+    _data_dir: LockFile,
+    _database: InstanceLock,
+}
+
+/// Opens the data dir and the database (`database_url`, else a SQLite file in the data dir),
+/// locked for as long as the returned `Locks` live: `serve` and `import` open them the same way,
+/// and refuse while another process holds them.
+pub async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<(Store, Locks)> {
+    let data_dir_lock = open_data_dir(data_dir)?;
+    let database_url = database_url.map(str::to_string).unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("flotilla.db").display()
+        )
+    });
+    let database_lock = lock_database(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
+    let store = Store::connect(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&database_url)))?;
+    Ok((
+        store,
+        Locks {
+            _data_dir: data_dir_lock,
+            _database: database_lock,
+        },
+    ))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Locks a SQLite database for this process's life (a PostgreSQL database is shared by the

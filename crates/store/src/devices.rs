@@ -382,3 +382,63 @@ impl Store {
         Ok(exists)
     }
 }
+
+/// A device as an import writes it: the entity, its individual attestation and its cloud
+/// properties, in one statement (`flotilla import`).
+pub struct ImportedDevice<'a> {
+    pub device: &'a Device,
+    pub attestation: Option<&'a Value>,
+    pub cloud_properties: &'a Value,
+}
+
+impl Store {
+    /// Stores an imported device whole. `Conflict` when the id is taken.
+    pub async fn insert_imported_device(&self, imported: ImportedDevice<'_>) -> Result<()> {
+        let device = imported.device;
+        let result = sqlx::query(&self.sql(
+            "INSERT INTO devices (id, etag, display_name, template, enabled, provisioned, simulated, organizations, \
+             attestation, cloud_properties, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&device.id)
+        .bind(&device.etag)
+        .bind(&device.display_name)
+        .bind(device.template.as_deref())
+        .bind(device.enabled)
+        .bind(device.provisioned)
+        .bind(device.simulated)
+        .bind(json_text(&device.organizations))
+        .bind(imported.attestation.map(Value::to_string))
+        .bind(imported.cloud_properties.to_string())
+        .bind(now_ms())
+        .execute(&*self.writing().await)
+        .await;
+        inserted(result, Entity::Device, &device.id)
+    }
+
+    /// Replaces an imported device whole (not `provisioned`) if its etag is still
+    /// `expected_etag`; `Ok(false)` if not.
+    pub async fn replace_imported_device(
+        &self,
+        imported: ImportedDevice<'_>,
+        expected_etag: &str,
+    ) -> Result<bool> {
+        let device = imported.device;
+        let done = sqlx::query(&self.sql(
+            "UPDATE devices SET etag = ?, display_name = ?, template = ?, enabled = ?, simulated = ?, \
+             organizations = ?, attestation = ?, cloud_properties = ? WHERE id = ? AND etag = ?",
+        ))
+        .bind(&device.etag)
+        .bind(&device.display_name)
+        .bind(device.template.as_deref())
+        .bind(device.enabled)
+        .bind(device.simulated)
+        .bind(json_text(&device.organizations))
+        .bind(imported.attestation.map(Value::to_string))
+        .bind(imported.cloud_properties.to_string())
+        .bind(&device.id)
+        .bind(expected_etag)
+        .execute(&*self.writing().await)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

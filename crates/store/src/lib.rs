@@ -41,7 +41,7 @@ mod write_gate;
 pub use commands::CommandRecord;
 pub use device_calls::{CallKind, CallState, CallStatus, DeviceCall};
 pub use device_templates::StoredTemplate;
-pub use devices::CloudPropertiesUpdate;
+pub use devices::{CloudPropertiesUpdate, ImportedDevice};
 pub use dialect::Dialect;
 pub use error::{ConflictKind, Entity, StoreError};
 pub use instance_lock::{InstanceLock, LockError, LockFile};

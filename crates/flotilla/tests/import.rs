@@ -1,0 +1,561 @@
+//! `flotilla import`, run as the built binary: a second Flotilla on loopback stands in for the
+//! IoT Central application (it serves the same REST API). The imported application equals the
+//! source's through the target's REST API (ids, keys, filters, cloud properties, the schedule
+//! imported disabled), the report counts what was done, a second run changes nothing and
+//! duplicates nothing, `--plan` writes nothing, an import is refused while a server holds the
+//! data dir, and a simulated device connects to the target with its key from the source;
+//! `--group` imports one device group's devices at a time; an import killed midway completes
+//! when run again, without duplicates; a source answering 429 with
+//! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source).
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::*;
+use serde_json::{Value, json};
+
+const DEVICES: usize = 56;
+
+fn device_id(i: usize) -> String {
+    format!("th-{i:05}")
+}
+
+/// The source: the thermostat template, 56 devices (half `north`, half `south`, each with a
+/// cloud property), two device groups, an enrollment group of its own besides the default one,
+/// an enabled daily schedule, and an API token besides the administrator's.
+async fn source_application(api: &Api) {
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for i in 0..DEVICES {
+        let id = device_id(i);
+        let side = if i < DEVICES / 2 { "north" } else { "south" };
+        api.put(
+            &format!("/devices/{id}"),
+            json!({"displayName": format!("{side} thermostat"), "template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+        api.put(
+            &format!("/devices/{id}/cloudProperties"),
+            json!({"customerName": format!("Customer {i}")}),
+        )
+        .await
+        .ok(200);
+    }
+    for side in ["north", "south"] {
+        api.put(
+            &format!("/deviceGroups/{side}"),
+            json!({"displayName": side,
+                   "filter": format!("SELECT * FROM devices WHERE $displayName = \"{side} thermostat\""),
+                   "description": format!("The {side} side")}),
+        )
+        .await
+        .ok(200);
+    }
+    api.put(
+        "/enrollmentGroups/factory",
+        json!({"displayName": "Factory", "type": "iot", "attestation": {"type": "symmetricKey"}}),
+    )
+    .await
+    .ok(200);
+    api.preview()
+        .put(
+            "/scheduledJobs/nightly",
+            json!({"displayName": "Nightly", "group": "north", "enabled": true,
+                   "data": [{"type": "cloudProperty", "target": THERMOSTAT,
+                             "path": "customerName", "value": "Night"}],
+                   "schedule": {"start": "2030-01-01T00:00:00Z", "recurrence": "daily"}}),
+        )
+        .await
+        .ok(200);
+    api.create_token("reader", OPERATOR).await;
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `flotilla import --from <source>` into the target's database, with extra flags.
+async fn import(source: &Server, target: &Server, flags: &[&str]) -> Run {
+    import_from(&source.base, source, target, flags).await
+}
+
+/// `flotilla import --from <base>` with the source's token.
+async fn import_from(base: &str, source: &Server, target: &Server, flags: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    command
+        .args(["import", "--from", base])
+        .arg("--data-dir")
+        .arg(target.data_dir())
+        .args(flags)
+        .env("FLOTILLA_IMPORT_TOKEN", source.admin_token.trim())
+        .env("FLOTILLA_LOG", "warn")
+        .env_remove("FLOTILLA_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::env::var("FLOTILLA_TEST_POSTGRES").is_ok() {
+        command.args(["--database-url", &target.database_url()]);
+    }
+    let output = command.output().await.unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The report's line for `kind`, e.g. `devices: 56 created, 0 updated, 0 unchanged, ...`.
+fn line<'a>(run: &'a Run, kind: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{kind}: ")))
+        .unwrap_or_else(|| panic!("no {kind} line in {}\n{}", run.stdout, run.stderr))
+}
+
+fn without(value: &Value, fields: &[&str]) -> Value {
+    let mut value = value.clone();
+    for field in fields {
+        value.as_object_mut().unwrap().remove(*field);
+    }
+    value
+}
+
+/// Every item of a list, without the fields that differ between applications.
+async fn listed(api: &Api, path: &str, ignore: &[&str]) -> Vec<Value> {
+    let (items, _) = api.list_all(path).await;
+    items.iter().map(|item| without(item, ignore)).collect()
+}
+
+async fn wait_connected(api: &Api, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = api
+            .post(
+                &format!("/devices/{id}/commands/getMaxMinReport"),
+                json!({"request": "2024-01-01T00:00:00Z", "connectionTimeout": 5}),
+            )
+            .await;
+        if run.status.as_u16() == 201 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never connected: {}",
+            run.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
+    let source = Server::start().await;
+    let api = source.admin();
+    source_application(&api).await;
+
+    // A target server made its own first start (its own scope and default group's keys); an
+    // import is refused while it runs, and takes the source over once it is stopped.
+    let mut target = Server::start().await;
+    let refused = import(&source, &target, &[]).await;
+    assert_ne!(refused.code, Some(0), "{}", refused.stdout);
+    assert!(refused.stderr.contains("lock"), "{}", refused.stderr);
+    target.kill();
+
+    let first = import(&source, &target, &[]).await;
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(
+        line(&first, "device templates"),
+        "device templates: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    // The default group (same id on both) takes the source's keys.
+    assert_eq!(
+        line(&first, "enrollment groups"),
+        "enrollment groups: 1 created, 1 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&first, "device groups"),
+        "device groups: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&first, "devices"),
+        format!("devices: {DEVICES} created, 0 updated, 0 unchanged, 0 skipped, 0 failed")
+    );
+    assert_eq!(
+        line(&first, "scheduled jobs"),
+        "scheduled jobs: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&first, "API tokens"),
+        "API tokens: 0 created, 0 updated, 0 unchanged, 2 skipped, 0 failed"
+    );
+    assert!(
+        first
+            .stdout
+            .contains("skipped API token reader: IoT Central never returns an API token's secret"),
+        "{}",
+        first.stdout
+    );
+
+    target.restart().await;
+    let imported = target.admin();
+    assert_same(&api, &imported).await;
+
+    // The schedule is there, disabled: no occurrence fires on both sides.
+    let nightly = api.preview().get("/scheduledJobs/nightly").await;
+    let copy = imported.preview().get("/scheduledJobs/nightly").await;
+    assert_eq!(copy.ok(200)["enabled"], false);
+    assert_eq!(
+        without(copy.ok(200), &["etag", "enabled"]),
+        without(nightly.ok(200), &["etag", "enabled"])
+    );
+
+    // A device of the source connects to the target with its key and ID scope from the source.
+    let _sim = sim_command(&target, &imported, 1, "th-")
+        .await
+        .args(["--duration", "120"])
+        .spawn()
+        .unwrap();
+    wait_connected(&imported, &device_id(0)).await;
+    drop(_sim);
+
+    // A change on the source: `--plan` says what would be updated and writes nothing; the run
+    // then updates that one device, and leaves everything else unchanged, with no duplicate.
+    api.put(
+        &format!("/devices/{}/cloudProperties", device_id(3)),
+        json!({"customerName": "Renamed"}),
+    )
+    .await
+    .ok(200);
+    target.kill();
+    let plan = import(&source, &target, &["--plan"]).await;
+    assert_eq!(plan.code, Some(0), "{}\n{}", plan.stdout, plan.stderr);
+    assert_eq!(
+        line(&plan, "devices"),
+        format!(
+            "devices: 0 to create, 1 to update, {} unchanged, 0 skipped, 0 failed",
+            DEVICES - 1
+        )
+    );
+    let again = import(&source, &target, &["--rate", "50"]).await;
+    assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
+    for (kind, unchanged) in [
+        ("device templates", 1),
+        ("enrollment groups", 2),
+        ("device groups", 2),
+        ("scheduled jobs", 1),
+    ] {
+        assert_eq!(
+            line(&again, kind),
+            format!("{kind}: 0 created, 0 updated, {unchanged} unchanged, 0 skipped, 0 failed")
+        );
+    }
+    assert_eq!(
+        line(&again, "devices"),
+        format!(
+            "devices: 0 created, 1 updated, {} unchanged, 0 skipped, 0 failed",
+            DEVICES - 1
+        )
+    );
+    target.restart().await;
+    assert_same(&api, &target.admin()).await;
+}
+
+/// The target's templates, groups, enrollment groups (with keys and scope), devices, their
+/// credentials and cloud properties equal the source's.
+async fn assert_same(source: &Api, target: &Api) {
+    for (path, ignore) in [
+        ("/deviceTemplates", &["etag"][..]),
+        ("/deviceGroups", &["etag"][..]),
+        ("/devices", &["etag", "provisioned"][..]),
+    ] {
+        assert_eq!(
+            listed(target, path, ignore).await,
+            listed(source, path, ignore).await,
+            "{path}"
+        );
+    }
+    let (devices, _) = source.list_all("/devices").await;
+    assert_eq!(devices.len(), DEVICES);
+    for group in ["sas-iot-devices", "factory"] {
+        let path = format!("/enrollmentGroups/{group}");
+        assert_eq!(
+            without(target.get(&path).await.ok(200), &["etag"]),
+            without(source.get(&path).await.ok(200), &["etag"]),
+            "{path}"
+        );
+    }
+    for device in devices {
+        let id = device["id"].as_str().unwrap();
+        for part in ["credentials", "cloudProperties"] {
+            let path = format!("/devices/{id}/{part}");
+            assert_eq!(
+                target.get(&path).await.ok(200),
+                source.get(&path).await.ok(200),
+                "{path}"
+            );
+        }
+    }
+    for group in ["north", "south"] {
+        let path = format!("/deviceGroups/{group}/devices");
+        let (members, _) = target.list_all(&path).await;
+        assert_eq!(members.len(), DEVICES / 2, "{path}");
+    }
+}
+
+/// A proxy before the source that answers the first request to each of `refuse` 429 with
+/// `Retry-After: 1` (or 503 for the paths in `fail`), forwards everything else, and records
+/// when each path was asked for.
+#[derive(Clone)]
+struct Throttle {
+    source: String,
+    own: String,
+    refuse: Vec<String>,
+    fail: Vec<String>,
+    seen: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+}
+
+impl Throttle {
+    async fn start(source: &str, refuse: Vec<String>, fail: Vec<String>) -> Throttle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let throttle = Throttle {
+            source: source.to_string(),
+            own: format!("http://{}", listener.local_addr().unwrap()),
+            refuse,
+            fail,
+            seen: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(throttle.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        throttle
+    }
+
+    /// How many devices' credentials were asked for.
+    fn credentials_asked(&self) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.keys().filter(|p| p.ends_with("/credentials")).count()
+    }
+
+    fn times(&self, path: &str) -> Vec<Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn forward(State(throttle): State<Throttle>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let first = {
+        let mut seen = throttle.seen.lock().unwrap();
+        let times = seen.entry(path.clone()).or_default();
+        times.push(Instant::now());
+        times.len() == 1
+    };
+    if first && throttle.refuse.contains(&path) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response();
+    }
+    if first && throttle.fail.contains(&path) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+    }
+    let url = format!("{}{}", throttle.source, request.uri());
+    let mut outgoing = reqwest::Client::new().get(url);
+    if let Some(token) = request.headers().get("authorization") {
+        outgoing = outgoing.header("authorization", token.to_str().unwrap());
+    }
+    let answer = outgoing.send().await.unwrap();
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    // Next pages through the proxy too.
+    let body = answer
+        .text()
+        .await
+        .unwrap()
+        .replace(&throttle.source, &throttle.own);
+    (status, [("content-type", "application/json")], body).into_response()
+}
+
+#[tokio::test]
+async fn a_source_answering_429_is_waited_for_and_a_5xx_is_retried() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for i in 0..3 {
+        api.put(
+            &format!("/devices/{}", device_id(i)),
+            json!({"template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    let refused = vec![
+        "/api/devices".to_string(),
+        "/api/deviceTemplates".to_string(),
+        format!("/api/devices/{}/credentials", device_id(1)),
+    ];
+    let failing = vec!["/api/deviceGroups".to_string()];
+    let throttle = Throttle::start(&source.base, refused.clone(), failing).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    let run = import_from(&throttle.own, &source, &target, &[]).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        line(&run, "devices"),
+        "devices: 3 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    for path in &refused {
+        let times = throttle.times(path);
+        assert_eq!(times.len(), 2, "{path}: asked once, refused, asked again");
+        assert!(
+            times[1] - times[0] >= Duration::from_millis(950),
+            "{path}: asked again after {:?}, before its Retry-After",
+            times[1] - times[0]
+        );
+    }
+    assert_eq!(throttle.times("/api/deviceGroups").len(), 2);
+
+    target.restart().await;
+    let (devices, _) = target.admin().list_all("/devices").await;
+    assert_eq!(devices.len(), 3);
+}
+
+#[tokio::test]
+async fn a_move_in_phases_imports_one_device_group_at_a_time() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for (id, side) in [("n-1", "north"), ("n-2", "north"), ("s-1", "south")] {
+        api.put(
+            &format!("/devices/{id}"),
+            json!({"displayName": side, "template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    for side in ["north", "south"] {
+        api.put(
+            &format!("/deviceGroups/{side}"),
+            json!({"displayName": side,
+                   "filter": format!("SELECT * FROM devices WHERE $displayName = \"{side}\"")}),
+        )
+        .await
+        .ok(200);
+    }
+    let mut target = Server::start().await;
+    target.kill();
+
+    let unknown = import(&source, &target, &["--group", "west"]).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown
+            .stderr
+            .contains("the source has no device group west"),
+        "{}",
+        unknown.stderr
+    );
+    let north = import(&source, &target, &["--group", "north"]).await;
+    assert_eq!(north.code, Some(0), "{}\n{}", north.stdout, north.stderr);
+    assert_eq!(
+        line(&north, "devices"),
+        "devices: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&north, "device groups"),
+        "device groups: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    let south = import(&source, &target, &["--group", "south"]).await;
+    assert_eq!(
+        line(&south, "devices"),
+        "devices: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
+        line(&south, "device templates"),
+        "device templates: 0 created, 0 updated, 1 unchanged, 0 skipped, 0 failed"
+    );
+    target.restart().await;
+    let (devices, _) = target.admin().list_all("/devices").await;
+    let ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n-1", "n-2", "s-1"]);
+}
+
+#[tokio::test]
+async fn an_import_killed_midway_completes_when_run_again_without_duplicates() {
+    let source = Server::start().await;
+    let api = source.admin();
+    source_application(&api).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    // Through a proxy that counts requests: killed once 20 devices' credentials were asked for
+    // (at 20 requests a second the other 36 devices would take seconds more), the import has
+    // written some devices and not others.
+    let proxy = Throttle::start(&source.base, vec![], vec![]).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    command
+        .args(["import", "--from", &proxy.own, "--rate", "20"])
+        .arg("--data-dir")
+        .arg(target.data_dir())
+        .env("FLOTILLA_IMPORT_TOKEN", source.admin_token.trim())
+        .env_remove("FLOTILLA_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if std::env::var("FLOTILLA_TEST_POSTGRES").is_ok() {
+        command.args(["--database-url", &target.database_url()]);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.credentials_asked() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the import never got to the devices"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+
+    let resumed = import(&source, &target, &[]).await;
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}",
+        resumed.stdout,
+        resumed.stderr
+    );
+    let devices = line(&resumed, "devices");
+    let counts: Vec<usize> = devices
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [created, updated, unchanged, skipped, failed] = counts[..] else {
+        panic!("{devices}")
+    };
+    assert!(unchanged > 0 && created > 0, "not killed midway: {devices}");
+    assert_eq!(
+        (created + unchanged, updated, skipped, failed),
+        (DEVICES, 0, 0, 0)
+    );
+
+    target.restart().await;
+    assert_same(&api, &target.admin()).await;
+}

@@ -1,0 +1,65 @@
+//! `flotilla import`: reads an IoT Central application through its 2022-07-31 REST API (or a
+//! Flotilla serving it) and writes it into this server's database, keeping every id and key, so
+//! that a device only changes the host it dials. Safe to run again: each resource is compared
+//! with what the database holds and created, updated or left unchanged (docs/api-behaviour.md,
+//! "Importing from IoT Central").
+
+mod client;
+mod devices;
+mod report;
+mod resources;
+
+pub use client::{Client, ClientError};
+pub use report::{Counts, Kind, Note, Outcome, Report};
+
+use flotilla_store::{Store, StoreError};
+
+/// What an import does besides reading everything.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Write nothing; the report says what a run would do.
+    pub plan: bool,
+    /// Only the devices of this device group (templates and groups are all imported).
+    pub group: Option<String>,
+    /// Keep the source's scheduled jobs enabled (by default they are imported disabled, so no
+    /// occurrence fires on both sides).
+    pub enable_schedules: bool,
+}
+
+/// What stops an import as a whole (a single resource that fails is counted in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("reading the source: {0}")]
+    Source(#[from] ClientError),
+    #[error("writing the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the source has no device group {0}")]
+    NoSuchGroup(String),
+}
+
+/// Imports the application `client` reads into `store`.
+pub async fn run(client: &Client, store: &Store, options: &Options) -> Result<Report, ImportError> {
+    // Before anything is written: an unknown group is a mistake in the command.
+    if let Some(group) = &options.group {
+        let path = format!("/deviceGroups/{}", client::segment(group));
+        if client.get(&path, client::STABLE).await?.is_none() {
+            return Err(ImportError::NoSuchGroup(group.clone()));
+        }
+    }
+    let mut report = Report::new(options.plan);
+    let target = resources::Target {
+        store,
+        plan: options.plan,
+    };
+    resources::templates(client, &target, &mut report).await?;
+    let scope = resources::enrollment_groups(client, &target, &mut report).await?;
+    resources::device_groups(client, &target, &mut report).await?;
+    let device_scope =
+        devices::import(client, &target, options.group.as_deref(), &mut report).await?;
+    if let Some(scope) = scope.or(device_scope) {
+        resources::take_id_scope(&target, &scope).await?;
+    }
+    resources::scheduled_jobs(client, &target, options.enable_schedules, &mut report).await?;
+    resources::api_tokens(client, &mut report).await?;
+    Ok(report)
+}
