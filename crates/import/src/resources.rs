@@ -7,7 +7,7 @@ use flotilla_model::enrollment_group::{EnrollmentGroup, EnrollmentGroupType};
 use flotilla_model::new_etag;
 use flotilla_model::schedule::Schedule;
 use flotilla_model::template::DeviceTemplate;
-use flotilla_store::{ScheduledJobRecord, Store};
+use flotilla_store::{ScheduledJobRecord, Store, StoreError};
 use serde_json::{Map, Value};
 
 use crate::ImportError;
@@ -49,6 +49,35 @@ fn changed_meanwhile(kind: Kind, id: &str, report: &mut Report) {
     );
 }
 
+/// Writes a resource as its outcome says and counts it: nothing when it is unchanged or the run
+/// only plans; `insert` when it is new; `replace` with the current etag when it changed, which
+/// answers `false` when another writer changed it meanwhile (reported as a failure).
+async fn write_and_count(
+    target: &Target<'_>,
+    report: &mut Report,
+    (kind, id): (Kind, &str),
+    outcome: Outcome,
+    current_etag: Option<&str>,
+    insert: impl AsyncFnOnce() -> Result<(), StoreError>,
+    replace: impl AsyncFnOnce(&str) -> Result<bool, StoreError>,
+) -> Result<(), ImportError> {
+    if !target.plan && outcome != Outcome::Unchanged {
+        let written = match current_etag {
+            None => {
+                insert().await?;
+                true
+            }
+            Some(etag) => replace(etag).await?,
+        };
+        if !written {
+            changed_meanwhile(kind, id, report);
+            return Ok(());
+        }
+    }
+    report.count(kind, outcome);
+    Ok(())
+}
+
 pub async fn templates(
     client: &Client,
     target: &Target<'_>,
@@ -65,26 +94,19 @@ pub async fn templates(
         };
         let existing = target.store.template(&id).await?;
         let outcome = outcome(existing.as_ref().map(|t| &t.body), &template.body);
-        if !target.plan {
-            let written = match (&existing, outcome) {
-                (_, Outcome::Unchanged) => true,
-                (None, _) => {
-                    target.store.insert_template(&template, &new_etag()).await?;
-                    true
-                }
-                (Some(current), _) => {
-                    target
-                        .store
-                        .replace_template(&template, &current.etag, &new_etag())
-                        .await?
-                }
-            };
-            if !written {
-                changed_meanwhile(Kind::DeviceTemplates, &id, report);
-                continue;
-            }
-        }
-        report.count(Kind::DeviceTemplates, outcome);
+        write_and_count(
+            target,
+            report,
+            (Kind::DeviceTemplates, &id),
+            outcome,
+            existing.as_ref().map(|t| t.etag.as_str()),
+            async || target.store.insert_template(&template, &new_etag()).await,
+            async |etag| {
+                let new = new_etag();
+                target.store.replace_template(&template, etag, &new).await
+            },
+        )
+        .await?;
     }
     Ok(())
 }
@@ -143,26 +165,16 @@ pub async fn enrollment_groups(
         };
         let outcome = outcome(existing.as_ref(), &group);
         group.etag = new_etag();
-        if !target.plan {
-            let written = match (&existing, outcome) {
-                (_, Outcome::Unchanged) => true,
-                (None, _) => {
-                    target.store.insert_enrollment_group(&group, false).await?;
-                    true
-                }
-                (Some(current), _) => {
-                    target
-                        .store
-                        .replace_enrollment_group(&group, &current.etag)
-                        .await?
-                }
-            };
-            if !written {
-                changed_meanwhile(Kind::EnrollmentGroups, &id, report);
-                continue;
-            }
-        }
-        report.count(Kind::EnrollmentGroups, outcome);
+        write_and_count(
+            target,
+            report,
+            (Kind::EnrollmentGroups, &id),
+            outcome,
+            existing.as_ref().map(|g| g.etag.as_str()),
+            async || target.store.insert_enrollment_group(&group, false).await,
+            async |etag| target.store.replace_enrollment_group(&group, etag).await,
+        )
+        .await?;
     }
     Ok(scope)
 }
@@ -199,26 +211,16 @@ pub async fn device_groups(
         }
         let outcome = outcome(existing.as_ref(), &group);
         group.etag = new_etag();
-        if !target.plan {
-            let written = match (&existing, outcome) {
-                (_, Outcome::Unchanged) => true,
-                (None, _) => {
-                    target.store.insert_device_group(&group).await?;
-                    true
-                }
-                (Some(current), _) => {
-                    target
-                        .store
-                        .replace_device_group(&group, &current.etag)
-                        .await?
-                }
-            };
-            if !written {
-                changed_meanwhile(Kind::DeviceGroups, &id, report);
-                continue;
-            }
-        }
-        report.count(Kind::DeviceGroups, outcome);
+        write_and_count(
+            target,
+            report,
+            (Kind::DeviceGroups, &id),
+            outcome,
+            existing.as_ref().map(|g| g.etag.as_str()),
+            async || target.store.insert_device_group(&group).await,
+            async |etag| target.store.replace_device_group(&group, etag).await,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -267,39 +269,30 @@ pub async fn scheduled_jobs(
             (Some(_), true) => Outcome::Unchanged,
             (Some(_), false) => Outcome::Updated,
         };
-        if !target.plan && outcome != Outcome::Unchanged {
-            // Occurrences are counted from now: the past is not replayed here.
-            let next_occurrence = match schedule.first_upcoming(jiff::Timestamp::now()) {
-                Ok(n) => i64::from(n),
-                Err(_) => i64::from(u32::MAX),
-            };
-            let record = ScheduledJobRecord {
-                id: id.clone(),
-                etag: new_etag(),
-                definition,
-                schedule: schedule_json,
-                enabled,
-                completed,
-                next_occurrence,
-            };
-            let written = match &existing {
-                None => {
-                    target.store.insert_scheduled_job(&record).await?;
-                    true
-                }
-                Some(current) => {
-                    target
-                        .store
-                        .replace_scheduled_job(&record, &current.etag)
-                        .await?
-                }
-            };
-            if !written {
-                changed_meanwhile(Kind::ScheduledJobs, &id, report);
-                continue;
-            }
-        }
-        report.count(Kind::ScheduledJobs, outcome);
+        // Occurrences are counted from now: the past is not replayed here.
+        let next_occurrence = match schedule.first_upcoming(jiff::Timestamp::now()) {
+            Ok(n) => i64::from(n),
+            Err(_) => i64::from(u32::MAX),
+        };
+        let record = ScheduledJobRecord {
+            id: id.clone(),
+            etag: new_etag(),
+            definition,
+            schedule: schedule_json,
+            enabled,
+            completed,
+            next_occurrence,
+        };
+        write_and_count(
+            target,
+            report,
+            (Kind::ScheduledJobs, &id),
+            outcome,
+            existing.as_ref().map(|j| j.etag.as_str()),
+            async || target.store.insert_scheduled_job(&record).await,
+            async |etag| target.store.replace_scheduled_job(&record, etag).await,
+        )
+        .await?;
     }
     Ok(())
 }
