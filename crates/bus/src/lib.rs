@@ -41,8 +41,9 @@ pub trait DeviceBus: Send + Sync {
         within: Duration,
     ) -> BoxFuture<'a, Result<(), InvokeError>>;
 
-    /// Whether the device is connected now.
-    fn is_connected(&self, device_id: &str) -> bool;
+    /// Whether the device is connected now (to this server, or to any server sharing its
+    /// database).
+    fn is_connected<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, bool>;
 
     /// Closes the device's connection, if it has one (it was disabled or deleted).
     fn disconnect(&self, device_id: &str);

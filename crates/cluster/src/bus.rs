@@ -150,7 +150,7 @@ impl DeviceBus for ClusterBus {
         patch: DesiredPatch,
     ) -> BoxFuture<'a, Delivery> {
         Box::pin(async move {
-            if self.hub().is_connected(device_id) {
+            if self.hub().is_connected_here(device_id) {
                 return self.hub().push_desired(device_id, patch).await;
             }
             let Some(holder) = self.remote_holder(device_id).await else {
@@ -182,7 +182,7 @@ impl DeviceBus for ClusterBus {
             let mut moves_left = 1;
             loop {
                 let connect_left = connect_deadline.saturating_duration_since(Instant::now());
-                if self.hub().is_connected(device_id) {
+                if self.hub().is_connected_here(device_id) {
                     let here = MethodCall {
                         connect_timeout: connect_left,
                         ..call
@@ -226,7 +226,7 @@ impl DeviceBus for ClusterBus {
             let deadline = Instant::now() + within;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if self.hub().is_connected(device_id) {
+                if self.hub().is_connected_here(device_id) {
                     return self.hub().wait_until_reachable(device_id, left).await;
                 }
                 // Subscriptions are known only to the holder; its answer to the call says.
@@ -241,20 +241,11 @@ impl DeviceBus for ClusterBus {
         })
     }
 
-    /// Here, or on another live server. The trait's method is not async: on a multi-threaded
-    /// runtime (the server's) the database is read in place; elsewhere only this server's
-    /// connections count. The engine asks this rarely (at a property's deadline).
-    fn is_connected(&self, device_id: &str) -> bool {
-        if self.hub().is_connected(device_id) {
-            return true;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return false;
-        }
-        tokio::task::block_in_place(|| runtime.block_on(self.connected_elsewhere(device_id)))
+    /// Here, or on another live server (read from `device_connections`).
+    fn is_connected<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            self.hub().is_connected_here(device_id) || self.connected_elsewhere(device_id).await
+        })
     }
 
     /// Closes the connection here at once, and signals every server to close theirs.

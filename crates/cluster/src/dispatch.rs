@@ -66,7 +66,7 @@ async fn serve_call(bus: ClusterBus, id: String) {
 
 async fn make_call(bus: &ClusterBus, call: &DeviceCall) -> (CallStatus, Value) {
     let hub = &bus.shared.hub;
-    if !hub.is_connected(&call.device_id) {
+    if !hub.is_connected_here(&call.device_id) {
         return (CallStatus::Moved, Value::Null);
     }
     match call.kind {

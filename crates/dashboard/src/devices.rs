@@ -76,18 +76,17 @@ pub async fn list(
         .more
         .then(|| devices.items.last().map(|d| d.id.clone()))
         .flatten();
-    let rows = devices
-        .items
-        .into_iter()
-        .map(|d| DeviceRow {
-            connected: dash.app.bus.is_connected(&d.id),
+    let mut rows = Vec::with_capacity(devices.items.len());
+    for d in devices.items {
+        rows.push(DeviceRow {
+            connected: dash.app.bus.is_connected(&d.id).await,
             id: d.id,
             name: d.display_name,
             template: d.template.unwrap_or_default(),
             provisioned: d.provisioned,
             enabled: d.enabled,
-        })
-        .collect();
+        });
+    }
     Ok(render(&DevicesPage {
         nav: Nav::new(&session, "devices"),
         filter: query.filter,
@@ -248,7 +247,7 @@ async fn live_of(dash: &Dash, session: &Session, id: &str) -> Result<Live, PageE
     }
     Ok(Live {
         id: id.to_string(),
-        connected: dash.app.bus.is_connected(id),
+        connected: dash.app.bus.is_connected(id).await,
         properties,
         telemetry,
     })

@@ -110,9 +110,18 @@ async fn connect_device(
         .as_str()
         .unwrap()
         .to_string();
+    connect_with_key(endpoint, id, &key).await
+}
+
+/// Connects device `id` with a SAS token signed with `key`.
+async fn connect_with_key(
+    endpoint: &Endpoint,
+    id: &str,
+    key: &str,
+) -> Result<Connection, ConnectError> {
     let resource = percent_encode(&format!("localhost/devices/{id}"));
     let expiry = jiff::Timestamp::now().as_second() + 3600;
-    let password = sign(&resource, &key, expiry).unwrap();
+    let password = sign(&resource, key, expiry).unwrap();
     let username = format!("localhost/{id}/?api-version=2021-04-12");
     let options = ConnectOptions {
         client_id: id,
@@ -240,6 +249,66 @@ async fn disabling_a_device_on_one_server_closes_its_connection_on_the_other() {
         "{:?}",
         again.err()
     );
+    drop(a);
+}
+
+#[tokio::test]
+async fn new_credentials_set_on_one_server_close_the_connection_on_the_other() {
+    let Some((a, b, api_a, _api_b)) = cluster().await else {
+        return;
+    };
+    api_a.put("/devices/gate-1", json!({})).await.ok(200);
+    let endpoint_b = endpoint(&b.data_dir);
+    let mut connection = connect_device(&endpoint_b, &api_a, "gate-1").await.unwrap();
+    assert!(answers_ping(&mut connection).await);
+    // Setting the same keys again changes nothing: the connection stays.
+    const KEYS_1: [&str; 2] = [
+        "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+    ];
+    const KEYS_7: [&str; 2] = [
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=",
+    ];
+    let keys = |[primary, secondary]: [&str; 2]| {
+        json!({"type": "symmetricKey", "symmetricKey": {
+            "primaryKey": primary, "secondaryKey": secondary,
+        }})
+    };
+    api_a
+        .put("/devices/gate-1/attestation", keys(KEYS_1))
+        .await
+        .ok(200);
+    assert!(closed_within(&mut connection, Duration::from_secs(1)).await);
+    let mut connection = connect_device(&endpoint_b, &api_a, "gate-1").await.unwrap();
+    api_a
+        .put("/devices/gate-1/attestation", keys(KEYS_1))
+        .await
+        .ok(200);
+    assert!(
+        !closed_within(&mut connection, Duration::from_millis(500)).await,
+        "unchanged credentials closed the connection"
+    );
+    // New keys through A close the connection made on B with the old ones.
+    api_a
+        .put("/devices/gate-1/attestation", keys(KEYS_7))
+        .await
+        .ok(200);
+    assert!(
+        closed_within(&mut connection, Duration::from_secs(1)).await,
+        "the connection made with revoked keys stayed open on the other server"
+    );
+    let refused = connect_with_key(&endpoint_b, "gate-1", KEYS_1[0]).await;
+    assert!(
+        matches!(refused, Err(ConnectError::Refused(_))),
+        "{:?}",
+        refused.err()
+    );
+    let mut connection = connect_device(&endpoint_b, &api_a, "gate-1").await.unwrap();
+    assert!(answers_ping(&mut connection).await);
+    // Removing the individual attestation is a change of credentials too.
+    api_a.delete("/devices/gate-1/attestation").await.ok(204);
+    assert!(closed_within(&mut connection, Duration::from_secs(1)).await);
     drop(a);
 }
 

@@ -195,6 +195,11 @@ impl Hub {
         self.inner.live.lock().unwrap().get(device_id).cloned()
     }
 
+    /// Whether the device is connected to this server now.
+    pub fn is_connected_here(&self, device_id: &str) -> bool {
+        self.inner.live.lock().unwrap().contains_key(device_id)
+    }
+
     /// How many devices are connected now.
     pub fn connected_count(&self) -> usize {
         self.inner.live.lock().unwrap().len()
@@ -364,8 +369,8 @@ impl DeviceBus for Hub {
         Box::pin(async move { self.wait_for_methods(device_id, within).await.map(|_| ()) })
     }
 
-    fn is_connected(&self, device_id: &str) -> bool {
-        self.live(device_id).is_some()
+    fn is_connected<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(self.is_connected_here(device_id)))
     }
 
     fn disconnect(&self, device_id: &str) {

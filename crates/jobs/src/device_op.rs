@@ -223,7 +223,7 @@ impl DeviceRun<'_> {
                     {
                         return outcome;
                     }
-                    let (code, state) = if self.bus.is_connected(&self.device.device_id) {
+                    let (code, state) = if self.bus.is_connected(&self.device.device_id).await {
                         (
                             FailureReason::NoAcknowledgement,
                             "the device did not acknowledge it",

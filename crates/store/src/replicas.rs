@@ -237,7 +237,8 @@ impl Store {
     }
 
     /// What a replica that stopped leaves behind, in the caller's transaction: its job devices
-    /// (`release_job_devices`) and its devices' connection rows.
+    /// (`release_job_devices`), its devices' connection rows, and the device calls it made
+    /// (nobody waits for their answers any more; a live caller forgets its own calls).
     async fn release_replica_work(
         &self,
         tx: &mut crate::write_gate::WriteTx,
@@ -246,6 +247,10 @@ impl Store {
     ) -> Result<()> {
         self.release_job_devices(tx, replica, departure).await?;
         sqlx::query(&self.sql("DELETE FROM device_connections WHERE replica_id = ?"))
+            .bind(replica.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&self.sql("DELETE FROM device_calls WHERE caller = ?"))
             .bind(replica.as_str())
             .execute(&mut **tx)
             .await?;

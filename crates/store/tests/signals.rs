@@ -182,3 +182,44 @@ async fn servers_signal_takeovers_calls_and_answers_and_a_cut_listener_resyncs()
     b.close().await;
     database.drop_now().await;
 }
+
+#[tokio::test]
+async fn a_dead_servers_calls_are_dropped_with_it() {
+    let Some(database) = Database::fresh().await else {
+        return;
+    };
+    let a = server(&database.url(), "a").await;
+    let b = Store::connect(&database.url()).await.unwrap();
+    let lease = Duration::from_secs(1);
+    b.register_replica_for(
+        &ReplicaInfo {
+            instance: "b".into(),
+            hostname: "b.example".into(),
+        },
+        lease,
+    )
+    .await
+    .unwrap();
+    let call = |id: &str| DeviceCall {
+        id: id.into(),
+        device_id: "d1".into(),
+        kind: CallKind::Push,
+        request: json!({"version": 2}),
+        deadline_ms: jiff::Timestamp::now().as_millisecond() + 60_000,
+    };
+    b.send_device_call(a.replica(), &call("from-b"))
+        .await
+        .unwrap();
+    a.send_device_call(a.replica(), &call("from-a"))
+        .await
+        .unwrap();
+    // B stops renewing its lease; A's sweep declares it dead, and nobody waits for B's call.
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    a.heartbeat(Duration::from_secs(10)).await.unwrap();
+    let dead = a.sweep_dead_replicas(lease).await.unwrap();
+    assert_eq!(dead, vec![b.replica().clone()]);
+    assert_eq!(a.pending_device_call_ids().await.unwrap(), vec!["from-a"]);
+    a.close().await;
+    b.close().await;
+    database.drop_now().await;
+}

@@ -527,7 +527,11 @@ async fn replace_attestation(
     caller.require(Area::Devices, Access::Write)?;
     let body = body.into_json()?;
     let attestation = attestation_from_json(&body)?;
+    let before = stored_attestation(&state, &id).await?;
     set_attestation(&state, &id, Some(&attestation.to_json())).await?;
+    if before.as_ref() != Some(&attestation) {
+        credentials_changed(&state, &id);
+    }
     Ok(Json(attestation))
 }
 
@@ -556,9 +560,14 @@ async fn update_attestation(
             .await?
             .ok_or_else(|| not_found(&id))?;
         let mut merged = current.ok_or_else(|| no_attestation(&id))?;
+        let before = merged.clone();
         merge_patch(&mut merged, &patch);
         let attestation = attestation_from_json(&merged)?;
-        set_attestation(&state, &id, Some(&attestation.to_json())).await?;
+        let attestation_json = attestation.to_json();
+        set_attestation(&state, &id, Some(&attestation_json)).await?;
+        if attestation_json != before {
+            credentials_changed(&state, &id);
+        }
         Ok(Some(Json(attestation)))
     })
     .await
@@ -586,7 +595,15 @@ async fn remove_attestation(
         .ok_or_else(|| not_found(&id))?;
     current.ok_or_else(|| no_attestation(&id))?;
     set_attestation(&state, &id, None).await?;
+    credentials_changed(&state, &id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A device whose credentials changed is disconnected wherever it is connected (the bus
+/// reaches the server holding it): a connection made with a key that was revoked may not
+/// outlive it. The device reconnects with whichever key is valid now.
+fn credentials_changed(state: &AppState, id: &str) {
+    state.bus.disconnect(id);
 }
 
 async fn set_attestation(state: &AppState, id: &str, attestation: Option<&Value>) -> ApiResult<()> {

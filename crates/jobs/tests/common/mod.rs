@@ -182,8 +182,9 @@ impl DeviceBus for FakeBus {
         })
     }
 
-    fn is_connected(&self, device_id: &str) -> bool {
-        self.behaviour(device_id) != Behaviour::Offline
+    fn is_connected<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, bool> {
+        let connected = self.behaviour(device_id) != Behaviour::Offline;
+        Box::pin(std::future::ready(connected))
     }
 
     fn disconnect(&self, _device_id: &str) {}
