@@ -284,7 +284,8 @@ mod tests {
                 };
                 assert_eq!(success[0], expected, "{id}");
                 let takes_body = match (method.as_str(), id.as_str()) {
-                    (_, "Jobs_Rerun") => false,
+                    (_, "Jobs_Rerun" | "Jobs_Revert") => false,
+                    (_, "Jobs_Plan") => true,
                     ("put" | "patch", _) => true,
                     (_, id) if id.starts_with("Devices_Run") && id.ends_with("Command") => true,
                     _ => false,
@@ -299,8 +300,8 @@ mod tests {
         }
         // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs,
         // 6 for scheduled jobs, 1 for a device's components and 14 for its modules; Flotilla's
-        // own: 2 event streams and 5 for webhooks.
-        assert_eq!(operation_ids.len(), 82);
+        // own: 2 event streams, 5 for webhooks, a job's plan and its revert.
+        assert_eq!(operation_ids.len(), 84);
         let text = doc.to_string();
         let references: Vec<&str> = text.split("\"$ref\":\"").skip(1).collect();
         assert!(references.len() > 35);

@@ -223,6 +223,8 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("Jobs_Stop", "post", "/jobs/{jobId}/stop"),
     ("Jobs_Resume", "post", "/jobs/{jobId}/resume"),
     ("Jobs_Rerun", "put", "/jobs/{jobId}/rerun/{rerunId}"),
+    ("Jobs_Plan", "post", "/jobs/{jobId}/plan"),
+    ("Jobs_Revert", "put", "/jobs/{jobId}/revert/{revertId}"),
     ("Jobs_GetEvents", "get", "/jobs/{jobId}/events"),
     ("Events_Get", "get", "/events"),
     ("Webhooks_List", "get", "/webhooks"),
@@ -318,6 +320,8 @@ const EXTENSIONS: &[&str] = &[
     "Devices_ReplaceCloudProperties",
     "Devices_UpdateCloudProperties",
     "Jobs_GetEvents",
+    "Jobs_Plan",
+    "Jobs_Revert",
     "Events_Get",
     "Webhooks_List",
     "Webhooks_Get",
@@ -336,6 +340,7 @@ fn path_value(name: &str, in_component: bool) -> String {
         "jobId" => "openapi-job".into(),
         "scheduledJobId" => "openapi-schedule".into(),
         "rerunId" => "openapi-rerun".into(),
+        "revertId" => "openapi-revert".into(),
         "commandName" if in_component => "getMaxMinReport".into(),
         "commandName" => "reboot".into(),
         "telemetryName" if in_component => "temperature".into(),
@@ -409,7 +414,7 @@ fn sample_body(operation_id: &str) -> Option<Value> {
         "ScheduledJobs_Update" => {
             json!({"schedule": {"start": "2030-01-01T00:00:00Z", "recurrence": "weekly"}})
         }
-        "Jobs_Create" => json!({
+        "Jobs_Create" | "Jobs_Plan" => json!({
             "displayName": "OpenAPI job",
             "group": "openapi-group",
             "data": [{"type": "cloudProperty", "target": CONTROLLER, "path": "customerName", "value": "Contoso"}]

@@ -344,7 +344,7 @@ impl DeviceRun<'_> {
         let value = c.effective_value.clone().unwrap_or(Value::Null);
         let written = self
             .store
-            .set_cloud_property(&self.device.device_id, &c.name, value)
+            .set_cloud_property_for(&self.device.device_id, &c.name, value, Some(self.job_id))
             .await;
         changed(written, "writing the cloud property")
     }

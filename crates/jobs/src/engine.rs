@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, JobEvent, JobStatus};
-use flotilla_store::{JobDevice, JobRecord, Store};
+use flotilla_model::rollout::conflicts::ConflictPolicy;
+use flotilla_store::{JobDevice, JobRecord, PreviousValue, Store};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::EngineConfig;
+use crate::conflicts::{holders, refusing};
 use crate::device_op::{DeviceRun, Outcome, ReportedWatch};
+use crate::members::job_members;
 use crate::meters::{self, JobType};
 use crate::templates::Templates;
 
@@ -70,6 +73,8 @@ struct JobContext {
     job_type: JobType,
     threshold: Option<Threshold>,
     components: Vec<String>,
+    /// For a revert: the job whose recorded values each device gets back.
+    revert_of: Option<String>,
 }
 
 impl Engine {
@@ -238,6 +243,7 @@ impl Engine {
             operations,
             threshold: spec.threshold,
             components,
+            revert_of: spec.revert_of.clone(),
         }))
     }
 
@@ -257,40 +263,24 @@ impl Engine {
             Ok(spec) => spec,
             Err(invalid) => return fail(invalid.message).await,
         };
-        let devices = if let Some(original) = &record.rerun_of {
-            store.failed_job_devices(original).await?
-        } else {
-            let Some(group) = store.device_group(&spec.group).await? else {
+        let devices =
+            match job_members(store, &templates, &spec, record.rerun_of.as_deref()).await? {
+                Ok(devices) => devices,
+                Err(reason) => return fail(reason).await,
+            };
+        // A `refuse` job that an earlier job conflicts with (a scheduled job's run, or one
+        // created at the same moment as the other) fails instead of starting.
+        if spec.conflicts == Some(ConflictPolicy::Refuse) {
+            let holders =
+                holders(store, &templates, &spec, &devices, Some(&record.sort_key)).await?;
+            if let Some(holder) = refusing(&holders) {
                 return fail(format!(
-                    "the device group '{}' no longer exists",
-                    spec.group
+                    "refused (\"conflicts\": \"refuse\"): it conflicts with {}",
+                    holder.describe()
                 ))
                 .await;
-            };
-            let filter = match flotilla_filter::parse(&group.filter) {
-                Ok(filter) => filter,
-                Err(e) => return fail(format!("the device group's filter is invalid: {e}")).await,
-            };
-            let members = match spec.target() {
-                Some(target) => {
-                    let ids = templates.resolve(target);
-                    if ids.is_empty() {
-                        Ok(vec![])
-                    } else {
-                        store.device_ids_matching(&filter, &ids).await
-                    }
-                }
-                None => store.device_ids_matching(&filter, &[]).await,
-            };
-            match members {
-                Ok(devices) => devices,
-                // Retrying each pass would leave the job pending forever.
-                Err(e) if e.is_permanent() => {
-                    return fail(format!("the device group could not be evaluated: {e}")).await;
-                }
-                Err(e) => return Err(e),
             }
-        };
+        }
         let total = devices.len() as u64;
         let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1);
         // The first batch's devices (as many as may be in flight) start with the job, in its
@@ -577,7 +567,16 @@ impl Engine {
             reported: watch.clone(),
             components: context.components.clone(),
         };
-        let outcome = run.run(&context.operations).await;
+        let restoring;
+        let operations = match &context.revert_of {
+            Some(original) => {
+                let previous = store.previous_values(original, &device.device_id).await?;
+                restoring = restoring_operations(&context.operations, &previous);
+                &restoring
+            }
+            None => &context.operations,
+        };
+        let outcome = run.run(operations).await;
         drop(run);
         {
             let mut reported = self.inner.reported.lock().unwrap();
@@ -653,4 +652,29 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A revert's operations on one device: each of the job's capabilities that the original
+/// changed there, with the value it had before (the others are left alone).
+fn restoring_operations(
+    operations: &[job::Operation],
+    previous: &[PreviousValue],
+) -> Vec<job::Operation> {
+    operations
+        .iter()
+        .filter_map(|op| {
+            let c = op.capability()?;
+            let before = previous
+                .iter()
+                .find(|p| p.kind == op.kind() && p.component == c.component && p.name == c.name)?;
+            let mut restored = c.clone();
+            restored.value = Some(before.value.clone());
+            restored.effective_value = Some(before.value.clone());
+            Some(match op {
+                job::Operation::Property(_) => job::Operation::Property(restored),
+                job::Operation::CloudProperty(_) => job::Operation::CloudProperty(restored),
+                _ => return None,
+            })
+        })
+        .collect()
 }

@@ -10,9 +10,12 @@
 
 pub mod clock;
 pub mod config;
+pub mod conflicts;
 mod device_op;
 pub mod engine;
+pub mod members;
 mod meters;
+pub mod plan;
 pub mod scheduler;
 pub mod service;
 pub mod templates;

@@ -6,7 +6,14 @@ use flotilla_model::job_state::{IllegalTransition, JobEvent, JobStatus};
 use flotilla_store::{JobRecord, StoreError};
 use serde_json::Value;
 
+use flotilla_model::job::JobSpec;
+use flotilla_model::rollout::conflicts::{self, ConflictPolicy};
+use flotilla_model::rollout::revert::{revert_definition, unrevertable};
+
+use crate::conflicts::{holders, refusing};
 use crate::engine::Engine;
+use crate::members::job_members;
+use crate::templates::Templates;
 
 /// Why a lifecycle command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +30,15 @@ pub enum JobError {
     /// Every creation-order key drawn was taken (a server fault, not the caller's).
     #[error("no free creation-order key for the job '{0}'")]
     NoSortKey(String),
+    /// A revert of a job that ran a command or migrated templates (the message says which).
+    #[error("the job cannot be reverted: it {0}")]
+    Unrevertable(&'static str),
+    /// A revert of a job that changed no device.
+    #[error("the job changed no device")]
+    NothingToRevert,
+    /// A `"conflicts": "refuse"` job that an active job conflicts with (the message names it).
+    #[error("{0}")]
+    Conflicting(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +76,9 @@ impl Engine {
     /// Stores a new pending job and wakes the engine to start it.
     pub async fn create_job(&self, mut job: JobRecord) -> Result<JobRecord, JobError> {
         let store = &self.inner.store;
+        if let Some(refusal) = self.conflict_refusal(&job).await? {
+            return Err(JobError::Conflicting(refusal));
+        }
         for _ in 0..3 {
             match store.insert_job(&job).await {
                 Ok(()) => {
@@ -75,6 +94,36 @@ impl Engine {
             }
         }
         Err(JobError::NoSortKey(job.id))
+    }
+
+    /// For a `"conflicts": "refuse"` job, the refusal when an active job holds the same
+    /// capability on some of its devices (checked before the job is stored: two such jobs
+    /// created at the same moment may both pass, and the later is then refused when it starts).
+    async fn conflict_refusal(&self, job: &JobRecord) -> Result<Option<String>, JobError> {
+        // Only a job that asks for it pays for the check.
+        if job.definition.get(conflicts::FIELD).and_then(Value::as_str)
+            != Some(ConflictPolicy::Refuse.as_str())
+        {
+            return Ok(None);
+        }
+        let store = &self.inner.store;
+        let templates = Templates::load(store).await?;
+        let Ok(spec) = JobSpec::from_json(&job.definition, &templates) else {
+            return Ok(None);
+        };
+        let Ok(devices) = job_members(store, &templates, &spec, job.rerun_of.as_deref()).await?
+        else {
+            return Ok(None);
+        };
+        let holders = holders(store, &templates, &spec, &devices, None).await?;
+        Ok(refusing(&holders).map(|h| {
+            format!(
+                "The job '{}' conflicts with {}; with \"conflicts\": \"refuse\" it is not \
+                 created (send \"queue\" to wait for it).",
+                job.id,
+                h.describe()
+            )
+        }))
     }
 
     /// Stops a pending or running job: no device starts; devices in flight finish.
@@ -109,6 +158,28 @@ impl Engine {
             Some(original.id.clone()),
         );
         self.create_job(rerun).await
+    }
+
+    /// Creates a job that restores, on each device a settled job (`original`, as the caller
+    /// read it) changed, the values it replaced.
+    pub async fn revert_job(
+        &self,
+        original: &JobRecord,
+        revert_id: &str,
+    ) -> Result<JobRecord, JobError> {
+        let templates = Templates::load(&self.inner.store).await?;
+        if let Ok(spec) = JobSpec::from_json(&original.definition, &templates)
+            && let Some(why) = unrevertable(&spec)
+        {
+            return Err(JobError::Unrevertable(why));
+        }
+        // Settled as for a rerun: a job still writing would change devices after the revert.
+        original.status.next(&JobEvent::Rerun)?;
+        if !self.inner.store.job_changed_devices(&original.id).await? {
+            return Err(JobError::NothingToRevert);
+        }
+        let definition = revert_definition(&original.id, &original.definition);
+        self.create_job(new_job(revert_id, definition, None)).await
     }
 
     /// Applies the event `for_job` makes of the job as read; `Illegal` (with the status read)

@@ -8,6 +8,8 @@ use serde_json::{Number, Value, json};
 use utoipa::ToSchema;
 
 use crate::Invalid;
+use crate::rollout::conflicts::ConflictPolicy;
+use crate::rollout::revert;
 use crate::schema::check_value;
 use crate::template::{Capability, CapabilityKind, find};
 use crate::validate::Fields;
@@ -93,7 +95,7 @@ impl Operation {
 
     /// What makes two entries the same work on a device: the type and the capability (however
     /// its path was written), or the type alone for a migration (a device has one template).
-    fn identity(&self) -> (&'static str, Option<&str>, Option<&str>) {
+    pub(crate) fn identity(&self) -> (&'static str, Option<&str>, Option<&str>) {
         match self.capability() {
             Some(c) => (self.kind(), c.component.as_deref(), Some(c.name.as_str())),
             None => (self.kind(), None, None),
@@ -232,6 +234,12 @@ pub struct JobSpec {
     pub threshold: Option<Threshold>,
     pub data: Vec<JobData>,
     pub organizations: Vec<String>,
+    /// Flotilla's extension: what to do when another active job holds the same capability on
+    /// some of its devices (`None`: not sent, IoT Central's queueing).
+    pub conflicts: Option<ConflictPolicy>,
+    /// Flotilla's extension, set by the server on a revert job: the job whose changes it
+    /// restores (its data then carries no values: each device gets the value it had).
+    pub revert_of: Option<String>,
 }
 
 /// Read-only fields of a job body: the server sets them.
@@ -285,10 +293,15 @@ impl JobSpec {
                 ),
             ));
         }
+        let revert_of = fields
+            .bounded_string(revert::FIELD, 255)?
+            .map(str::to_string);
         let data = entries
             .iter()
             .enumerate()
-            .map(|(i, entry)| parse_data(entry, &format!("data[{i}]"), templates))
+            .map(|(i, entry)| {
+                parse_data(entry, &format!("data[{i}]"), templates, revert_of.is_some())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         refuse_duplicates(&data)?;
         let targets: Vec<&str> = data
@@ -313,6 +326,8 @@ impl JobSpec {
             threshold,
             data,
             organizations: fields.organizations()?,
+            conflicts: ConflictPolicy::from_fields(&fields)?,
+            revert_of,
         })
     }
 
@@ -342,6 +357,8 @@ impl JobSpec {
                 .map(|d| d.operation.entry(d.spelling))
                 .collect(),
             organizations: self.organizations.clone(),
+            conflicts: self.conflicts,
+            revert_of: self.revert_of.clone(),
         }
     }
 }
@@ -373,6 +390,16 @@ pub struct JobDefinition {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub organizations: Vec<String>,
+    /// Flotilla's extension: `queue` (the default: IoT Central's behaviour) or `refuse` (409,
+    /// nothing stored, when an active job holds the same capability on some of the devices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub conflicts: Option<ConflictPolicy>,
+    /// Flotilla's extension, on a revert job only (set by the server): the job whose changes
+    /// it restores. Its `data` then names capabilities without values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, read_only)]
+    pub revert_of: Option<String>,
 }
 
 /// How a batch size or a threshold counts devices.
@@ -563,7 +590,13 @@ pub fn split_path(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn parse_data(entry: &Value, at: &str, templates: &dyn TemplateLookup) -> Result<JobData, Invalid> {
+/// `valueless`: a revert's entries carry no value (each device gets the one it had).
+fn parse_data(
+    entry: &Value,
+    at: &str,
+    templates: &dyn TemplateLookup,
+    valueless: bool,
+) -> Result<JobData, Invalid> {
     let fields = Fields::nested(entry, at)?;
     let kind_text = fields.required_string("type")?;
     let (kind, spelling) = canonical_kind(kind_text).ok_or_else(|| {
@@ -572,7 +605,7 @@ fn parse_data(entry: &Value, at: &str, templates: &dyn TemplateLookup) -> Result
             format_args!("is \"{kind_text}\"; it must be one of property, command, cloudProperty, deviceTemplateMigration"),
         )
     })?;
-    let operation = parse_operation(&fields, kind, at, templates)?;
+    let operation = parse_operation(&fields, kind, at, templates, valueless)?;
     Ok(JobData {
         operation,
         spelling,
@@ -585,6 +618,7 @@ fn parse_operation(
     kind: &str,
     at: &str,
     templates: &dyn TemplateLookup,
+    valueless: bool,
 ) -> Result<Operation, Invalid> {
     match kind {
         "deviceManifestMigration" => Err(Invalid::field(
@@ -652,7 +686,7 @@ fn parse_operation(
             }
             let value = fields.get("value").cloned();
             let effective_value = match &value {
-                None if kind != "command" => {
+                None if kind != "command" && !valueless => {
                     return Err(Invalid::field(&format!("{at}.value"), "is required"));
                 }
                 None => None,

@@ -15,6 +15,7 @@ pub mod job_state;
 pub mod keys;
 pub mod properties;
 pub mod roles;
+pub mod rollout;
 pub mod schedule;
 pub mod schema;
 pub mod template;

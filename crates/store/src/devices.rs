@@ -11,6 +11,9 @@ use crate::bulk::marks;
 use crate::error::corrupt;
 use crate::filter_sql::{self, SqlParam};
 use crate::group_commit::{DeviceChangeWrite, Write};
+use crate::job_previous_values::{
+    CLOUD_PROPERTY, PreviousRecord, PreviousValue, record_previous_values,
+};
 use crate::{Entity, Page, PageRequest, Result, Store, StoreError, inserted, into_page, now_ms};
 
 /// Reads a boolean column, selected as `CAST(CASE WHEN column THEN 1 ELSE 0 END AS BIGINT)`:
@@ -257,7 +260,12 @@ impl Store {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum DeviceChange {
     /// Sets one cloud property (a JSON merge patch of `{name: value}`: `null` removes it).
-    CloudProperty { name: String, value: Value },
+    /// `job_id`: the job making it, which records the value it replaces (for a revert).
+    CloudProperty {
+        name: String,
+        value: Value,
+        job_id: Option<String>,
+    },
     /// Moves the device to another template.
     Template(String),
 }
@@ -278,9 +286,23 @@ impl Store {
         name: &str,
         value: Value,
     ) -> Result<bool> {
+        self.set_cloud_property_for(device_id, name, value, None)
+            .await
+    }
+
+    /// `set_cloud_property` for a job, which records the value it replaces in the same
+    /// transaction (for a revert).
+    pub async fn set_cloud_property_for(
+        &self,
+        device_id: &str,
+        name: &str,
+        value: Value,
+        job_id: Option<&str>,
+    ) -> Result<bool> {
         let change = DeviceChange::CloudProperty {
             name: name.to_string(),
             value,
+            job_id: job_id.map(str::to_string),
         };
         self.change_device(device_id, change).await
     }
@@ -345,13 +367,37 @@ impl Store {
             }
         }
         let mut exists = Vec::with_capacity(changes.len());
+        let mut previous = Vec::new();
         for (id, change) in changes {
             let Some(row) = rows.get_mut(*id) else {
                 exists.push(false);
                 continue;
             };
             match change {
-                DeviceChange::CloudProperty { name, value } => {
+                DeviceChange::CloudProperty {
+                    name,
+                    value,
+                    job_id,
+                } => {
+                    let before = row
+                        .cloud_properties
+                        .get(name)
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    if let Some(job_id) = job_id
+                        && &before != value
+                    {
+                        previous.push(PreviousRecord {
+                            job_id: job_id.as_str(),
+                            device_id: id,
+                            previous: PreviousValue {
+                                kind: CLOUD_PROPERTY,
+                                component: None,
+                                name: name.clone(),
+                                value: before,
+                            },
+                        });
+                    }
                     let patch = serde_json::json!({ name: value });
                     flotilla_model::validate::merge_patch(&mut row.cloud_properties, &patch);
                 }
@@ -379,6 +425,7 @@ impl Store {
             }
             query.execute(&mut **tx).await?;
         }
+        record_previous_values(self, tx, &previous).await?;
         Ok(exists)
     }
 }

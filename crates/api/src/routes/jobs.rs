@@ -7,11 +7,14 @@ use axum::{Extension, Json};
 use flotilla_jobs::JobError;
 use flotilla_jobs::service::new_job;
 use flotilla_jobs::templates::Templates;
+use flotilla_model::Invalid;
 use flotilla_model::api_token::format_time;
 use flotilla_model::ids::check_entity_id;
 use flotilla_model::job::{JobDefinition, JobSpec};
 use flotilla_model::job_state::{DeviceStatus, JobStatus};
 use flotilla_model::roles::{Access, Area};
+use flotilla_model::rollout::plan::JobPlan;
+use flotilla_model::rollout::revert;
 use flotilla_model::validate::Fields;
 use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page};
 use serde::Serialize;
@@ -38,6 +41,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(stop))
         .routes(routes!(resume))
         .routes(routes!(rerun))
+        .routes(routes!(plan))
+        .routes(routes!(revert))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -115,6 +120,13 @@ pub fn render(job: &JobRecord) -> Job {
 pub async fn validate_definition(state: &AppState, body: &Value) -> ApiResult<JobSpec> {
     let templates = Templates::load(&state.store).await?;
     let spec = JobSpec::from_json(body, &templates)?;
+    if spec.revert_of.is_some() {
+        return Err(Invalid::field(
+            revert::FIELD,
+            "is set by the server on the jobs PUT /jobs/{id}/revert/{revertId} creates",
+        )
+        .into());
+    }
     if state.store.device_group(&spec.group).await?.is_none() {
         return Err(ApiError::bad_request(format!(
             "The field 'group' names the device group '{}', which does not exist.",
@@ -136,6 +148,13 @@ fn job_error(id: &str, error: JobError, refused: impl FnOnce(&str) -> String) ->
         JobError::NoFailedDevices => {
             ApiError::conflict(format!("The job '{id}' has no failed devices to rerun."))
         }
+        JobError::Conflicting(message) => ApiError::conflict(message),
+        JobError::Unrevertable(why) => {
+            ApiError::bad_request(format!("The job '{id}' cannot be reverted: it {why}."))
+        }
+        JobError::NothingToRevert => ApiError::conflict(format!(
+            "The job '{id}' changed no device (no value it replaced was recorded); there is nothing to revert."
+        )),
         JobError::NoSortKey(_) => ApiError::internal(),
         JobError::Store(e) => e.into(),
     }
@@ -226,6 +245,42 @@ async fn create(
         .map_err(|e| job_error(&id, e, |_| String::new()))?;
     tracing::info!(job = %id, by = %caller.token.id, "job created");
     Ok(Json(render(&job)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/plan",
+    operation_id = "Jobs_Plan",
+    tag = "Jobs",
+    summary = "Plan a job without running it (a Flotilla extension)",
+    description = "A dry run: takes the body `PUT /jobs/{jobId}` takes, validated the same way (the same 400 for a bad body), and answers what the job would do if it were created now: its devices and batches, the group's devices it would not change, how many are offline, the active jobs holding some of them, and an estimate of its duration. Stores nothing. Needs the permission to create jobs.",
+    params(("jobId" = String, Path, description = "Unique ID of the job.")),
+    request_body(content = Job, description = "The job's definition, as for `PUT /jobs/{jobId}`."),
+    responses(
+        (status = 200, description = "Success", body = JobPlan),
+        (status = 400, description = "The body is not a valid job (the same answer as `PUT /jobs/{jobId}`)", body = openapi::Error),
+    ),
+)]
+async fn plan(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> ApiResult<Json<JobPlan>> {
+    // What a plan reveals (the group's devices and their states) is what creating the job
+    // would act on: the same permission.
+    caller.require(Area::Jobs, Access::Write)?;
+    let body = body.into_json()?;
+    check_entity_id("jobId", &id)?;
+    Fields::of(&body)?.check_path_id("id", &id)?;
+    let spec = validate_definition(&state, &body).await?;
+    let planned =
+        flotilla_jobs::plan::plan(&state.store, state.bus.as_ref(), state.jobs.config(), &spec)
+            .await?
+            .map_err(|reason| {
+                ApiError::bad_request(format!("The job '{id}' could not start: {reason}."))
+            })?;
+    Ok(Json(planned))
 }
 
 /// One device of a job as the API shows it (this type is also its OpenAPI schema).
@@ -397,5 +452,43 @@ async fn rerun(
             })
         })?;
     tracing::info!(job = %rerun_id, original = %id, by = %caller.token.id, "job rerun created");
+    Ok(Json(render(&job)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/jobs/{jobId}/revert/{revertId}",
+    operation_id = "Jobs_Revert",
+    tag = "Jobs",
+    summary = "Revert a job (a Flotilla extension)",
+    description = "A new job (id `revertId`, with `revertOf` naming the original) that restores, on each device the original changed, the value each of its properties or cloud properties had before it, as recorded when the original wrote it. Devices the original did not change are left out. 400 for a job that ran a command or migrated templates; 409 when the original has not finished or changed no device.",
+    params(
+        ("jobId" = String, Path, description = "Unique ID of the job to revert."),
+        ("revertId" = String, Path, description = "Unique ID of the revert job."),
+    ),
+    responses(
+        (status = 200, description = "Success", body = Job),
+        (status = 400, description = "The job ran a command or migrated templates (code `BadRequest`)", body = openapi::Error),
+        (status = 409, description = "The job has not finished or changed no device (code `Conflict`)", body = openapi::Error),
+    ),
+)]
+async fn revert(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, revert_id)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    caller.require(Area::Jobs, Access::Write)?;
+    let original = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    check_entity_id("revertId", &revert_id)?;
+    let job = state
+        .jobs
+        .revert_job(&original, &revert_id)
+        .await
+        .map_err(|e| {
+            job_error(&id, e, |status| {
+                format!("The job '{id}' is {status}; revert it when it has finished.")
+            })
+        })?;
+    tracing::info!(job = %revert_id, original = %id, by = %caller.token.id, "job revert created");
     Ok(Json(render(&job)))
 }

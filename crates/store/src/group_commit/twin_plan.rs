@@ -4,12 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use flotilla_model::twin::{Twin, apply_reported_patch};
+use flotilla_model::twin::{
+    COMPONENT_MARKER, Twin, apply_reported_patch, is_component, plain_values,
+};
 use flotilla_model::validate::merge_patch;
 use serde_json::Value;
 
 use super::job_progress::record_desired_versions;
 use super::{DesiredWrite, Outcome, Reply, ReportedAnswer, ReportedWrite, distinct};
+use crate::job_previous_values::{PROPERTY, PreviousRecord, PreviousValue, record_previous_values};
 use crate::write_gate::WriteTx;
 use crate::{Entity, Result, Store, StoreError};
 
@@ -74,6 +77,45 @@ impl TwinWrite for DesiredWrite {
         twin.desired_version += 1;
         twin.clone()
     }
+}
+
+/// The device's reported values that a desired change replaces with other values (a desired
+/// write leaves the reported document as it was, so the twin after it still shows them). A
+/// property the device never reported has no value to restore and is left out.
+fn replaced_properties(change: &Value, reported: &Value) -> Vec<PreviousValue> {
+    let plain = plain_values(reported);
+    let mut replaced = Vec::new();
+    let mut consider = |component: Option<&str>, name: &str, new: &Value| {
+        let current = match component {
+            Some(c) => plain.get(c).and_then(|o| o.get(name)),
+            None => plain.get(name),
+        };
+        if let Some(current) = current
+            && current != new
+        {
+            replaced.push(PreviousValue {
+                kind: PROPERTY,
+                component: component.map(str::to_string),
+                name: name.to_string(),
+                value: current.clone(),
+            });
+        }
+    };
+    let Value::Object(fields) = change else {
+        return replaced;
+    };
+    for (key, value) in fields {
+        if is_component(value) {
+            if let Value::Object(inner) = value {
+                for (name, new) in inner.iter().filter(|(n, _)| n.as_str() != COMPONENT_MARKER) {
+                    consider(Some(key), name, new);
+                }
+            }
+        } else if key != COMPONENT_MARKER {
+            consider(None, key, value);
+        }
+    }
+    replaced
 }
 
 /// The version of the document a kind of write changes.
@@ -208,6 +250,27 @@ pub(crate) async fn write_desired(
         })
         .collect();
     let noted = record_desired_versions(core, tx, &recorded).await?;
+    // And, for a revert, the reported values it replaced.
+    let previous: Vec<PreviousRecord> = writes
+        .iter()
+        .zip(&answers)
+        .filter_map(|((w, _), twin)| {
+            let job = w.job_id.as_deref()?;
+            noted
+                .contains(&(job.to_string(), w.device_id.clone()))
+                .then_some((job, w, twin.as_ref()?))
+        })
+        .flat_map(|(job, w, twin)| {
+            replaced_properties(&w.change, &twin.reported)
+                .into_iter()
+                .map(move |previous| PreviousRecord {
+                    job_id: job,
+                    device_id: &w.device_id,
+                    previous,
+                })
+        })
+        .collect();
+    record_previous_values(core, tx, &previous).await?;
     let mut outcomes = outcomes(writes, answers, &written);
     // A job's write whose version was not recorded: the device is no longer this replica's
     // (its document changed all the same, to what the new owner writes too), and the task
