@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
-use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, JobEvent, JobStatus};
+use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, FailureReason, JobEvent, JobStatus};
 use flotilla_model::rollout::conflicts::ConflictPolicy;
 use flotilla_store::{JobDevice, JobRecord, PreviousValue, Store};
 use tokio::runtime::Handle;
@@ -567,16 +567,20 @@ impl Engine {
             reported: watch.clone(),
             components: context.components.clone(),
         };
-        let restoring;
-        let operations = match &context.revert_of {
-            Some(original) => {
-                let previous = store.previous_values(original, &device.device_id).await?;
-                restoring = restoring_operations(&context.operations, &previous);
-                &restoring
-            }
-            None => &context.operations,
+        let outcome = match &context.revert_of {
+            Some(original) => match store.previous_values(original, &device.device_id).await {
+                Ok(previous) => {
+                    run.run(&restoring_operations(&context.operations, &previous))
+                        .await
+                }
+                Err(e) => Outcome::Failed {
+                    code: FailureReason::StorageError,
+                    reason: format!("reading the values to restore failed: {e}"),
+                    detail: None,
+                },
+            },
+            None => run.run(&context.operations).await,
         };
-        let outcome = run.run(operations).await;
         drop(run);
         {
             let mut reported = self.inner.reported.lock().unwrap();

@@ -224,7 +224,10 @@ async fn get_one(
     description = "The job starts as `pending`; the job engine fixes its devices and runs it.",
     params(("jobId" = String, Path, description = "Unique ID of the job.")),
     request_body(content = Job, description = "The job's definition."),
-    responses((status = 200, description = "Success", body = Job)),
+    responses(
+        (status = 200, description = "Success", body = Job),
+        (status = 409, description = "The id is taken, or (with Flotilla's `\"conflicts\": \"refuse\"`) an active job holds the same capability on some of the devices (code `Conflict`)", body = openapi::Error),
+    ),
 )]
 async fn create(
     State(state): State<AppState>,
