@@ -82,16 +82,18 @@ pub async fn plan(
     skipped.truncate(MAX_LISTED_SKIPPED);
 
     // In bulk where several servers share the database (asking the bus would be a query per
-    // device not connected here).
+    // device not connected here); else this server's own connections.
     let connected = store.devices_connected_anywhere(&devices).await?;
-    let offline: HashSet<&str> = devices
-        .iter()
-        .map(String::as_str)
-        .filter(|id| match &connected {
-            Some(connected) => !connected.contains(*id),
-            None => !bus.is_connected(id),
-        })
-        .collect();
+    let mut offline: HashSet<&str> = HashSet::new();
+    for id in &devices {
+        let away = match &connected {
+            Some(connected) => !connected.contains(id),
+            None => !bus.is_connected(id).await,
+        };
+        if away {
+            offline.insert(id);
+        }
+    }
     // The job's batches, as the engine numbers them when it starts.
     let total = devices.len() as u64;
     let batch_size = spec.batch.map(|b| b.size(total)).unwrap_or(total).max(1) as usize;
