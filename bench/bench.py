@@ -30,7 +30,8 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOTILLA = os.path.join(REPO, "target", "release", "flotilla")
-BENCH = os.path.join(REPO, "target", "release", "flotilla-bench")
+# BENCH_TOOL: another build of the load tools (a debug one, to try a script change quickly).
+BENCH = os.environ.get("BENCH_TOOL", os.path.join(REPO, "target", "release", "flotilla-bench"))
 TEMPLATE_FILE = os.path.join(REPO, "fixtures", "thermostat.template.json")
 TEMPLATE = "dtmi:contoso:mythermostattemplate;1"
 V = "api-version=2022-07-31"

@@ -34,6 +34,11 @@ def psql(sql):
                    stdout=subprocess.DEVNULL)
 
 
+def psql_in(database, sql):
+    subprocess.run(["psql", f"{POSTGRES}/{database}", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 class Cluster:
     """`replicas` servers on one fresh PostgreSQL database, or one on SQLite (`replicas` 0)."""
 
@@ -43,7 +48,7 @@ class Cluster:
         env = {"FLOTILLA_ADMIN_TOKEN": token}
         url = None
         if replicas > 0:
-            self.database = f"flotilla_bench_{label.replace('-', '_')}_{os.getpid()}"
+            self.database = f"flotilla_bench_{label.replace('-', '_').replace('+', '_x')}_{os.getpid()}"
             psql(f"CREATE DATABASE {self.database}")
             url = f"{POSTGRES}/{self.database}"
         self.servers = []
@@ -93,6 +98,35 @@ def split_files(files, parts):
     return out
 
 
+def database_cpu_secs(database):
+    """CPU time of the PostgreSQL backends connected to `database` (their process titles name
+    it); the servers keep their connections open, so a job's share is the difference."""
+    if not database:
+        return 0.0
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and f" {database} " in title:
+            total += bench.cpu_secs(int(pid))
+    return total
+
+
+def timed_job(cluster, sims, job_id, data):
+    """`bench.run_job`, with the CPU every replica and the database's backends spent on it."""
+    servers0 = sum(bench.cpu_secs(s.pid) for s in cluster.servers)
+    db0 = database_cpu_secs(cluster.database)
+    job = bench.run_job(cluster.first, sims, job_id, data, timeout=900)
+    job["replicasCpuSecs"] = sum(bench.cpu_secs(s.pid) for s in cluster.servers) - servers0
+    job["databaseCpuSecs"] = database_cpu_secs(cluster.database) - db0
+    return job
+
+
 def cloud_property_data(value):
     return [{"type": "cloudProperty", "target": bench.TEMPLATE, "path": "customerName",
              "value": f"customer {value}"}]
@@ -105,11 +139,15 @@ KINDS = {
 }
 
 
-def measure(tmp, logdir, label, replicas, n, runs, kinds):
+def measure(tmp, logdir, label, replicas, n, runs, kinds, setup_sql=None):
     log(f"{label}: {n} devices, {replicas or 'SQLite, 1'} replica(s)")
     cluster = Cluster(tmp, logdir, label, replicas)
     sims = []
     try:
+        if setup_sql and cluster.database:
+            # An experiment's statements (--setup-sql), on the servers' fresh schema before the
+            # fleet is made.
+            psql_in(cluster.database, setup_sql)
         created, files = bench.prepare_devices(cluster.first, n, logdir)
         files = split_files(files, len(cluster.servers))
         started = time.monotonic()
@@ -122,9 +160,11 @@ def measure(tmp, logdir, label, replicas, n, runs, kinds):
             data = KINDS[kind]
             jobs = []
             for k in range(runs):
-                job = bench.run_job(cluster.first, sims, f"{kind}-{label}-{k}", data(k), timeout=900)
+                job = timed_job(cluster, sims, f"{kind}-{label.replace('+', 'x')}-{k}", data(k))
                 log(f"  {kind} job {k + 1}: {job['status']} {job['completed']}/{job['devices']} "
-                    f"(failed {job['failed']}) in {job['wallSecs']:.2f} s = {job['opsPerSec']:.0f} ops/s")
+                    f"(failed {job['failed']}) in {job['wallSecs']:.2f} s = {job['opsPerSec']:.0f} ops/s; "
+                    f"CPU s: servers {job['replicasCpuSecs']:.2f}, database {job['databaseCpuSecs']:.2f}, "
+                    f"simulators {job['simCpuSecs']:.2f}")
                 jobs.append(job)
             result[kind] = sorted(jobs, key=lambda j: j["wallSecs"])[len(jobs) // 2]
             result[kind]["runs"] = [j["wallSecs"] for j in jobs]
@@ -143,8 +183,8 @@ def markdown(report):
         "The same fleet, connected in equal shares to each replica by one simulator per "
         "replica; jobs created through replica 1; median of the runs by wall time.",
         "",
-        "| configuration | devices | job | wall s (runs) | ops/s | failed |",
-        "|---|---:|---|---:|---:|---:|",
+        "| configuration | devices | job | wall s (runs) | ops/s | failed | CPU s: servers | CPU s: database |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         for kind in KINDS:
@@ -153,7 +193,8 @@ def markdown(report):
             j = r[kind]
             runs = ", ".join(f"{w:.2f}" for w in j["runs"])
             lines.append(f"| {r['label']} | {r['devices']:,} | {kind} | {j['wallSecs']:.2f} ({runs}) | "
-                         f"{j['opsPerSec']:,.0f} | {j['failed']} |")
+                         f"{j['opsPerSec']:,.0f} | {j['failed']} | {j['replicasCpuSecs']:.2f} | "
+                         f"{j['databaseCpuSecs']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +207,10 @@ def main():
     parser.add_argument("--kinds", default="property,command,cloudProperty",
                         help="the jobs to run, comma-separated: " + ", ".join(KINDS))
     parser.add_argument("--configs", default="sqlite,pg-1,pg-2,pg-3",
-                        help="the configurations, comma-separated: sqlite, pg-N (N replicas)")
+                        help="the configurations, comma-separated: sqlite, pg-N (N replicas), "
+                        "pg-N+ (with --setup-sql)")
+    parser.add_argument("--setup-sql", help="SQL run on the fresh database of each pg-N+ "
+                        "configuration before its fleet is made (an experiment beside pg-N)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder, its logs and the databases")
     parser.add_argument("--flotilla", help="another build of the flotilla binary to measure")
     parser.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results", "cluster.md"))
@@ -187,9 +231,11 @@ def main():
     try:
         kinds = args.kinds.split(",")
         for label in args.configs.split(","):
-            replicas = 0 if label == "sqlite" else int(label.removeprefix("pg-"))
+            # `pg-N+`: N replicas with --setup-sql run on the database first.
+            setup = args.setup_sql if label.endswith("+") else None
+            replicas = 0 if label == "sqlite" else int(label.removeprefix("pg-").rstrip("+"))
             report["results"].append(
-                measure(tmp, logdir, label, replicas, args.devices, args.runs, kinds))
+                measure(tmp, logdir, label, replicas, args.devices, args.runs, kinds, setup))
         if args.big:
             report["results"].append(
                 measure(tmp, logdir, "pg-6-big", 6, 100_000, 1, ["property"]))
