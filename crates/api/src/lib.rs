@@ -13,6 +13,7 @@ pub mod body;
 pub mod collections;
 pub mod error;
 pub mod job_events;
+pub mod job_export;
 pub mod live;
 pub mod observe;
 pub mod openapi;

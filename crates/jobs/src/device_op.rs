@@ -10,6 +10,7 @@ use std::time::Duration;
 use flotilla_bus::{DesiredPatch, DeviceBus, InvokeError, MethodCall, MethodResponse, method_name};
 use flotilla_model::job::{CapabilityTarget, Operation};
 use flotilla_model::job_state::FailureReason;
+use flotilla_model::rollout::offline::{Offline, Policy};
 use flotilla_model::twin::{ack_of, desired_patch_message, mark_components, plain_values};
 use flotilla_model::validate::merge_patch;
 use flotilla_store::{JobDevice, Store, StoreError};
@@ -28,6 +29,11 @@ pub enum Outcome {
         code: FailureReason,
         reason: String,
         detail: Option<Value>,
+    },
+    /// The device was not connected when its turn came, and the job's offline policy skips
+    /// such devices.
+    Skipped {
+        reason: String,
     },
     /// The device is no longer this replica's to work (another took it over, or this replica's
     /// lease lapsed): the task stops without recording anything.
@@ -89,6 +95,8 @@ pub struct DeviceRun<'a> {
     /// The device's reported properties as they change.
     pub reported: Arc<ReportedWatch>,
     pub components: Vec<String>,
+    /// The job's offline policy, if it has one.
+    pub offline: Option<&'a Offline>,
 }
 
 fn now_ms() -> i64 {
@@ -101,6 +109,9 @@ impl DeviceRun<'_> {
     }
 
     pub async fn run(&self, operations: &[Operation]) -> Outcome {
+        if let Some(outcome) = self.offline_policy(operations).await {
+            return outcome;
+        }
         let properties: Vec<&CapabilityTarget> = operations
             .iter()
             .filter_map(|op| match op {
@@ -134,6 +145,46 @@ impl DeviceRun<'_> {
         }
         Outcome::Completed {
             detail: (!detail.is_empty()).then_some(Value::Object(detail)),
+        }
+    }
+
+    /// The job's offline policy for a device not connected as its operation starts: `Some`
+    /// outcome to end it with (skipped, or failed), `None` to go on (it connected in time, or
+    /// the policy waits as a job without one does). A device taken over midway (its property
+    /// written, its command sent) already went past this point.
+    async fn offline_policy(&self, operations: &[Operation]) -> Option<Outcome> {
+        let offline = self.offline?;
+        let reaches_device = operations
+            .iter()
+            .any(|op| matches!(op, Operation::Property(_) | Operation::Command(_)));
+        let resumed = self.device.sent || self.device.desired_version.is_some();
+        let id = &self.device.device_id;
+        if !reaches_device || resumed || self.bus.is_connected(id).await {
+            return None;
+        }
+        match offline.policy {
+            Policy::Skip => Some(Outcome::Skipped {
+                reason: "skipped: the device was not connected when its turn came (offline \
+                         policy skip)"
+                    .to_string(),
+            }),
+            Policy::Fail => Some(failed(
+                FailureReason::Offline,
+                "the device was not connected when its turn came (offline policy fail)",
+            )),
+            Policy::Wait => {
+                let wait = offline.wait()?.min(self.remaining());
+                match self.bus.wait_until_reachable(id, wait).await {
+                    Ok(()) => None,
+                    Err(e) => Some(failed(
+                        FailureReason::Offline,
+                        format!(
+                            "the device did not connect within {} s (offline policy wait): {e}",
+                            wait.as_secs()
+                        ),
+                    )),
+                }
+            }
         }
     }
 
@@ -394,6 +445,9 @@ fn acknowledged(
                     });
                 }
             },
+            // An earlier version's refusal says nothing of this version: the device's answer to
+            // it is awaited (its refused value, echoed in the old refusal, is not acceptance).
+            Some(ack) if ack.code.is_some_and(|code| !(200..300).contains(&code)) => return None,
             _ => {
                 // A device that reports the value itself (no acknowledgement) also took it.
                 let reported = match &p.component {

@@ -13,6 +13,9 @@ use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, FailureReason, JobEvent, JobStatus};
 use flotilla_model::rollout::conflicts::ConflictPolicy;
+use flotilla_model::rollout::offline::Offline;
+use flotilla_model::rollout::reason_code::ReasonCode;
+use flotilla_model::rollout::retry::Retry;
 use flotilla_store::{JobDevice, JobRecord, PreviousValue, Store};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -75,6 +78,8 @@ struct JobContext {
     components: Vec<String>,
     /// For a revert: the job whose recorded values each device gets back.
     revert_of: Option<String>,
+    retry: Option<Retry>,
+    offline: Option<Offline>,
 }
 
 impl Engine {
@@ -244,6 +249,8 @@ impl Engine {
             threshold: spec.threshold,
             components,
             revert_of: spec.revert_of.clone(),
+            retry: spec.retry,
+            offline: spec.offline,
         }))
     }
 
@@ -326,6 +333,9 @@ impl Engine {
                             deadline_ms: Some(deadline),
                             desired_version: None,
                             sent: false,
+                            attempts: 1,
+                            started_ms: None,
+                            finished_ms: None,
                         };
                         self.spawn_device(context.clone(), device);
                     }
@@ -458,6 +468,7 @@ impl Engine {
                         if started.contains(&device.device_id) {
                             device.status = DeviceStatus::Running;
                             device.deadline_ms = Some(deadline);
+                            device.attempts += 1;
                             self.spawn_device(context.clone(), device);
                         }
                     }
@@ -546,6 +557,7 @@ impl Engine {
                     return Ok(());
                 }
                 device.status = DeviceStatus::Running;
+                device.attempts += 1;
                 deadline
             }
         };
@@ -566,6 +578,7 @@ impl Engine {
             deadline_ms,
             reported: watch.clone(),
             components: context.components.clone(),
+            offline: context.offline.as_ref(),
         };
         let outcome = match &context.revert_of {
             Some(original) => match store.previous_values(original, &device.device_id).await {
@@ -591,6 +604,57 @@ impl Engine {
         self.finish_device(context, &device, outcome, started).await
     }
 
+    /// Sends a failed device back for another try when the job's retry policy says so (a
+    /// listed cause, tries left, and no command sent); whether it did.
+    async fn retried(
+        &self,
+        context: &JobContext,
+        device: &JobDevice,
+        outcome: &Outcome,
+    ) -> flotilla_store::Result<bool> {
+        let (
+            Some(retry),
+            Outcome::Failed {
+                code,
+                reason,
+                detail,
+            },
+        ) = (&context.retry, outcome)
+        else {
+            return Ok(false);
+        };
+        if !retry.retries(ReasonCode::of_failure(*code), device.attempts) {
+            return Ok(false);
+        }
+        let backoff = retry.backoff(device.attempts);
+        let retry_at = jiff::Timestamp::now().as_millisecond() + backoff.as_millis() as i64;
+        let sent_back = match self
+            .inner
+            .store
+            .retry_job_device(
+                &context.id,
+                &device.device_id,
+                *code,
+                reason,
+                detail.as_ref(),
+                retry_at,
+            )
+            .await
+        {
+            Ok(sent_back) => sent_back,
+            Err(e @ flotilla_store::StoreError::Fenced) => return Err(e),
+            // Its failure is recorded instead (finishing retries through database trouble).
+            Err(e) => {
+                tracing::warn!(job = %context.id, device = %device.device_id, error = %e, "sending a device back for a retry failed; it fails");
+                false
+            }
+        };
+        if sent_back {
+            tracing::info!(job = %context.id, device = %device.device_id, attempts = device.attempts, backoff_ms = backoff.as_millis() as u64, %reason, "device failed; it will be tried again");
+        }
+        Ok(sent_back)
+    }
+
     /// Records a device's outcome, unless the task gave the device up.
     async fn finish_device(
         &self,
@@ -600,8 +664,12 @@ impl Engine {
         started: std::time::Instant,
     ) -> flotilla_store::Result<()> {
         let store = &self.inner.store;
+        if self.retried(context, device, &outcome).await? {
+            return Ok(());
+        }
         let (result, reason, detail) = match &outcome {
             Outcome::Completed { detail } => (DeviceOutcome::Completed, None, detail.as_ref()),
+            Outcome::Skipped { reason } => (DeviceOutcome::Skipped, Some(reason.as_str()), None),
             Outcome::Failed {
                 code,
                 reason,
@@ -644,7 +712,7 @@ impl Engine {
         if finish.counted {
             let failure = match result {
                 DeviceOutcome::Failed(reason) => Some(reason),
-                DeviceOutcome::Completed => None,
+                DeviceOutcome::Completed | DeviceOutcome::Skipped => None,
             };
             meters::device_finished(context.job_type, failure, started.elapsed());
         }

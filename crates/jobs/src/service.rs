@@ -67,6 +67,7 @@ pub fn new_job(id: &str, definition: Value, rerun_of: Option<String>) -> JobReco
         total: 0,
         completed: 0,
         failed: 0,
+        skipped: 0,
         batch_size: 0,
         rerun_of,
     }

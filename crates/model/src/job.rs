@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 use crate::Invalid;
 use crate::rollout::conflicts::ConflictPolicy;
 use crate::rollout::revert;
+use crate::rollout::offline::Offline;
+use crate::rollout::retry::Retry;
 use crate::schema::check_value;
 use crate::template::{Capability, CapabilityKind, find};
 use crate::validate::Fields;
@@ -240,6 +242,10 @@ pub struct JobSpec {
     /// Flotilla's extension, set by the server on a revert job: the job whose changes it
     /// restores (its data then carries no values: each device gets the value it had).
     pub revert_of: Option<String>,
+    /// Flotilla's `retry` extension.
+    pub retry: Option<Retry>,
+    /// Flotilla's `offline` extension.
+    pub offline: Option<Offline>,
 }
 
 /// Read-only fields of a job body: the server sets them.
@@ -328,6 +334,11 @@ impl JobSpec {
             organizations: fields.organizations()?,
             conflicts: ConflictPolicy::from_fields(&fields)?,
             revert_of,
+            retry: fields.object("retry")?.map(Retry::from_json).transpose()?,
+            offline: fields
+                .object("offline")?
+                .map(Offline::from_json)
+                .transpose()?,
         })
     }
 
@@ -359,6 +370,8 @@ impl JobSpec {
             organizations: self.organizations.clone(),
             conflicts: self.conflicts,
             revert_of: self.revert_of.clone(),
+            retry: self.retry.clone(),
+            offline: self.offline.clone(),
         }
     }
 }
@@ -400,6 +413,14 @@ pub struct JobDefinition {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, read_only)]
     pub revert_of: Option<String>,
+    /// Beside the spec: retry a device whose operation failed for a listed cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub retry: Option<Retry>,
+    /// Beside the spec: what to do with a device that is not connected when its turn comes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub offline: Option<Offline>,
 }
 
 /// How a batch size or a threshold counts devices.

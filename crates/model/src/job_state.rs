@@ -77,6 +77,8 @@ text_enum!(
         Running = "running",
         Completed = "completed",
         Failed = "failed",
+        /// The job's offline policy skipped it: neither completed nor failed.
+        Skipped = "skipped",
     }
 );
 
@@ -233,6 +235,8 @@ pub struct IllegalTransition {
 pub enum DeviceOutcome {
     Completed,
     Failed(FailureReason),
+    /// Not connected when its turn came, and the job's offline policy skips such devices.
+    Skipped,
 }
 
 /// What happens to one device of a job.
@@ -243,6 +247,8 @@ pub enum DeviceEvent {
     Finish(DeviceOutcome),
     /// Its job failed before the device finished: it fails with the job.
     JobFailed,
+    /// Its try failed and the job's retry policy tries it again: it waits for its turn anew.
+    Retry,
 }
 
 /// A device event its status does not allow.
@@ -261,7 +267,9 @@ impl DeviceStatus {
             (Pending, DeviceEvent::Start) => Ok(Running),
             (Running, DeviceEvent::Finish(DeviceOutcome::Completed)) => Ok(Completed),
             (Running, DeviceEvent::Finish(DeviceOutcome::Failed(_))) => Ok(Failed),
+            (Running, DeviceEvent::Finish(DeviceOutcome::Skipped)) => Ok(Skipped),
             (Pending | Running, DeviceEvent::JobFailed) => Ok(Failed),
+            (Running, DeviceEvent::Retry) => Ok(Pending),
             _ => Err(IllegalDeviceTransition { from: self, event }),
         }
     }
@@ -393,7 +401,9 @@ mod tests {
             DeviceEvent::Start,
             DeviceEvent::Finish(DeviceOutcome::Completed),
             DeviceEvent::Finish(failed),
+            DeviceEvent::Finish(DeviceOutcome::Skipped),
             DeviceEvent::JobFailed,
+            DeviceEvent::Retry,
         ];
         for &status in DeviceStatus::ALL {
             for event in events {
@@ -402,7 +412,11 @@ mod tests {
                     (DeviceStatus::Running, DeviceEvent::Finish(DeviceOutcome::Completed)) => {
                         Some(DeviceStatus::Completed)
                     }
+                    (DeviceStatus::Running, DeviceEvent::Finish(DeviceOutcome::Skipped)) => {
+                        Some(DeviceStatus::Skipped)
+                    }
                     (DeviceStatus::Running, DeviceEvent::Finish(_)) => Some(DeviceStatus::Failed),
+                    (DeviceStatus::Running, DeviceEvent::Retry) => Some(DeviceStatus::Pending),
                     (DeviceStatus::Pending | DeviceStatus::Running, DeviceEvent::JobFailed) => {
                         Some(DeviceStatus::Failed)
                     }

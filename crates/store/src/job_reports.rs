@@ -20,6 +20,8 @@ pub struct BatchCounts {
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
+    /// Skipped by the job's offline policy.
+    pub skipped: i64,
 }
 
 /// A job's failed devices that share a reason code, with one of their messages.
@@ -72,6 +74,7 @@ impl Store {
                 DeviceStatus::Running => counts.running += n,
                 DeviceStatus::Completed => counts.completed += n,
                 DeviceStatus::Failed => counts.failed += n,
+                DeviceStatus::Skipped => counts.skipped += n,
             }
         }
         Ok(batches)

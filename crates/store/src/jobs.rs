@@ -69,6 +69,8 @@ pub struct JobRecord {
     pub total: i64,
     pub completed: i64,
     pub failed: i64,
+    /// Devices the job's offline policy skipped (neither completed nor failed).
+    pub skipped: i64,
     pub batch_size: i64,
     pub rerun_of: Option<String>,
 }
@@ -87,6 +89,11 @@ pub struct JobDevice {
     pub deadline_ms: Option<i64>,
     pub desired_version: Option<i64>,
     pub sent: bool,
+    /// How many times its operation was started (0 before its first start).
+    pub attempts: i64,
+    /// When its operation last started, and when it finished.
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
 }
 
 /// A page of jobs, newest first: the keyset is the `sort_key`.
@@ -111,6 +118,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         total: row.try_get("total")?,
         completed: row.try_get("completed")?,
         failed: row.try_get("failed")?,
+        skipped: row.try_get("skipped")?,
         batch_size: row.try_get("batch_size")?,
         rerun_of: row.try_get("rerun_of")?,
     })
@@ -162,7 +170,7 @@ fn active_jobs() -> String {
 
 /// The columns of a job device, in the order `device_from_json` reads them.
 pub(crate) const DEVICE_COLUMNS: &str = "device_id, position, batch, status, reason, detail, deadline_ms, \
-     desired_version, sent, reason_code";
+     desired_version, sent, reason_code, attempts, started_ms, finished_ms";
 
 /// A job device from one element of a `job_device_list` array.
 fn device_from_json(item: &Value) -> Result<JobDevice> {
@@ -182,6 +190,9 @@ fn device_from_json(item: &Value) -> Result<JobDevice> {
         deadline_ms: field(6)?.as_i64(),
         desired_version: field(7)?.as_i64(),
         sent: field(8)?.as_i64().ok_or_else(bad)? != 0,
+        attempts: field(10)?.as_i64().ok_or_else(bad)?,
+        started_ms: field(11)?.as_i64(),
+        finished_ms: field(12)?.as_i64(),
     })
 }
 
@@ -197,7 +208,7 @@ pub struct Finish {
 /// The stored code of a device's outcome (a completed device has none).
 pub(crate) fn reason_code(outcome: DeviceOutcome) -> Option<&'static str> {
     match outcome {
-        DeviceOutcome::Completed => None,
+        DeviceOutcome::Completed | DeviceOutcome::Skipped => None,
         DeviceOutcome::Failed(reason) => Some(reason.as_str()),
     }
 }
@@ -392,10 +403,10 @@ impl Store {
         }
         // Many rows per statement: a 100,000-device job is a few hundred statements.
         for (chunk_index, chunk) in devices.chunks(200).enumerate() {
-            let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
                 "INSERT INTO job_devices (job_id, device_id, position, batch, status, started_ms, \
-                 deadline_ms, owner) VALUES {values}"
+                 deadline_ms, owner, attempts) VALUES {values}"
             ));
             let mut query = sqlx::query(&sql);
             for (i, device) in chunk.iter().enumerate() {
@@ -413,7 +424,8 @@ impl Store {
                     })
                     .bind(started.then_some(now))
                     .bind(started.then_some(deadline_ms))
-                    .bind(started.then_some(self.replica.as_str()));
+                    .bind(started.then_some(self.replica.as_str()))
+                    .bind(i64::from(started));
             }
             query.execute(&mut *tx).await?;
         }
@@ -493,20 +505,29 @@ impl Store {
         let after = after_position.unwrap_or(-1);
         let entry = self.caches.jobs.page(job_id, after, size);
         let page = entry
-            .get_or_try_init(async || {
-                let sql = self.job_device_list_sql(&format!(
-                    "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND position > ? \
-                     ORDER BY position LIMIT ?"
-                ));
-                let query = sqlx::query(&sql)
-                    .bind(job_id)
-                    .bind(after)
-                    .bind(size as i64 + 1);
-                let items = self.job_device_list(query).await?;
-                Ok::<_, StoreError>(into_page(items, size))
-            })
+            .get_or_try_init(async || self.job_devices_uncached(job_id, Some(after), size).await)
             .await?;
         Ok(page.clone())
+    }
+
+    /// `job_devices`, read from the database past the cache (an export reads every page once:
+    /// keeping them would hold the whole job in memory).
+    pub async fn job_devices_uncached(
+        &self,
+        job_id: &str,
+        after_position: Option<i64>,
+        size: usize,
+    ) -> Result<Page<JobDevice>> {
+        let sql = self.job_device_list_sql(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND position > ? \
+             ORDER BY position LIMIT ?"
+        ));
+        let query = sqlx::query(&sql)
+            .bind(job_id)
+            .bind(after_position.unwrap_or(-1))
+            .bind(size as i64 + 1);
+        let items = self.job_device_list(query).await?;
+        Ok(into_page(items, size))
     }
 
     /// A job's devices in one status, in order, at most `limit`.
@@ -546,14 +567,17 @@ impl Store {
         let Some(batch) = row.try_get::<Option<i64>, _>("batch")? else {
             return Ok(None);
         };
+        // A device waiting for its retry's backoff is not due yet (its batch waits for it).
         let sql = self.job_device_list_sql(&format!(
             "SELECT {DEVICE_COLUMNS} FROM job_devices WHERE job_id = ? AND batch = ? \
-             AND status = {} AND {NOT_HELD_ELSEWHERE} ORDER BY position LIMIT ?",
+             AND status = {} AND (retry_at_ms IS NULL OR retry_at_ms <= ?) \
+             AND {NOT_HELD_ELSEWHERE} ORDER BY position LIMIT ?",
             device_source(DeviceEvent::Start)
         ));
         let query = sqlx::query(&sql)
             .bind(job_id)
             .bind(batch)
+            .bind(now_ms())
             .bind(self.replica.as_str())
             .bind(limit as i64);
         let devices = self.job_device_list(query).await?;
@@ -640,8 +664,8 @@ impl Store {
         for chunk in device_ids.chunks(250) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
-                "UPDATE job_devices SET status = '{}', started_ms = ?, deadline_ms = ?, owner = ? \
-                 WHERE job_id = ? AND device_id IN ({marks}) AND {} = {} \
+                "UPDATE job_devices SET status = '{}', started_ms = ?, deadline_ms = ?, owner = ?, \
+                 attempts = attempts + 1 WHERE job_id = ? AND device_id IN ({marks}) AND {} = {} \
                  AND {NOT_HELD_ELSEWHERE} RETURNING device_id",
                 DeviceStatus::target(DeviceEvent::Start),
                 self.not_indexed("status"),
@@ -709,6 +733,44 @@ impl Store {
             threshold,
         };
         self.group_commit(|reply| Write::Finish(write, reply)).await
+    }
+
+    /// Sends a running device this replica owns back to `pending` for another try (the job's
+    /// retry policy), not before `retry_at_ms`, keeping its failure's reason and code; it is not
+    /// counted in the job. Only a device whose command was never sent goes back (one that was
+    /// sent may have run: it must not be sent again). `Ok(false)` when the device was not
+    /// sent back (no longer ours, or its command went out): the caller finishes it instead.
+    pub async fn retry_job_device(
+        &self,
+        job_id: &str,
+        device_id: &str,
+        reason: FailureReason,
+        message: &str,
+        detail: Option<&Value>,
+        retry_at_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let sent_back = sqlx::query(&self.sql(&format!(
+            "UPDATE job_devices SET status = '{}', reason = ?, reason_code = ?, detail = ?, \
+             retry_at_ms = ?, owner = NULL, desired_version = NULL, deadline_ms = NULL \
+             WHERE job_id = ? AND device_id = ? AND status IN ({}) AND owner = ? AND sent = 0",
+            DeviceStatus::target(DeviceEvent::Retry),
+            device_source(DeviceEvent::Retry),
+        )))
+        .bind(message)
+        .bind(reason.as_str())
+        .bind(detail.map(Value::to_string))
+        .bind(retry_at_ms)
+        .bind(job_id)
+        .bind(device_id)
+        .bind(self.replica.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        self.caches.changed(Changed::Jobs);
+        Ok(sent_back)
     }
 
     /// Cancels the job, in the caller's transaction, when `failed` of `size` devices reach the
@@ -925,9 +987,16 @@ mod tests {
     /// The migrations' CHECK lists name every status and reason code the model knows.
     #[test]
     fn the_database_checks_list_every_status_the_model_knows() {
+        // Device statuses are listed again, with `skipped`, by 0013.
         let migrations = [
-            include_str!("../migrations/sqlite/0007_job_status_checks.sql"),
-            include_str!("../migrations/postgres/0007_job_status_checks.sql"),
+            concat!(
+                include_str!("../migrations/sqlite/0007_job_status_checks.sql"),
+                include_str!("../migrations/sqlite/0013_job_device_skipped.sql")
+            ),
+            concat!(
+                include_str!("../migrations/postgres/0007_job_status_checks.sql"),
+                include_str!("../migrations/postgres/0013_job_device_skipped.sql")
+            ),
         ];
         let words = JobStatus::ALL
             .iter()

@@ -2,7 +2,8 @@
 //! resume and rerun on the failed devices.
 
 use axum::extract::{OriginalUri, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use flotilla_jobs::JobError;
 use flotilla_jobs::service::new_job;
@@ -15,6 +16,8 @@ use flotilla_model::job_state::{DeviceStatus, JobStatus};
 use flotilla_model::roles::{Access, Area};
 use flotilla_model::rollout::plan::JobPlan;
 use flotilla_model::rollout::revert;
+use flotilla_model::rollout::device_fields::DeviceFields;
+use flotilla_model::rollout::reason_code::ReasonCode;
 use flotilla_model::validate::Fields;
 use flotilla_store::{JobDevice, JobPageRequest, JobRecord, Page};
 use serde::Serialize;
@@ -27,6 +30,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::collections::{JobCollection, JobDeviceStatusCollection};
 use crate::error::{ApiError, ApiResult};
+use crate::job_export::{self, ExportedDevice, Format};
 use crate::openapi::{self, ListParams};
 use crate::origin::Origin;
 use crate::paging::{ListQuery, list_body};
@@ -94,6 +98,10 @@ pub struct JobProgress {
     pub pending: i64,
     pub completed: i64,
     pub failed: i64,
+    /// Beside the spec: devices the job's `offline` policy skipped (only when there are some).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub skipped: Option<i64>,
 }
 
 /// A job as the API shows it.
@@ -107,9 +115,10 @@ pub fn render(job: &JobRecord) -> Job {
         reason: job.reason.clone(),
         progress: JobProgress {
             total: job.total,
-            pending: (job.total - job.completed - job.failed).max(0),
+            pending: (job.total - job.completed - job.failed - job.skipped).max(0),
             completed: job.completed,
             failed: job.failed,
+            skipped: (job.skipped > 0).then_some(job.skipped),
         },
         start: job.start_ms.map(time),
         end: job.end_ms.map(time),
@@ -297,6 +306,15 @@ pub struct JobDeviceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<String>,
+    /// Beside the spec, on jobs that use a Flotilla extension: `reason` as a code, on the
+    /// devices that have a reason (a failed or skipped device, or one waiting for a retry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason_code: Option<ReasonCode>,
+    /// Beside the spec, on jobs with `retry`: how many times the device's operation started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub attempts: Option<i64>,
     /// Beside the spec, for a command job: the status code the device answered with.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = i64, nullable = false)]
@@ -306,13 +324,16 @@ pub struct JobDeviceStatus {
     pub response: Option<Value>,
 }
 
-fn render_device(device: &JobDevice) -> JobDeviceStatus {
+fn render_device(device: &JobDevice, shown: DeviceFields) -> JobDeviceStatus {
     // A command's answer, kept with the device's outcome (a `null` answer is shown as such).
     let answer = |key: &str| device.detail.as_ref().and_then(|d| d.get(key)).cloned();
     JobDeviceStatus {
         id: device.device_id.clone(),
         status: device.status,
         reason: device.reason.clone(),
+        reason_code: ReasonCode::of_device(device.status, device.reason_code)
+            .filter(|_| shown.reason_code),
+        attempts: shown.attempts.then_some(device.attempts),
         response_code: answer("responseCode"),
         response: answer("response"),
     }
@@ -324,9 +345,13 @@ fn render_device(device: &JobDevice) -> JobDeviceStatus {
     operation_id = "Jobs_GetDevices",
     tag = "Jobs",
     summary = "Get device statuses",
-    description = "In the job's order. Beside the spec's `id` and `status`: `reason` for a failed device, and for command jobs the device's `responseCode` and `response`.",
+    description = "In the job's order. Beside the spec's `id` and `status`: `reason` for a failed device (and `reasonCode` on jobs that use an extension), `attempts` on jobs with `retry`, and for command jobs the device's `responseCode` and `response`.",
     params(("jobId" = String, Path, description = "Unique ID of the job."), ListParams),
-    responses((status = 200, description = "Success", body = JobDeviceStatusCollection)),
+    responses((status = 200, description = "Success. With `Accept: text/csv` or `Accept: application/x-ndjson` (a Flotilla extension): every device of the job in one streamed body, whatever the job's size and at any time, with the columns `id,status,reasonCode,reason,responseCode,attempts,start,end` (CSV, with a header line) or one `ExportedDevice` object per line (NDJSON); paging parameters are then ignored.", content(
+        (JobDeviceStatusCollection = "application/json"),
+        (String = "text/csv"),
+        (ExportedDevice = "application/x-ndjson"),
+    ))),
 )]
 async fn devices(
     State(state): State<AppState>,
@@ -334,10 +359,15 @@ async fn devices(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     Extension(origin): Extension<Origin>,
-) -> ApiResult<Json<JobDeviceStatusCollection>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     caller.require(Area::Jobs, Access::Read)?;
     let query = ListQuery::parse(&uri, &caller)?;
-    state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    let job = state.store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    if let Some(format) = Format::requested(&headers) {
+        return Ok(job_export::stream(state.store.clone(), job.id, format));
+    }
+    let shown = DeviceFields::of(&job.definition);
     let page = query.page();
     let after =
         match page.after {
@@ -356,13 +386,14 @@ async fn devices(
         items: devices.items.into_iter().zip(positions).collect::<Vec<_>>(),
         more: devices.more,
     };
-    Ok(Json(list_body(
+    let body: JobDeviceStatusCollection = list_body(
         page,
         |(_, position)| position,
-        |(device, _)| render_device(device),
+        |(device, _)| render_device(device, shown),
         &uri,
         &origin,
-    )))
+    );
+    Ok(Json(body).into_response())
 }
 
 #[utoipa::path(

@@ -201,14 +201,19 @@ pub(crate) async fn finish_bulk(
             .copied()
             .filter(|&i| matches!(writes[i].outcome, DeviceOutcome::Failed(_)))
             .collect();
+        let skipped = counted
+            .iter()
+            .filter(|&&i| writes[i].outcome == DeviceOutcome::Skipped)
+            .count();
         // Updating the job's row locks it (PostgreSQL), so concurrent finishers of one job
         // count their failures one after another.
-        sqlx::query(
-            &core
-                .sql("UPDATE jobs SET completed = completed + ?, failed = failed + ? WHERE id = ?"),
-        )
-        .bind((counted.len() - failures.len()) as i64)
+        sqlx::query(&core.sql(
+            "UPDATE jobs SET completed = completed + ?, failed = failed + ?, \
+             skipped = skipped + ? WHERE id = ?",
+        ))
+        .bind((counted.len() - failures.len() - skipped) as i64)
         .bind(failures.len() as i64)
+        .bind(skipped as i64)
         .bind(job_id)
         .execute(&mut **tx)
         .await?;
