@@ -4,9 +4,13 @@
 
 use serde_json::Value;
 
-/// The fields of IoT Central's job body (2022-07-31), as a job's stored definition holds them.
+/// The fields of IoT Central's job body (2022-07-31), as a job's stored definition holds them
+/// (with a scheduled job's own, should a definition carry them).
 const IOT_CENTRAL_FIELDS: &[&str] = &[
     "id",
+    "schedule",
+    "enabled",
+    "completed",
     "displayName",
     "description",
     "group",
