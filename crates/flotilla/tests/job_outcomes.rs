@@ -3,6 +3,8 @@
 //! server restarted mid-command), and the export of every device as CSV or NDJSON.
 
 mod common;
+#[path = "common/sse.rs"]
+mod sse;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -507,6 +509,21 @@ async fn skipped_devices_count_neither_way_and_trip_no_threshold() {
     let rows = exported(&api, "skipping").await;
     assert_eq!(rows["away-0"]["status"], "skipped");
     assert_eq!(rows["away-0"]["reasonCode"], "skipped");
+    // The live events count them apart too.
+    let response = api
+        .request(reqwest::Method::GET, "/jobs/skipping/events")
+        .send()
+        .await
+        .unwrap();
+    let events = sse::SseStream::new(response)
+        .until(|e| e.event == "end")
+        .await;
+    let progress = &events.iter().rfind(|e| e.event == "progress").unwrap().data;
+    assert_eq!(
+        (progress["pending"].clone(), progress["skipped"].clone()),
+        (json!(0), json!(2)),
+        "{progress}"
+    );
     // Nothing failed, so there is nothing to rerun.
     api.put("/jobs/skipping/rerun/again", json!({}))
         .await

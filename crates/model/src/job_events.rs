@@ -29,6 +29,14 @@ pub struct BatchProgress {
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
+    /// Skipped by the job's `offline` policy (only when some were).
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schema(required = false)]
+    pub skipped: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// `progress`: a job's device counts, in total and per batch (coalesced).
@@ -43,6 +51,10 @@ pub struct JobProgressEvent {
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
+    /// Skipped by the job's `offline` policy (only when some were).
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schema(required = false)]
+    pub skipped: i64,
     pub batches: Vec<BatchProgress>,
 }
 
@@ -57,24 +69,26 @@ impl JobProgressEvent {
     ) -> JobProgressEvent {
         let (total, completed, failed) = counters;
         let sum = |f: fn(&BatchProgress) -> i64| batches.iter().map(f).sum::<i64>();
-        let (total, running, completed, failed) = if batches.is_empty() {
-            (total, 0, completed, failed)
+        let (total, running, completed, failed, skipped) = if batches.is_empty() {
+            (total, 0, completed, failed, 0)
         } else {
             (
                 sum(|b| b.total),
                 sum(|b| b.running),
                 sum(|b| b.completed),
                 sum(|b| b.failed),
+                sum(|b| b.skipped),
             )
         };
         JobProgressEvent {
             job_id: job_id.to_string(),
             status,
             total,
-            pending: (total - running - completed - failed).max(0),
+            pending: (total - running - completed - failed - skipped).max(0),
             running,
             completed,
             failed,
+            skipped,
             batches,
         }
     }

@@ -165,6 +165,7 @@ impl JobEventState {
                     running: b.running,
                     completed: b.completed,
                     failed: b.failed,
+                    skipped: b.skipped,
                 })
                 .collect(),
         )
