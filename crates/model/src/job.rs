@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::rollout::conflicts::ConflictPolicy;
-use crate::rollout::revert;
 use crate::rollout::offline::Offline;
 use crate::rollout::retry::Retry;
+use crate::rollout::revert;
 use crate::schema::check_value;
 use crate::template::{Capability, CapabilityKind, find};
 use crate::validate::Fields;
