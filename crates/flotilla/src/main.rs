@@ -6,6 +6,8 @@ mod command_line_secrets;
 mod http_server;
 mod https;
 mod import;
+mod import_move;
+mod import_progress;
 mod open_files;
 mod serve;
 mod server_files;

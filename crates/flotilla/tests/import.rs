@@ -559,3 +559,94 @@ async fn an_import_killed_midway_completes_when_run_again_without_duplicates() {
     target.restart().await;
     assert_same(&api, &target.admin()).await;
 }
+
+#[tokio::test]
+async fn with_jobs_the_finished_jobs_are_carried_over_as_records_never_run() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for i in 0..3 {
+        api.put(
+            &format!("/devices/{}", device_id(i)),
+            json!({"displayName": "north", "template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    api.put(
+        "/deviceGroups/north",
+        json!({"displayName": "north", "filter": "SELECT * FROM devices WHERE $displayName = \"north\""}),
+    )
+    .await
+    .ok(200);
+    // A finished job (cloud properties: no device involved), and one the source stopped
+    // midway (its devices are offline, so it waits on them): only the first is history.
+    api.put(
+        "/jobs/renamed",
+        json!({"displayName": "Renamed", "group": "north",
+               "data": [{"type": "cloudProperty", "target": THERMOSTAT,
+                         "path": "customerName", "value": "Contoso"}]}),
+    )
+    .await
+    .ok(200);
+    let finished = wait_job(&api, "renamed", &["complete"]).await;
+    api.put(
+        "/jobs/waiting",
+        json!({"displayName": "Waiting", "group": "north",
+               "data": [{"type": "property", "target": THERMOSTAT,
+                         "path": "targetTemperature", "value": 21}]}),
+    )
+    .await
+    .ok(200);
+    wait_job(&api, "waiting", &["running"]).await;
+    let stopped = api.post("/jobs/waiting/stop", json!({})).await;
+    assert_eq!(stopped.status.as_u16(), 204, "{}", stopped.text);
+    wait_job(&api, "waiting", &["stopped"]).await;
+
+    let mut target = Server::start().await;
+    target.kill();
+    // Without the flag, no job is read.
+    let plain = import(&source, &target, &[]).await;
+    assert!(
+        !plain.stdout.lines().any(|l| l.starts_with("jobs: ")),
+        "{}",
+        plain.stdout
+    );
+    let first = import(&source, &target, &["--with-jobs"]).await;
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(
+        line(&first, "jobs"),
+        "jobs: 1 created, 0 updated, 0 unchanged, 1 skipped, 0 failed"
+    );
+    assert!(
+        first.stdout.contains(
+            "skipped job waiting: stopped on the source: only finished jobs are carried over"
+        ),
+        "{}",
+        first.stdout
+    );
+    let again = import(&source, &target, &["--with-jobs"]).await;
+    assert_eq!(
+        line(&again, "jobs"),
+        "jobs: 0 created, 0 updated, 1 unchanged, 1 skipped, 0 failed"
+    );
+
+    // The job and its devices' outcomes equal the source's, and stay so: the target's engine
+    // never runs it (its status is final).
+    target.restart().await;
+    let imported = target.admin();
+    let source_devices = api.get("/jobs/renamed/devices").await.ok(200).clone();
+    assert_eq!(source_devices["value"].as_array().unwrap().len(), 3);
+    for _ in 0..2 {
+        assert_eq!(imported.get("/jobs/renamed").await.ok(200), &finished);
+        assert_eq!(
+            imported.get("/jobs/renamed/devices").await.ok(200),
+            &source_devices
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    imported.get("/jobs/waiting").await.error(404, "NotFound");
+    let (listed, _) = imported.list_all("/jobs").await;
+    assert_eq!(listed, [finished]);
+}

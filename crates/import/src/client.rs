@@ -118,17 +118,40 @@ impl Client {
         tokio::time::sleep_until(slot).await;
     }
 
+    /// PUT of a JSON body (idempotent: a retry after a lost answer writes the same); `None`
+    /// when the source answers 404.
+    pub async fn put(
+        &self,
+        path: &str,
+        version: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, ClientError> {
+        self.send(reqwest::Method::PUT, &self.url(path, version), Some(body))
+            .await
+    }
+
     async fn get_url(&self, url: &str) -> Result<Option<Value>, ClientError> {
+        self.send(reqwest::Method::GET, url, None).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ClientError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             self.pace().await;
-            let sent = self
+            let mut request = self
                 .http
-                .get(url)
-                .header("Authorization", &self.token)
-                .send()
-                .await;
+                .request(method.clone(), url)
+                .header("Authorization", &self.token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let sent = request.send().await;
             let wait = match sent {
                 Ok(response) if response.status().is_success() => {
                     let text =
@@ -223,17 +246,28 @@ impl Pages {
     }
 }
 
-/// A `Retry-After` in seconds (IoT Central's form), bounded.
+/// A `Retry-After` in seconds (IoT Central's form) or as an HTTP date (RFC 9110's other form:
+/// the wait is until then, none when it is past), bounded.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers
+    retry_after_at(headers, jiff::Timestamp::now())
+}
+
+fn retry_after_at(headers: &reqwest::header::HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+    let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (seconds.is_finite() && seconds >= 0.0)
-        .then(|| Duration::from_secs_f64(seconds).min(MAX_RETRY_AFTER))
+        .trim();
+    let wait = match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
+        Ok(_) => return None,
+        Err(_) => {
+            let date = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+            let ms = date.as_millisecond() - now.as_millisecond();
+            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// A path segment, percent-encoded.
@@ -261,12 +295,24 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
         headers.insert(reqwest::header::RETRY_AFTER, "100000".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        // An HTTP date is not IoT Central's form: the backoff applies instead.
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_waits_until_then() {
+        let now: jiff::Timestamp = "2015-10-21T07:27:53Z".parse().unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
-        assert_eq!(retry_after(&headers), None);
+        assert_eq!(retry_after_at(&headers, now), Some(Duration::from_secs(7)));
+        // A date past is no wait; a date far ahead is bounded.
+        let later: jiff::Timestamp = "2015-10-22T00:00:00Z".parse().unwrap();
+        assert_eq!(retry_after_at(&headers, later), Some(Duration::ZERO));
+        let earlier: jiff::Timestamp = "2015-10-20T00:00:00Z".parse().unwrap();
+        assert_eq!(retry_after_at(&headers, earlier), Some(MAX_RETRY_AFTER));
     }
 
     #[test]

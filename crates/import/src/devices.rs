@@ -53,7 +53,14 @@ async fn one(
     id: &str,
 ) -> Result<Result<(Outcome, Option<String>), Refused>, ImportError> {
     let path = format!("/devices/{}", segment(id));
-    let Some(credentials) = client.get(&format!("{path}/credentials"), STABLE).await? else {
+    // Both reads at once: each waits a round trip (and its slot under the rate).
+    let credentials_path = format!("{path}/credentials");
+    let cloud_path = format!("{path}/cloudProperties");
+    let (credentials, cloud_properties) = tokio::join!(
+        client.get(&credentials_path, STABLE),
+        client.get(&cloud_path, STABLE)
+    );
+    let Some(credentials) = credentials? else {
         return Ok(Err(Refused::Fail("deleted during the import".into())));
     };
     let keys = &credentials["symmetricKey"];
@@ -74,10 +81,7 @@ async fn one(
         "type": "symmetricKey",
         "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary},
     });
-    let cloud_properties = client
-        .get(&format!("{path}/cloudProperties"), STABLE)
-        .await?
-        .unwrap_or_else(|| json!({}));
+    let cloud_properties = cloud_properties?.unwrap_or_else(|| json!({}));
 
     let existing = target.store.device(id).await?;
     let mut device = Device {

@@ -5,17 +5,20 @@
 //! "Importing from IoT Central").
 
 mod client;
+mod device_move;
 mod devices;
+mod jobs_history;
 mod report;
 mod resources;
 
 pub use client::{Client, ClientError};
-pub use report::{Counts, Kind, Note, Outcome, Report};
+pub use device_move::{Fate, MoveError, MoveOptions, MoveReport, run as run_move};
+pub use report::{Counts, Kind, Note, Outcome, Progress, Report};
 
 use flotilla_store::{Store, StoreError};
 
 /// What an import does besides reading everything.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Write nothing; the report says what a run would do.
     pub plan: bool,
@@ -24,6 +27,10 @@ pub struct Options {
     /// Keep the source's scheduled jobs enabled (by default they are imported disabled, so no
     /// occurrence fires on both sides).
     pub enable_schedules: bool,
+    /// Also the jobs history: each finished job with its devices' outcomes, as records.
+    pub with_jobs: bool,
+    /// Told of each resource as it is counted (the binary's bars or lines).
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
 }
 
 /// What stops an import as a whole (a single resource that fails is counted in the report).
@@ -46,20 +53,30 @@ pub async fn run(client: &Client, store: &Store, options: &Options) -> Result<Re
             return Err(ImportError::NoSuchGroup(group.clone()));
         }
     }
-    let mut report = Report::new(options.plan);
+    let mut report = Report::with_progress(options.plan, options.progress.clone());
     let target = resources::Target {
         store,
         plan: options.plan,
     };
     resources::templates(client, &target, &mut report).await?;
+    report.finished(Kind::DeviceTemplates);
     let scope = resources::enrollment_groups(client, &target, &mut report).await?;
+    report.finished(Kind::EnrollmentGroups);
     resources::device_groups(client, &target, &mut report).await?;
+    report.finished(Kind::DeviceGroups);
     let device_scope =
         devices::import(client, &target, options.group.as_deref(), &mut report).await?;
+    report.finished(Kind::Devices);
     if let Some(scope) = scope.or(device_scope) {
         resources::take_id_scope(&target, &scope).await?;
     }
     resources::scheduled_jobs(client, &target, options.enable_schedules, &mut report).await?;
+    report.finished(Kind::ScheduledJobs);
+    if options.with_jobs {
+        jobs_history::import(client, &target, &mut report).await?;
+        report.finished(Kind::Jobs);
+    }
     resources::api_tokens(client, &mut report).await?;
+    report.finished(Kind::ApiTokens);
     Ok(report)
 }

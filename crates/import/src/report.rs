@@ -10,6 +10,7 @@ pub enum Kind {
     DeviceGroups,
     Devices,
     ScheduledJobs,
+    Jobs,
     ApiTokens,
 }
 
@@ -21,6 +22,7 @@ impl Kind {
             Kind::DeviceGroups => "device groups",
             Kind::Devices => "devices",
             Kind::ScheduledJobs => "scheduled jobs",
+            Kind::Jobs => "jobs",
             Kind::ApiTokens => "API tokens",
         }
     }
@@ -51,12 +53,39 @@ pub struct Note {
     pub reason: String,
 }
 
-#[derive(Debug, Default)]
+/// Where an import shows its progress as it goes (bars on a terminal, lines otherwise: the
+/// binary decides): each resource counted, and each kind done.
+pub trait Progress: Send + Sync {
+    /// `done` resources of `kind` are handled so far.
+    fn counted(&self, kind: Kind, done: u64);
+    /// Every resource of `kind` is handled.
+    fn finished(&self, kind: Kind, done: u64);
+}
+
+#[derive(Default)]
 pub struct Report {
     pub plan: bool,
     pub counts: BTreeMap<Kind, Counts>,
     pub skipped: Vec<Note>,
     pub failed: Vec<Note>,
+    progress: Option<std::sync::Arc<dyn Progress>>,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report")
+            .field("plan", &self.plan)
+            .field("counts", &self.counts)
+            .field("skipped", &self.skipped)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.created + self.updated + self.unchanged + self.skipped + self.failed
+    }
 }
 
 impl Report {
@@ -67,31 +96,61 @@ impl Report {
         }
     }
 
+    /// A report that tells `progress` of each resource as it is counted.
+    pub fn with_progress(plan: bool, progress: Option<std::sync::Arc<dyn Progress>>) -> Report {
+        Report {
+            plan,
+            progress,
+            ..Report::default()
+        }
+    }
+
+    fn counts_of(&mut self, kind: Kind) -> &mut Counts {
+        self.counts.entry(kind).or_default()
+    }
+
+    fn counted(&self, kind: Kind) {
+        if let Some(progress) = &self.progress {
+            progress.counted(kind, self.counts[&kind].total());
+        }
+    }
+
+    /// Every resource of `kind` is counted.
+    pub fn finished(&mut self, kind: Kind) {
+        let done = self.counts_of(kind).total();
+        if let Some(progress) = &self.progress {
+            progress.finished(kind, done);
+        }
+    }
+
     pub fn count(&mut self, kind: Kind, outcome: Outcome) {
-        let counts = self.counts.entry(kind).or_default();
+        let counts = self.counts_of(kind);
         match outcome {
             Outcome::Created => counts.created += 1,
             Outcome::Updated => counts.updated += 1,
             Outcome::Unchanged => counts.unchanged += 1,
         }
+        self.counted(kind);
     }
 
     pub fn skip(&mut self, kind: Kind, id: &str, reason: impl Into<String>) {
-        self.counts.entry(kind).or_default().skipped += 1;
+        self.counts_of(kind).skipped += 1;
         self.skipped.push(Note {
             kind,
             id: id.to_string(),
             reason: reason.into(),
         });
+        self.counted(kind);
     }
 
     pub fn fail(&mut self, kind: Kind, id: &str, reason: impl Into<String>) {
-        self.counts.entry(kind).or_default().failed += 1;
+        self.counts_of(kind).failed += 1;
         self.failed.push(Note {
             kind,
             id: id.to_string(),
             reason: reason.into(),
         });
+        self.counted(kind);
     }
 
     /// Whether anything failed: the command then exits non-zero.
@@ -153,6 +212,7 @@ fn kind_singular(kind: Kind) -> &'static str {
         Kind::DeviceGroups => "device group",
         Kind::Devices => "device",
         Kind::ScheduledJobs => "scheduled job",
+        Kind::Jobs => "job",
         Kind::ApiTokens => "API token",
     }
 }

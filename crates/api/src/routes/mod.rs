@@ -5,6 +5,7 @@ mod api_tokens;
 mod conditional;
 pub(crate) mod device_commands;
 pub(crate) mod device_components;
+mod device_connection;
 mod device_groups;
 pub(crate) mod device_modules;
 mod device_properties;
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(roles::router())
         .merge(device_templates::router())
         .merge(devices::router())
+        .merge(device_connection::router())
         .merge(device_properties::router())
         .merge(device_commands::router())
         .merge(device_telemetry::router())
