@@ -650,3 +650,127 @@ async fn with_jobs_the_finished_jobs_are_carried_over_as_records_never_run() {
     let (listed, _) = imported.list_all("/jobs").await;
     assert_eq!(listed, [finished]);
 }
+
+/// `flotilla import move` from `source` to the running `target`, with extra flags.
+async fn import_move(source: &Server, target: &Server, flags: &[&str]) -> Run {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "import",
+            "move",
+            "--from",
+            &source.base,
+            "--url",
+            &target.base,
+        ])
+        .args([
+            "--token",
+            target.admin_token.trim(),
+            "--host",
+            "flotilla.test",
+        ])
+        .args(flags)
+        .env("FLOTILLA_IMPORT_TOKEN", source.admin_token.trim())
+        .env("FLOTILLA_LOG", "warn")
+        .env_remove("FLOTILLA_TOKEN")
+        .env_remove("FLOTILLA_URL")
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_move_names_each_device_that_cannot_move_and_why() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    for (id, template) in [("n-1", Some(THERMOSTAT)), ("n-2", None)] {
+        api.put(
+            &format!("/devices/{id}"),
+            json!({"displayName": "north", "template": template}),
+        )
+        .await
+        .ok(200);
+    }
+    api.put(
+        "/deviceGroups/north",
+        json!({"displayName": "north", "filter": "SELECT * FROM devices WHERE $displayName = \"north\""}),
+    )
+    .await
+    .ok(200);
+    let target = Server::start().await;
+
+    let unknown = import_move(
+        &source,
+        &target,
+        &["--group", "west", "--command", "DeviceMove"],
+    )
+    .await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown
+            .stderr
+            .contains("the departure application has no device group west"),
+        "{}",
+        unknown.stderr
+    );
+    let bad_payload = import_move(
+        &source,
+        &target,
+        &[
+            "--group",
+            "north",
+            "--command",
+            "DeviceMove",
+            "--payload",
+            "{",
+        ],
+    )
+    .await;
+    assert_eq!(bad_payload.code, Some(1));
+    assert!(
+        bad_payload.stderr.contains("--payload is not JSON"),
+        "{}",
+        bad_payload.stderr
+    );
+
+    // The thermostat has no DeviceMove command: the source refuses the job, so its device is
+    // not moved, with the source's words; a device without a template no job reaches.
+    let run = import_move(
+        &source,
+        &target,
+        &[
+            "--group",
+            "north",
+            "--command",
+            "DeviceMove",
+            "--job-id",
+            "move-north",
+            "--timeout",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "not moved n-1: the departure refused the command job for its template {THERMOSTAT}: 400"
+        )) && lines[0].contains("DeviceMove"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "not moved n-2: it has no template, so no command job reaches it",
+            "0 of 2 devices moved (jobs on the departure: none)"
+        ]
+    );
+    api.get("/jobs/move-north").await.error(404, "NotFound");
+}
