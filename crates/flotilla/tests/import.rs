@@ -172,6 +172,18 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
 
     let first = import(&source, &target, &[]).await;
     assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    // Not a terminal: progress as plain lines on standard error, one per kind when it is done.
+    for kind in [
+        "device templates: 1",
+        &format!("devices: {DEVICES}"),
+        "API tokens: 2",
+    ] {
+        assert!(
+            first.stderr.contains(&format!("imported {kind}\n")),
+            "{kind}: {}",
+            first.stderr
+        );
+    }
     assert_eq!(
         line(&first, "device templates"),
         "device templates: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
