@@ -47,6 +47,6 @@ async fn get_connection(
         return Err(not_found(&id));
     }
     Ok(Json(DeviceConnection {
-        connected: state.bus.is_connected(&id),
+        connected: state.bus.is_connected(&id).await,
     }))
 }
