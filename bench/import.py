@@ -157,7 +157,7 @@ def main() -> None:
     shown = " ".join(["bench/import.py", "--devices", str(args.devices), "--bin",
                       os.path.relpath(binary, REPO)])
     text = "\n".join([
-        "## 9. Importing an application (bench/import.py)",
+        "## 10. Importing an application (bench/import.py)",
         "",
         f"`flotilla import` of a Flotilla source with **{args.devices:,} devices** (each read "
         "with its credentials and cloud properties: 2 requests per device, besides the pages) "

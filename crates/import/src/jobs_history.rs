@@ -151,6 +151,7 @@ fn record(id: &str, item: &Value, status: JobStatus, devices: &[ImportedJobDevic
         total: devices.len() as i64,
         completed: count(DeviceStatus::Completed),
         failed: count(DeviceStatus::Failed),
+        skipped: count(DeviceStatus::Skipped),
         // One batch (numbered 0) of all its devices.
         batch_size: devices.len() as i64,
         rerun_of: None,

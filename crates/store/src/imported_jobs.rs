@@ -45,8 +45,8 @@ impl Store {
         }
         let inserted = sqlx::query(&self.sql(
             "INSERT INTO jobs (id, sort_key, scheduled_job_id, definition, status, reason, start_ms, \
-             end_ms, total, completed, failed, batch_size, rerun_of, created_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             end_ms, total, completed, failed, skipped, batch_size, rerun_of, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&job.id)
         .bind(&job.sort_key)
@@ -59,6 +59,7 @@ impl Store {
         .bind(job.total)
         .bind(job.completed)
         .bind(job.failed)
+        .bind(job.skipped)
         .bind(job.batch_size)
         .bind(job.rerun_of.as_deref())
         .bind(now_ms())
