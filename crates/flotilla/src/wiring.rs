@@ -77,6 +77,8 @@ pub async fn start(store: &Store, settings: Settings) -> anyhow::Result<Parts> {
         flotilla_gateway::runtime::devices(),
         settings.engine,
     );
+    // Maintenance windows go by the scheduler's clock (a file clock in tests).
+    engine.use_clock(settings.clock.clone());
     let scheduler =
         flotilla_jobs::scheduler::start(store.clone(), engine.clone(), settings.clock.clone());
     let webhooks = flotilla_webhooks::start(store.clone(), Default::default());

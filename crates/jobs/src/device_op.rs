@@ -92,6 +92,10 @@ pub struct DeviceRun<'a> {
     pub job_id: &'a str,
     pub device: &'a JobDevice,
     pub deadline_ms: i64,
+    /// The device's time (the job's `deviceTimeoutSeconds`, or the server's default).
+    pub timeout: Duration,
+    /// The job's `deadline`: a device cut short by it fails with the code `deadline`.
+    pub job_deadline_ms: Option<i64>,
     /// The device's reported properties as they change.
     pub reported: Arc<ReportedWatch>,
     pub components: Vec<String>,
@@ -106,6 +110,18 @@ fn now_ms() -> i64 {
 impl DeviceRun<'_> {
     fn remaining(&self) -> Duration {
         Duration::from_millis((self.deadline_ms - now_ms()).max(0) as u64)
+    }
+
+    /// The failure of a device whose time ran out: `code` and `reason`, unless the job's
+    /// deadline is what ended it.
+    fn out_of_time(&self, code: FailureReason, reason: String) -> Outcome {
+        match self.job_deadline_ms {
+            Some(deadline) if now_ms() >= deadline && self.deadline_ms <= deadline => failed(
+                FailureReason::Deadline,
+                format!("the job's deadline passed before the device finished ({reason})"),
+            ),
+            _ => failed(code, reason),
+        }
     }
 
     pub async fn run(&self, operations: &[Operation]) -> Outcome {
@@ -282,11 +298,11 @@ impl DeviceRun<'_> {
                     } else {
                         (FailureReason::Offline, "the device was offline")
                     };
-                    return failed(
+                    return self.out_of_time(
                         code,
                         format!(
                             "no acknowledgement of desired version {version} within {} s: {state}",
-                            self.config.device_timeout.as_secs()
+                            self.timeout.as_secs()
                         ),
                     );
                 }
@@ -312,11 +328,11 @@ impl DeviceRun<'_> {
             .wait_until_reachable(&self.device.device_id, self.remaining())
             .await
         {
-            return failed(
+            return self.out_of_time(
                 FailureReason::Offline,
                 format!(
                     "the command '{method}' could not reach the device within {} s: {e}",
-                    self.config.device_timeout.as_secs()
+                    self.timeout.as_secs()
                 ),
             );
         }
@@ -374,18 +390,18 @@ impl DeviceRun<'_> {
                      '{method}'; it was not sent again"
                 ),
             ),
-            Err(InvokeError::Timeout) => failed(
+            Err(InvokeError::Timeout) => self.out_of_time(
                 FailureReason::TimedOut,
                 format!(
                     "the device did not answer '{method}' within {} s",
                     response_timeout.as_secs()
                 ),
             ),
-            Err(e) => failed(
+            Err(e) => self.out_of_time(
                 FailureReason::Offline,
                 format!(
                     "the command '{method}' could not reach the device within {} s: {e}",
-                    self.config.device_timeout.as_secs()
+                    self.timeout.as_secs()
                 ),
             ),
         }

@@ -13,9 +13,12 @@ use flotilla_bus::{DeviceBus, ReportedEvent};
 use flotilla_model::job::{self, JobSpec, Threshold};
 use flotilla_model::job_state::{DeviceOutcome, DeviceStatus, FailureReason, JobEvent, JobStatus};
 use flotilla_model::rollout::conflicts::ConflictPolicy;
+use flotilla_model::rollout::gate::BatchGate;
 use flotilla_model::rollout::offline::Offline;
+use flotilla_model::rollout::pacing::Pacing;
 use flotilla_model::rollout::reason_code::ReasonCode;
 use flotilla_model::rollout::retry::Retry;
+use flotilla_model::rollout::windows::MaintenanceWindows;
 use flotilla_store::{JobDevice, JobRecord, PreviousValue, Store};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -23,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::EngineConfig;
 use crate::conflicts::{holders, refusing};
 use crate::device_op::{DeviceRun, Outcome, ReportedWatch};
 use crate::members::job_members;
 use crate::meters::{self, JobType};
+use crate::rollout::{self, GateVerdict, Pace};
 use crate::templates::Templates;
 
 /// Devices started in one transaction: their work begins while the next ones start.
@@ -59,6 +64,11 @@ pub(crate) struct Inner {
     stopping: CancellationToken,
     /// The loop, the acknowledgement listener and the device tasks, for `stop` to await.
     tasks: TaskTracker,
+    /// The time maintenance windows go by (the system's, or a test's file clock).
+    clock: Mutex<Arc<dyn Clock>>,
+    /// The earliest timed wake-up asked for (a paced job's next slice, a soak's end, a
+    /// window's opening, a deadline), in ms: later ones are asked again by the pass it causes.
+    next_wake_ms: Mutex<Option<i64>>,
 }
 
 /// The (job, device) pairs that have a task, and how many each job has.
@@ -80,6 +90,14 @@ struct JobContext {
     revert_of: Option<String>,
     retry: Option<Retry>,
     offline: Option<Offline>,
+    /// One device's time: the job's `deviceTimeoutSeconds`, or the server's default.
+    device_timeout: std::time::Duration,
+    /// The rollout controls (all `None` for a job with only IoT Central's fields).
+    pacing: Option<Pacing>,
+    batch_gate: Option<BatchGate>,
+    windows: Option<MaintenanceWindows>,
+    /// The job's `deadline` in ms, and as the client wrote it.
+    deadline: Option<(i64, String)>,
 }
 
 impl Engine {
@@ -104,6 +122,8 @@ impl Engine {
                 contexts: Mutex::new(HashMap::new()),
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                clock: Mutex::new(Arc::new(SystemClock)),
+                next_wake_ms: Mutex::new(None),
             }),
         };
         let devices = &engine.inner.devices;
@@ -140,6 +160,51 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The clock maintenance windows go by (the system clock until this is called).
+    pub fn use_clock(&self, clock: Arc<dyn Clock>) {
+        *self.inner.clock.lock().unwrap() = clock;
+    }
+
+    /// Wakes the engine at `at_ms` (now if past), unless an earlier wake-up is already due.
+    fn wake_at(&self, at_ms: i64) {
+        let now = now_ms();
+        if at_ms <= now {
+            self.wake();
+            return;
+        }
+        {
+            let mut next = self.inner.next_wake_ms.lock().unwrap();
+            if next.is_some_and(|t| t > now && t <= at_ms) {
+                return;
+            }
+            *next = Some(at_ms);
+        }
+        let engine = self.clone();
+        let delay = std::time::Duration::from_millis((at_ms - now) as u64);
+        let stopping = self.inner.stopping.clone();
+        self.inner.tasks.spawn_on(
+            stopping.run_until_cancelled_owned(async move {
+                tokio::time::sleep(delay).await;
+                let mut next = engine.inner.next_wake_ms.lock().unwrap();
+                if *next == Some(at_ms) {
+                    *next = None;
+                }
+                drop(next);
+                engine.wake();
+            }),
+            &self.inner.devices,
+        );
+    }
+
+    /// A device's deadline if it starts now: its time, and never past the job's deadline.
+    fn device_deadline(&self, context: &JobContext) -> i64 {
+        let deadline = now_ms() + context.device_timeout.as_millis() as i64;
+        match &context.deadline {
+            Some((job_deadline, _)) => deadline.min(*job_deadline),
+            None => deadline,
+        }
     }
 
     async fn run(self) {
@@ -251,6 +316,14 @@ impl Engine {
             revert_of: spec.revert_of.clone(),
             retry: spec.retry,
             offline: spec.offline,
+            device_timeout: spec.device_timeout_seconds.map_or(
+                self.inner.config.device_timeout,
+                std::time::Duration::from_secs,
+            ),
+            pacing: spec.pacing,
+            batch_gate: spec.batch_gate,
+            windows: spec.windows,
+            deadline: spec.deadline.map(|d| (d.at.as_millisecond(), d.text)),
         }))
     }
 
@@ -297,18 +370,21 @@ impl Engine {
         // worked by the server holding its connection, which claims it on its next pass
         // (locality, see `Store::start_job_devices`).
         let first_batch = (batch_size as usize).min(devices.len());
-        let eager: Vec<usize> =
-            if total > 0 && !store.earlier_active_job_exists(&record.sort_key).await? {
-                let elsewhere = store
-                    .devices_held_elsewhere(&devices[..first_batch])
-                    .await?;
-                (0..first_batch)
-                    .filter(|&position| !elsewhere.contains(&devices[position]))
-                    .take(self.inner.config.max_in_flight_per_job)
-                    .collect()
-            } else {
-                Vec::new()
-            };
+        // A job with rollout controls starts its devices as they allow, in the passes.
+        let eager: Vec<usize> = if total > 0
+            && !spec.paced()
+            && !store.earlier_active_job_exists(&record.sort_key).await?
+        {
+            let elsewhere = store
+                .devices_held_elsewhere(&devices[..first_batch])
+                .await?;
+            (0..first_batch)
+                .filter(|&position| !elsewhere.contains(&devices[position]))
+                .take(self.inner.config.max_in_flight_per_job)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let deadline = jiff::Timestamp::now().as_millisecond()
             + self.inner.config.device_timeout.as_millis() as i64;
         if store
@@ -401,6 +477,24 @@ impl Engine {
         if record.status != JobStatus::Running {
             return Ok(());
         }
+        if let Some((deadline, text)) = &context.deadline {
+            if now_ms() >= *deadline {
+                let unfinished = (record.total - record.completed - record.failed).max(0);
+                let reason = format!(
+                    "the job's deadline ({text}) passed before {unfinished} of its devices finished"
+                );
+                if store
+                    .transition(&record.id, &JobEvent::DeadlinePassed(reason))
+                    .await?
+                {
+                    tracing::info!(job = %record.id, unfinished, "job ended at its deadline");
+                    self.inner.contexts.lock().unwrap().remove(&record.id);
+                    self.inner.starved.lock().unwrap().remove(&record.id);
+                }
+                return Ok(());
+            }
+            self.wake_at(*deadline);
+        }
         let room = room(self);
         if room == 0 {
             return Ok(());
@@ -413,7 +507,11 @@ impl Engine {
                     self.inner.starved.lock().unwrap().remove(&record.id);
                 }
             }
-            Some((_, pending)) => {
+            Some((batch, pending)) => {
+                let Some(allowed) = self.rollout_allowance(record, &context, batch).await? else {
+                    return Ok(());
+                };
+                let room = room.min(allowed);
                 // Only when an older job is still active can it hold one of our devices.
                 let check_order = store.earlier_active_job_exists(&record.sort_key).await?;
                 let mut chosen = Vec::new();
@@ -456,8 +554,7 @@ impl Engine {
                 let mut chosen = chosen.into_iter().peekable();
                 while chosen.peek().is_some() {
                     let chunk: Vec<JobDevice> = chosen.by_ref().take(START_CHUNK).collect();
-                    let deadline = jiff::Timestamp::now().as_millisecond()
-                        + self.inner.config.device_timeout.as_millis() as i64;
+                    let deadline = self.device_deadline(&context);
                     let ids: Vec<&str> = chunk.iter().map(|d| d.device_id.as_str()).collect();
                     let started: HashSet<String> = store
                         .start_job_devices(&record.id, &ids, deadline)
@@ -476,6 +573,73 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// How many devices of the job's current `batch` its rollout controls let start now
+    /// (`usize::MAX` without any); `None` when none may, after acting on why: a batch gate
+    /// not met stops the job, a job outside its windows says so, and a timed wake-up is asked
+    /// for when the answer will change.
+    async fn rollout_allowance(
+        &self,
+        record: &JobRecord,
+        context: &JobContext,
+        batch: i64,
+    ) -> flotilla_store::Result<Option<usize>> {
+        let store = &self.inner.store;
+        if let Some(windows) = &context.windows {
+            let clock = self.inner.clock.lock().unwrap().clone();
+            let now = clock.now();
+            match rollout::window_wait(windows.state(now)) {
+                Some((note, opens)) => {
+                    store.note_job_waiting(&record.id, Some(&note)).await?;
+                    if let Some(opens) = opens {
+                        let wait = opens.as_millisecond() - now.as_millisecond();
+                        self.wake_at(now_ms() + wait);
+                    }
+                    return Ok(None);
+                }
+                None if record
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("waiting:")) =>
+                {
+                    store.note_job_waiting(&record.id, None).await?;
+                }
+                None => {}
+            }
+        }
+        if let Some(gate) = &context.batch_gate
+            && batch > 0
+            && !store.batch_has_started(&record.id, batch).await?
+        {
+            let previous = store.batch_outcome(&record.id, batch - 1).await?;
+            match rollout::gate(gate, batch, &previous, now_ms()) {
+                GateVerdict::Open => {}
+                GateVerdict::Soaking { until_ms } => {
+                    self.wake_at(until_ms);
+                    return Ok(None);
+                }
+                // A user who resumed the job after this gate stopped it lets the batch go.
+                GateVerdict::NotMet { .. }
+                    if store.gate_held_batch(&record.id).await? == Some(batch) => {}
+                GateVerdict::NotMet { reason } => {
+                    if store.hold_at_gate(&record.id, batch, &reason).await? {
+                        tracing::info!(job = %record.id, batch, %reason, "job stopped at a batch gate");
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(pacing) = &context.pacing else {
+            return Ok(Some(usize::MAX));
+        };
+        let pace = Pace::of(pacing, record.completed.max(0) as u64);
+        let now = now_ms();
+        let (minute, slice) = pace.windows(now);
+        let recent = store.recent_job_starts(&record.id, minute, slice).await?;
+        let allowance = pace.allowance(&recent, now);
+        self.wake_at(allowance.look_again_ms);
+        Ok((allowance.starts > 0).then_some(allowance.starts))
     }
 
     fn in_flight_of(&self, job_id: &str) -> usize {
@@ -548,8 +712,7 @@ impl Engine {
         let deadline_ms = match device.deadline_ms {
             Some(deadline) if device.status == DeviceStatus::Running => deadline,
             _ => {
-                let deadline = jiff::Timestamp::now().as_millisecond()
-                    + self.inner.config.device_timeout.as_millis() as i64;
+                let deadline = self.device_deadline(context);
                 if !store
                     .start_job_device(&context.id, &device.device_id, deadline)
                     .await?
@@ -576,6 +739,8 @@ impl Engine {
             job_id: &context.id,
             device: &device,
             deadline_ms,
+            timeout: context.device_timeout,
+            job_deadline_ms: context.deadline.as_ref().map(|(at, _)| *at),
             reported: watch.clone(),
             components: context.components.clone(),
             offline: context.offline.as_ref(),
@@ -749,4 +914,8 @@ fn restoring_operations(
             })
         })
         .collect()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod members;
 mod meters;
 pub mod plan;
+pub mod rollout;
 pub mod scheduler;
 pub mod service;
 pub mod templates;

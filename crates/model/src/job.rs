@@ -9,9 +9,13 @@ use utoipa::ToSchema;
 
 use crate::Invalid;
 use crate::rollout::conflicts::ConflictPolicy;
+use crate::rollout::deadlines::{self, Deadline};
+use crate::rollout::gate::{BatchGate, JobBatchGate};
 use crate::rollout::offline::Offline;
+use crate::rollout::pacing::{JobRollout, Pacing};
 use crate::rollout::retry::Retry;
 use crate::rollout::revert;
+use crate::rollout::windows::{JobWindow, MaintenanceWindows};
 use crate::schema::check_value;
 use crate::template::{Capability, CapabilityKind, find};
 use crate::validate::Fields;
@@ -246,6 +250,16 @@ pub struct JobSpec {
     pub retry: Option<Retry>,
     /// Flotilla's `offline` extension.
     pub offline: Option<Offline>,
+    /// Extension `rollout`: how fast devices start.
+    pub pacing: Option<Pacing>,
+    /// Extension `batchGate`: when the next batch may start.
+    pub batch_gate: Option<BatchGate>,
+    /// Extension `deviceTimeoutSeconds`: one device's time, instead of the server's default.
+    pub device_timeout_seconds: Option<u64>,
+    /// Extension `deadline`: when the whole job must be done.
+    pub deadline: Option<Deadline>,
+    /// Extensions `windows` and `timeZone`: when devices may start.
+    pub windows: Option<MaintenanceWindows>,
 }
 
 /// Read-only fields of a job body: the server sets them.
@@ -339,6 +353,17 @@ impl JobSpec {
                 .object("offline")?
                 .map(Offline::from_json)
                 .transpose()?,
+            pacing: fields
+                .object("rollout")?
+                .map(Pacing::from_json)
+                .transpose()?,
+            batch_gate: fields
+                .object("batchGate")?
+                .map(BatchGate::from_json)
+                .transpose()?,
+            device_timeout_seconds: deadlines::device_timeout_seconds(&fields)?,
+            deadline: deadlines::deadline(&fields)?,
+            windows: MaintenanceWindows::from_fields(&fields)?,
         })
     }
 
@@ -372,7 +397,24 @@ impl JobSpec {
             revert_of: self.revert_of.clone(),
             retry: self.retry.clone(),
             offline: self.offline.clone(),
+            rollout: self.pacing.as_ref().map(Pacing::body),
+            batch_gate: self.batch_gate.as_ref().map(BatchGate::body),
+            device_timeout_seconds: self.device_timeout_seconds,
+            deadline: self.deadline.as_ref().map(|d| d.text.clone()),
+            windows: self.windows.as_ref().map(MaintenanceWindows::body),
+            time_zone: self.windows.as_ref().and_then(|w| w.zone_name.clone()),
         }
+    }
+
+    /// Whether the job uses any of the pace extensions (`rollout`, `batchGate`,
+    /// `deviceTimeoutSeconds`, `deadline`, `windows`): without them, it runs exactly as IoT
+    /// Central's jobs do.
+    pub fn paced(&self) -> bool {
+        self.pacing.is_some()
+            || self.batch_gate.is_some()
+            || self.device_timeout_seconds.is_some()
+            || self.deadline.is_some()
+            || self.windows.is_some()
     }
 }
 
@@ -421,6 +463,32 @@ pub struct JobDefinition {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub offline: Option<Offline>,
+    /// Extension: how fast the job's devices start (across its batches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rollout: Option<JobRollout>,
+    /// Extension: the next batch starts only when this is met; if not, the job stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub batch_gate: Option<JobBatchGate>,
+    /// Extension: how long one device's operation may take, in seconds (1 to 604,800),
+    /// instead of the server's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 604800)]
+    pub device_timeout_seconds: Option<u64>,
+    /// Extension: when the whole job must be done; devices not finished by then fail with the
+    /// reason code `deadline`, and the job ends (`failed`). As the client wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub deadline: Option<String>,
+    /// Extension: maintenance windows, the only times devices start (started ones finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub windows: Option<Vec<JobWindow>>,
+    /// Extension: the IANA time zone of `windows` (UTC when left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub time_zone: Option<String>,
 }
 
 /// How a batch size or a threshold counts devices.

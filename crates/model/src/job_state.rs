@@ -102,6 +102,8 @@ text_enum!(
         ConcurrentChange = "concurrentChange",
         /// The server could not record the operation.
         StorageError = "storageError",
+        /// The job's `deadline` passed before the device finished.
+        Deadline = "deadline",
     }
 );
 
@@ -129,7 +131,9 @@ impl JobStatus {
             // A rerun is a new job; the original stays as it is, and must have settled.
             (Stopped | Complete | Cancelled | Failed, JobEvent::Rerun) => Ok(self),
             (Running, JobEvent::Complete) => Ok(Complete),
-            (Pending | Running, JobEvent::Fail(_)) => Ok(Failed),
+            (Pending | Running, JobEvent::Fail(_) | JobEvent::DeadlinePassed(_)) => Ok(Failed),
+            // A batch gate not met stops the job until a user resumes it.
+            (Running, JobEvent::GateNotMet(_)) => Ok(Stopped),
             // A stopped job's devices in flight still finish, and may still cancel it.
             (Running | Stopped, JobEvent::ThresholdReached(_)) => Ok(Cancelled),
             _ => Err(IllegalTransition {
@@ -166,6 +170,10 @@ pub enum JobEvent {
     /// It cannot run, and why.
     Fail(String),
     ThresholdReached(Cancellation),
+    /// Its `deadline` passed (the reason says when): its unfinished devices fail with it.
+    DeadlinePassed(String),
+    /// The previous batch did not meet its `batchGate`, and why.
+    GateNotMet(String),
 }
 
 impl JobEvent {
@@ -178,15 +186,27 @@ impl JobEvent {
             JobEvent::Complete => "complete",
             JobEvent::Fail(_) => "fail",
             JobEvent::ThresholdReached(_) => "cancel",
+            JobEvent::DeadlinePassed(_) => "end at its deadline",
+            JobEvent::GateNotMet(_) => "stop at a batch gate",
         }
     }
 
     /// The reason the job shows after this event, if the event gives one.
     pub fn reason(&self) -> Option<String> {
         match self {
-            JobEvent::Fail(reason) => Some(reason.clone()),
+            JobEvent::Fail(reason)
+            | JobEvent::DeadlinePassed(reason)
+            | JobEvent::GateNotMet(reason) => Some(reason.clone()),
             JobEvent::ThresholdReached(cancellation) => Some(cancellation.reason()),
             _ => None,
+        }
+    }
+
+    /// The code the job's unfinished devices fail with when this event fails the job.
+    pub fn device_failure(&self) -> FailureReason {
+        match self {
+            JobEvent::DeadlinePassed(_) => FailureReason::Deadline,
+            _ => FailureReason::Interrupted,
         }
     }
 }
@@ -333,6 +353,8 @@ mod tests {
             JobEvent::Complete,
             JobEvent::Fail("gone".into()),
             JobEvent::ThresholdReached(cancellation()),
+            JobEvent::DeadlinePassed("late".into()),
+            JobEvent::GateNotMet("too few".into()),
         ]
     }
 
@@ -357,6 +379,8 @@ mod tests {
             JobEvent::ThresholdReached(_) => {
                 [None, Some(Cancelled), Some(Cancelled), None, None, None]
             }
+            JobEvent::DeadlinePassed(_) => [Some(Failed), Some(Failed), None, None, None, None],
+            JobEvent::GateNotMet(_) => [None, Some(Stopped), None, None, None, None],
         };
         let index = JobStatus::ALL.iter().position(|s| *s == status).unwrap();
         row[index]

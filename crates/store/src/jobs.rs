@@ -309,8 +309,15 @@ impl Store {
             return Ok(false);
         };
         let end = if to.is_final() { ", end_ms = ?" } else { "" };
+        // A resumed job no longer shows why it stopped (a batch gate); other events keep the
+        // reason unless they give one.
+        let reason = if matches!(event, JobEvent::Resume { .. }) {
+            "?"
+        } else {
+            "COALESCE(?, reason)"
+        };
         let sql = self.sql(&format!(
-            "UPDATE jobs SET status = ?, reason = COALESCE(?, reason){end} \
+            "UPDATE jobs SET status = ?, reason = {reason}{end} \
              WHERE id = ? AND status IN ({sources})"
         ));
         let mut query = sqlx::query(&sql).bind(to.as_str()).bind(event.reason());
@@ -319,8 +326,7 @@ impl Store {
         }
         let moved = query.bind(id).execute(&mut *tx).await?.rows_affected() == 1;
         if moved && to == JobStatus::Failed {
-            self.fail_unfinished_devices(tx, id, event.reason().as_deref())
-                .await?;
+            self.fail_unfinished_devices(tx, id, event).await?;
         }
         Ok(moved)
     }
@@ -332,11 +338,12 @@ impl Store {
         &self,
         tx: &mut sqlx::AnyConnection,
         id: &str,
-        job_reason: Option<&str>,
+        event: &JobEvent,
     ) -> Result<()> {
+        let job_reason = event.reason();
         let reason = format!(
             "the job failed before this device finished: {}",
-            job_reason.unwrap_or("no reason given")
+            job_reason.as_deref().unwrap_or("no reason given")
         );
         // Their finish sequence numbers in the job's order, after every finish before (the
         // job's row is locked by the transition).
@@ -354,7 +361,7 @@ impl Store {
         )))
         .bind(DeviceStatus::target(DeviceEvent::JobFailed).as_str())
         .bind(reason)
-        .bind(FailureReason::Interrupted.as_str())
+        .bind(event.device_failure().as_str())
         .bind(now_ms())
         .bind(first_seq.unwrap_or(0))
         .bind(id)
@@ -998,11 +1005,20 @@ mod tests {
                 include_str!("../migrations/postgres/0013_job_device_skipped.sql")
             ),
         ];
+        // Reason codes added since are listed again in full by the migration adding them.
+        let reason_codes = [
+            include_str!("../migrations/sqlite/0014_rollout_pace.sql"),
+            include_str!("../migrations/postgres/0014_rollout_pace.sql"),
+        ];
+        for code in FailureReason::ALL {
+            for migration in reason_codes {
+                assert!(migration.contains(&format!("'{code}'")), "{code}");
+            }
+        }
         let words = JobStatus::ALL
             .iter()
             .map(|s| s.as_str())
-            .chain(DeviceStatus::ALL.iter().map(|s| s.as_str()))
-            .chain(FailureReason::ALL.iter().map(|r| r.as_str()));
+            .chain(DeviceStatus::ALL.iter().map(|s| s.as_str()));
         for word in words {
             for migration in migrations {
                 assert!(migration.contains(&format!("'{word}'")), "{word}");

@@ -59,6 +59,7 @@ impl ReasonCode {
             FailureReason::NoAcknowledgement | FailureReason::TimedOut => ReasonCode::TimedOut,
             FailureReason::Offline => ReasonCode::Offline,
             FailureReason::Interrupted => ReasonCode::Interrupted,
+            FailureReason::Deadline => ReasonCode::Deadline,
             FailureReason::DeviceDeleted
             | FailureReason::ConcurrentChange
             | FailureReason::StorageError => ReasonCode::Error,
@@ -104,6 +105,7 @@ mod tests {
             NoAcknowledgement | TimedOut => "timedOut",
             Offline => "offline",
             Interrupted => "interrupted",
+            Deadline => "deadline",
             _ => "error",
         };
         for &reason in FailureReason::ALL {

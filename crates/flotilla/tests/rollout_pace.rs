@@ -1,0 +1,438 @@
+//! Issue 14's pace extensions against the real server, over HTTP: `rollout` (the start rate
+//! with simulated devices, and the ramp's steps), `batchGate` (a gate that stops the job, a
+//! resume that goes on, a soak), `deviceTimeoutSeconds` and `deadline` (devices failing with
+//! the reason code `deadline`, the job ending), and `windows` in a `timeZone` (on a file clock,
+//! across a daylight-saving change). Bodies with only IoT Central's fields are tests/jobs.rs'.
+
+mod common;
+#[path = "common/sse.rs"]
+mod sse;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use sse::SseStream;
+
+/// A server whose default device timeout (300 s) is far longer than any test here.
+async fn server(env: &[(&str, &str)]) -> (Server, Api) {
+    let server = Server::start_with_env(env).await;
+    let api = server.admin();
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    (server, api)
+}
+
+async fn controllers(api: &Api, prefix: &str, count: usize) {
+    for i in 0..count {
+        api.put(
+            &format!("/devices/{prefix}{i:02}"),
+            json!({"template": CONTROLLER}),
+        )
+        .await
+        .ok(200);
+    }
+    api.put(
+        &format!("/deviceGroups/{prefix}group"),
+        json!({"displayName": prefix, "filter": format!("SELECT * FROM devices WHERE $template = \"{CONTROLLER}\"")}),
+    )
+    .await
+    .ok(200);
+}
+
+fn with(mut body: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// A property job on the controllers (offline here: they never acknowledge).
+fn property_job(group: &str, extra: Value) -> Value {
+    with(
+        json!({"group": group, "data": [{"type": "property", "target": CONTROLLER,
+               "path": "thermostat1.targetTemperature", "value": 55}]}),
+        extra,
+    )
+}
+
+/// A cloud-property job: each device completes as soon as it starts.
+fn cloud_job(group: &str, extra: Value) -> Value {
+    with(
+        json!({"group": group, "data": [{"type": "cloudProperty", "target": CONTROLLER,
+               "path": "customerName", "value": "Contoso"}]}),
+        extra,
+    )
+}
+
+async fn wait_for(api: &Api, job: &str, statuses: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = api.get(&format!("/jobs/{job}")).await.ok(200).clone();
+        if statuses.iter().any(|s| body["status"] == *s) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job {job} stuck: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn job_devices(api: &Api, job: &str) -> Vec<Value> {
+    api.list_all(&format!("/jobs/{job}/devices")).await.0
+}
+
+/// Watches a job until it is `complete`: when each of its devices was first seen started (no
+/// longer `pending`), polling every 20 ms, in seconds from the first.
+async fn start_times(api: &Api, job: &str) -> Vec<f64> {
+    let began = Instant::now();
+    let mut seen: HashMap<String, f64> = HashMap::new();
+    loop {
+        let now = began.elapsed().as_secs_f64();
+        for device in job_devices(api, job).await {
+            if device["status"] != "pending" {
+                seen.entry(device["id"].as_str().unwrap().to_string())
+                    .or_insert(now);
+            }
+        }
+        let status = api.get(&format!("/jobs/{job}")).await.ok(200)["status"].clone();
+        if status == "complete" {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(90),
+            "{job} is {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut times: Vec<f64> = seen.into_values().collect();
+    times.sort_by(f64::total_cmp);
+    let first = times[0];
+    times.iter().map(|t| t - first).collect()
+}
+
+#[tokio::test]
+async fn pace_extensions_are_echoed_when_set_and_refused_by_field() {
+    let (_server, api) = server(&[]).await;
+    controllers(&api, "e-", 1).await;
+    let extensions = json!({
+        "rollout": {"maxPerMinute": 600, "ramp": {"startPerMinute": 60, "factor": 1.5, "every": {"succeeded": 10}}},
+        "batchGate": {"minSuccessPercentage": 90},
+        "deviceTimeoutSeconds": 120,
+        "deadline": "2099-12-24T18:00:00+01:00",
+        "windows": [{"days": ["sat", "sun"], "start": "02:30", "durationMinutes": 90}],
+        "timeZone": "Europe/Paris"
+    });
+    let created = api
+        .put("/jobs/paced", cloud_job("e-group", extensions.clone()))
+        .await;
+    let created = created.ok(200).clone();
+    for (field, value) in extensions.as_object().unwrap() {
+        assert_eq!(&created[field], value, "{field} in {created}");
+    }
+    let read = api.get("/jobs/paced").await.ok(200).clone();
+    for (field, value) in extensions.as_object().unwrap() {
+        assert_eq!(&read[field], value, "{field} in {read}");
+    }
+    // A job with only IoT Central's fields carries none of them.
+    let plain = api
+        .put("/jobs/plain", cloud_job("e-group", json!({})))
+        .await;
+    let plain = plain.ok(200).clone();
+    for field in extensions.as_object().unwrap().keys() {
+        assert!(plain.get(field).is_none(), "{field} in {plain}");
+    }
+    // A scheduled job keeps them, for each run.
+    let scheduled = api
+        .put(
+            "/scheduledJobs/nightly",
+            with(
+                cloud_job("e-group", extensions.clone()),
+                json!({"displayName": "Nightly", "schedule": {"start": "2099-01-01T00:00:00Z", "recurrence": "daily"}}),
+            ),
+        )
+        .await;
+    let scheduled = scheduled.ok(200).clone();
+    for (field, value) in extensions.as_object().unwrap() {
+        assert_eq!(&scheduled[field], value, "{field} in {scheduled}");
+    }
+
+    // The OpenAPI document describes each.
+    let doc = api.get("/openapi.json").await.ok(200).clone();
+    let schemas = &doc["components"]["schemas"];
+    let definition = &schemas["JobDefinition"]["properties"];
+    for field in extensions.as_object().unwrap().keys() {
+        assert!(definition.get(field).is_some(), "{field} in {definition}");
+    }
+    for schema in ["JobRollout", "JobRamp", "JobBatchGate", "JobWindow"] {
+        assert!(schemas.get(schema).is_some(), "{schema}");
+    }
+
+    let refused = [
+        (
+            json!({"rollout": {"maxPerMinute": 0}}),
+            "rollout.maxPerMinute",
+        ),
+        (
+            json!({"rollout": {"maxPerMinute": 10, "ramp": {"startPerMinute": 5, "factor": 9, "every": {"succeeded": 1}}}}),
+            "rollout.ramp.factor",
+        ),
+        (
+            json!({"rollout": {"maxPerMinute": 10, "ramp": {"startPerMinute": 50, "factor": 2, "every": {"succeeded": 1}}}}),
+            "rollout.ramp.startPerMinute",
+        ),
+        (
+            json!({"batchGate": {"minSuccessPercentage": 120}}),
+            "batchGate.minSuccessPercentage",
+        ),
+        (
+            json!({"batchGate": {"soakSeconds": 1.5}}),
+            "batchGate.soakSeconds",
+        ),
+        (json!({"deviceTimeoutSeconds": 0}), "deviceTimeoutSeconds"),
+        (json!({"deadline": "soon"}), "deadline"),
+        (
+            json!({"windows": [{"days": ["mon"], "start": "25:00", "durationMinutes": 5}]}),
+            "windows[0].start",
+        ),
+        (
+            json!({"windows": [{"days": ["mon"], "start": "01:00", "durationMinutes": 5}], "timeZone": "Nowhere/Town"}),
+            "timeZone",
+        ),
+    ];
+    for (i, (extra, field)) in refused.into_iter().enumerate() {
+        let id = format!("bad-{i}");
+        let message = api
+            .put(&format!("/jobs/{id}"), cloud_job("e-group", extra))
+            .await
+            .error(400, "BadRequest");
+        assert!(
+            message.contains(&format!("'{field}'")),
+            "{field}: {message}"
+        );
+        api.get(&format!("/jobs/{id}")).await.error(404, "NotFound");
+    }
+}
+
+#[tokio::test]
+async fn the_device_timeout_overrides_the_servers_default() {
+    let (_server, api) = server(&[("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "300")]).await;
+    controllers(&api, "t-", 2).await;
+    let began = Instant::now();
+    api.put(
+        "/jobs/quick",
+        property_job("t-group", json!({"deviceTimeoutSeconds": 1})),
+    )
+    .await
+    .ok(200);
+    let done = wait_for(&api, "quick", &["complete"]).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "not the 300 s default"
+    );
+    assert_eq!(done["progress"]["failed"], 2, "{done}");
+    for device in job_devices(&api, "quick").await {
+        let reason = device["reason"].as_str().unwrap();
+        assert!(reason.contains("within 1 s"), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn devices_not_finished_by_the_deadline_fail_with_deadline_and_the_job_ends() {
+    let (_server, api) = server(&[("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "300")]).await;
+    controllers(&api, "d-", 5).await;
+    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let began = Instant::now();
+    api.put(
+        "/jobs/late",
+        property_job(
+            "d-group",
+            json!({"batch": {"type": "number", "value": 2}, "deadline": deadline.to_string()}),
+        ),
+    )
+    .await
+    .ok(200);
+    let mut stream = SseStream::new(
+        api.request(reqwest::Method::GET, "/jobs/late/events")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let events = stream.until(|e| e.event == "end").await;
+    assert!(
+        began.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        began.elapsed()
+    );
+    let job = api.get("/jobs/late").await.ok(200).clone();
+    assert_eq!(job["status"], "failed", "{job}");
+    let reason = job["reason"].as_str().unwrap();
+    assert!(reason.contains("deadline"), "{reason}");
+    assert_eq!(job["progress"]["failed"], 5, "{job}");
+    // The batch in flight and the batches never started alike.
+    let finished: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "device")
+        .map(|e| &e.data)
+        .collect();
+    assert_eq!(finished.len(), 5, "{events:?}");
+    for device in finished {
+        assert_eq!(device["status"], "failed", "{device}");
+        assert_eq!(device["reasonCode"], "deadline", "{device}");
+    }
+    for device in job_devices(&api, "late").await {
+        let reason = device["reason"].as_str().unwrap();
+        assert!(reason.contains("deadline"), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn the_start_rate_follows_max_per_minute_with_simulated_devices() {
+    const DEVICES: usize = 100;
+    let (server, api) = server(&[]).await;
+    let _sim = sim_command(&server, &api, DEVICES, "pace-")
+        .await
+        .args(["--duration", "120"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the simulator starts");
+    // Every device registered (through DPS), so the group holds them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.list_all("/devices").await.0.len() < DEVICES {
+        assert!(
+            Instant::now() < deadline,
+            "the simulated devices did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.put(
+        "/deviceGroups/fleet",
+        json!({"displayName": "Fleet", "filter": "SELECT * FROM devices"}),
+    )
+    .await
+    .ok(200);
+    api.put(
+        "/jobs/paced",
+        json!({"group": "fleet", "rollout": {"maxPerMinute": 600}, "deviceTimeoutSeconds": 60,
+               "data": [{"type": "property", "target": THERMOSTAT, "path": "targetTemperature", "value": 21}]}),
+    )
+    .await
+    .ok(200);
+    let starts = start_times(&api, "paced").await;
+    assert_eq!(starts.len(), DEVICES);
+    let span = starts[DEVICES - 1];
+    let rate = (DEVICES - 1) as f64 / span * 60.0;
+    eprintln!("pacing: {DEVICES} starts over {span:.2} s: {rate:.0} a minute (maxPerMinute 600)");
+    assert!(
+        (rate - 600.0).abs() <= 60.0,
+        "{rate:.0} starts a minute over {span:.1} s: {starts:?}"
+    );
+    let job = api.get("/jobs/paced").await.ok(200).clone();
+    assert_eq!(job["progress"]["completed"], DEVICES as u64, "{job}");
+}
+
+#[tokio::test]
+async fn the_ramp_steps_up_the_rate_as_devices_succeed() {
+    let (_server, api) = server(&[]).await;
+    controllers(&api, "r-", 24).await;
+    api.put(
+        "/jobs/ramped",
+        cloud_job(
+            "r-group",
+            json!({"rollout": {"maxPerMinute": 960,
+                   "ramp": {"startPerMinute": 120, "factor": 2, "every": {"succeeded": 6}}}}),
+        ),
+    )
+    .await
+    .ok(200);
+    let starts = start_times(&api, "ramped").await;
+    assert_eq!(starts.len(), 24);
+    // Six devices at each step: 120 a minute (0.5 s apart: 3 s), then 240 (1.5 s), 480
+    // (0.75 s): each step about half the one before.
+    let step = |k: usize| starts[6 * (k + 1)] - starts[6 * k];
+    let (first, second, third) = (step(0), step(1), step(2));
+    eprintln!("ramp: steps of {first:.2}, {second:.2}, {third:.2} s (ideal 3, 1.5, 0.75)");
+    assert!((2.4..=3.6).contains(&first), "{first:.2} s: {starts:?}");
+    assert!(
+        (1.4..=2.9).contains(&(first / second)) && (1.3..=3.0).contains(&(second / third)),
+        "steps of {first:.2}, {second:.2}, {third:.2} s: {starts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_gate_not_met_stops_the_job_and_a_resume_goes_on() {
+    let (_server, api) = server(&[]).await;
+    controllers(&api, "g-", 4).await;
+    api.put(
+        "/jobs/gated",
+        property_job(
+            "g-group",
+            json!({"batch": {"type": "number", "value": 2}, "deviceTimeoutSeconds": 1,
+                   "batchGate": {"minSuccessPercentage": 50}}),
+        ),
+    )
+    .await
+    .ok(200);
+    let stopped = wait_for(&api, "gated", &["stopped", "complete"]).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let reason = stopped["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("batch gate") && reason.contains("0 of batch 1's 2 devices succeeded"),
+        "{reason}"
+    );
+    let statuses: Vec<Value> = job_devices(&api, "gated")
+        .await
+        .iter()
+        .map(|d| d["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["failed", "failed", "pending", "pending"]);
+    // It stays stopped.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api.get("/jobs/gated").await.ok(200)["status"], "stopped");
+
+    api.post("/jobs/gated/resume", json!({})).await.ok(204);
+    let done = wait_for(&api, "gated", &["complete"]).await;
+    assert_eq!(done["progress"]["failed"], 4, "{done}");
+    assert!(done.get("reason").is_none(), "{done}");
+}
+
+#[tokio::test]
+async fn the_next_batch_waits_for_the_soak() {
+    let (_server, api) = server(&[]).await;
+    controllers(&api, "s-", 4).await;
+    let began = Instant::now();
+    api.put(
+        "/jobs/soaked",
+        cloud_job(
+            "s-group",
+            json!({"batch": {"type": "number", "value": 2},
+                   "batchGate": {"minSuccessPercentage": 100, "soakSeconds": 2}}),
+        ),
+    )
+    .await
+    .ok(200);
+    // The first batch completes at once; the second waits out the soak.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses: Vec<Value> = job_devices(&api, "soaked")
+            .await
+            .iter()
+            .map(|d| d["status"].clone())
+            .collect();
+        if statuses.len() == 4 && statuses[0] == "completed" && statuses[1] == "completed" {
+            assert_eq!(statuses[2], "pending", "{statuses:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for(&api, "soaked", &["complete"]).await;
+    assert!(
+        began.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+}
