@@ -436,3 +436,121 @@ async fn the_next_batch_waits_for_the_soak() {
         began.elapsed()
     );
 }
+
+/// The time the server's scheduler and maintenance windows go by: a file the test rewrites
+/// (atomically: a sibling, then a rename).
+struct TestClock(std::path::PathBuf);
+
+impl TestClock {
+    fn new(at: &str) -> TestClock {
+        let clock = TestClock(fresh_dir().join("clock"));
+        clock.set(at);
+        clock
+    }
+
+    fn set(&self, at: &str) {
+        let sibling = self.0.with_extension("next");
+        std::fs::write(&sibling, format!("{at}\n")).unwrap();
+        std::fs::rename(&sibling, &self.0).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn outside_its_windows_a_job_waits_and_says_so_across_a_daylight_saving_change() {
+    // Sunday 2026-03-29, 03:15 in Paris: the clocks skipped 02:00-03:00 tonight, so the window
+    // that opens at 02:30 local opens at 03:30 (01:30Z).
+    let clock = TestClock::new("2026-03-29T01:15:00Z");
+    let (_server, api) = server(&[("FLOTILLA_CLOCK_FILE", clock.0.to_str().unwrap())]).await;
+    controllers(&api, "w-", 3).await;
+    api.put(
+        "/jobs/windowed",
+        cloud_job(
+            "w-group",
+            json!({"windows": [{"days": ["sun"], "start": "02:30", "durationMinutes": 60}],
+                   "timeZone": "Europe/Paris"}),
+        ),
+    )
+    .await
+    .ok(200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = loop {
+        let job = api.get("/jobs/windowed").await.ok(200).clone();
+        if job["reason"].is_string() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    assert_eq!(
+        waiting["reason"],
+        "waiting: outside its maintenance windows until 2026-03-29T01:30:00Z"
+    );
+    // Nothing starts while it waits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let devices = job_devices(&api, "windowed").await;
+    assert!(
+        devices.iter().all(|d| d["status"] == "pending"),
+        "{devices:?}"
+    );
+
+    clock.set("2026-03-29T01:31:00Z");
+    let done = wait_for(&api, "windowed", &["complete"]).await;
+    assert_eq!(done["progress"]["completed"], 3, "{done}");
+    assert!(done.get("reason").is_none(), "{done}");
+}
+
+#[tokio::test]
+async fn a_schedule_in_a_time_zone_recurs_at_its_local_time_across_daylight_saving() {
+    let clock = TestClock::new("2026-03-28T01:00:00Z");
+    let (_server, api) = server(&[("FLOTILLA_CLOCK_FILE", clock.0.to_str().unwrap())]).await;
+    controllers(&api, "z-", 1).await;
+    let schedule = json!({"start": "2026-03-28T02:30:00+01:00", "recurrence": "daily",
+                          "timeZone": "Europe/Paris"});
+    let created = api
+        .put(
+            "/scheduledJobs/nightly",
+            with(
+                cloud_job(
+                    "z-group",
+                    json!({"rollout": {"maxPerMinute": 60}, "deviceTimeoutSeconds": 30}),
+                ),
+                json!({"displayName": "Nightly", "enabled": true, "schedule": schedule}),
+            ),
+        )
+        .await;
+    assert_eq!(created.ok(200)["schedule"], schedule);
+    let runs = |expected: usize| {
+        let api = api.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let jobs = api.list_all("/scheduledJobs/nightly/jobs").await.0;
+                if jobs.len() >= expected {
+                    assert_eq!(jobs.len(), expected, "{jobs:?}");
+                    return jobs;
+                }
+                assert!(Instant::now() < deadline, "{expected} runs: {jobs:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // 02:30 in Paris, winter time: 01:30Z. Each run inherits the extensions.
+    clock.set("2026-03-28T01:30:00Z");
+    let first = runs(1).await;
+    assert_eq!(
+        first[0]["rollout"],
+        json!({"maxPerMinute": 60}),
+        "{first:?}"
+    );
+    assert_eq!(first[0]["deviceTimeoutSeconds"], 30, "{first:?}");
+    // Tonight 02:30 does not exist: the run is at 03:30 summer time, 01:30Z again.
+    clock.set("2026-03-29T01:29:00Z");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    runs(1).await;
+    clock.set("2026-03-29T01:30:00Z");
+    runs(2).await;
+    // From now on 02:30 summer time is 00:30Z (in UTC terms the schedule would wait until 01:30Z).
+    clock.set("2026-03-30T00:30:00Z");
+    runs(3).await;
+}

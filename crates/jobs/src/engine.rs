@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     /// The time maintenance windows go by (the system's, or a test's file clock).
     clock: Mutex<Arc<dyn Clock>>,
+    /// Per paced job, when its next device start is due (ms, fractional): the schedule its
+    /// `rollout` keeps on this server.
+    pace_due: Mutex<HashMap<String, f64>>,
     /// The earliest timed wake-up asked for (a paced job's next slice, a soak's end, a
     /// window's opening, a deadline), in ms: later ones are asked again by the pass it causes.
     next_wake_ms: Mutex<Option<i64>>,
@@ -76,6 +79,12 @@ pub(crate) struct Inner {
 struct InFlight {
     pairs: HashSet<(String, String)>,
     per_job: HashMap<String, usize>,
+}
+
+/// How many devices of a job may start in this pass, and the pace whose schedule they move.
+struct Allowed {
+    starts: usize,
+    pace: Option<Pace>,
 }
 
 /// What a job's device tasks share.
@@ -124,6 +133,7 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 clock: Mutex::new(Arc::new(SystemClock)),
                 next_wake_ms: Mutex::new(None),
+                pace_due: Mutex::new(HashMap::new()),
             }),
         };
         let devices = &engine.inner.devices;
@@ -505,20 +515,22 @@ impl Engine {
                     tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
                     self.inner.contexts.lock().unwrap().remove(&record.id);
                     self.inner.starved.lock().unwrap().remove(&record.id);
+                    self.inner.pace_due.lock().unwrap().remove(&record.id);
                 }
             }
             Some((batch, pending)) => {
                 let Some(allowed) = self.rollout_allowance(record, &context, batch).await? else {
                     return Ok(());
                 };
-                let room = room.min(allowed);
+                // The pace's limit is not starvation: its own timer wakes the engine.
+                let limit = room.min(allowed.starts);
                 // Only when an older job is still active can it hold one of our devices.
                 let check_order = store.earlier_active_job_exists(&record.sort_key).await?;
                 let mut chosen = Vec::new();
                 let mut held_back = false;
                 for device in pending {
-                    if chosen.len() >= room {
-                        held_back = true;
+                    if chosen.len() >= limit {
+                        held_back = limit == room;
                         break;
                     }
                     let key = (record.id.clone(), device.device_id.clone());
@@ -552,6 +564,7 @@ impl Engine {
                 // deadline, and its devices set to work while the next chunk starts (a pass
                 // may start tens of thousands).
                 let mut chosen = chosen.into_iter().peekable();
+                let mut started_count = 0;
                 while chosen.peek().is_some() {
                     let chunk: Vec<JobDevice> = chosen.by_ref().take(START_CHUNK).collect();
                     let deadline = self.device_deadline(&context);
@@ -561,6 +574,7 @@ impl Engine {
                         .await?
                         .into_iter()
                         .collect();
+                    started_count += started.len();
                     for mut device in chunk {
                         if started.contains(&device.device_id) {
                             device.status = DeviceStatus::Running;
@@ -569,6 +583,15 @@ impl Engine {
                             self.spawn_device(context.clone(), device);
                         }
                     }
+                }
+                if let Some(pace) = allowed.pace {
+                    // The schedule moves on by the devices that did start.
+                    let mut schedule = self.inner.pace_due.lock().unwrap();
+                    let due =
+                        pace.due_after(schedule.get(&record.id).copied(), started_count, now_ms());
+                    schedule.insert(record.id.clone(), due);
+                    drop(schedule);
+                    self.wake_at(pace.next_pass_ms(due));
                 }
             }
         }
@@ -584,7 +607,7 @@ impl Engine {
         record: &JobRecord,
         context: &JobContext,
         batch: i64,
-    ) -> flotilla_store::Result<Option<usize>> {
+    ) -> flotilla_store::Result<Option<Allowed>> {
         let store = &self.inner.store;
         if let Some(windows) = &context.windows {
             let clock = self.inner.clock.lock().unwrap().clone();
@@ -631,15 +654,26 @@ impl Engine {
             }
         }
         let Some(pacing) = &context.pacing else {
-            return Ok(Some(usize::MAX));
+            return Ok(Some(Allowed {
+                starts: usize::MAX,
+                pace: None,
+            }));
         };
         let pace = Pace::of(pacing, record.completed.max(0) as u64);
         let now = now_ms();
-        let (minute, slice) = pace.windows(now);
-        let recent = store.recent_job_starts(&record.id, minute, slice).await?;
-        let allowance = pace.allowance(&recent, now);
-        self.wake_at(allowance.look_again_ms);
-        Ok((allowance.starts > 0).then_some(allowance.starts))
+        let recent = store
+            .recent_job_starts(&record.id, pace.minute_since(now))
+            .await?;
+        let due = self.inner.pace_due.lock().unwrap().get(&record.id).copied();
+        let allowance = pace.allowance(due, &recent, now);
+        if allowance.starts == 0 {
+            self.wake_at(allowance.look_again_ms);
+            return Ok(None);
+        }
+        Ok(Some(Allowed {
+            starts: allowance.starts,
+            pace: Some(pace),
+        }))
     }
 
     fn in_flight_of(&self, job_id: &str) -> usize {

@@ -9,17 +9,19 @@ use flotilla_model::rollout::windows::WindowState;
 use flotilla_store::{BatchOutcome, RecentStarts};
 
 const MINUTE_MS: i64 = 60_000;
-/// The shortest slice starts are spread over: at 600 a minute, 3 devices every 300 ms rather
-/// than 600 at once; shorter would cost an engine pass per device.
+/// The least burst a pace allows: at 600 a minute, 3 devices may start together (and a pass
+/// late by up to a slice catches up), rather than one per engine pass.
 const MIN_SLICE_MS: f64 = 250.0;
 
-/// The pace at a rate: at most `per_slice` starts in any `slice_ms`, and at most `per_minute`
-/// in any minute.
+/// The pace at a rate, as a generic cell rate algorithm: each start is due `interval_ms` after
+/// the one before (on a schedule kept by the engine, so a late pass catches up rather than
+/// drifting), up to `burst_ms` early; and never more than `per_minute` starts in any minute,
+/// counted in the database over every server.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
     pub rate: f64,
-    pub per_slice: u64,
-    pub slice_ms: i64,
+    pub interval_ms: f64,
+    pub burst_ms: f64,
     pub per_minute: u64,
 }
 
@@ -27,43 +29,60 @@ impl Pace {
     /// The pace of `pacing` once `succeeded` devices of the job succeeded (its ramp's step).
     pub fn of(pacing: &Pacing, succeeded: u64) -> Pace {
         let rate = pacing.rate(succeeded).max(1.0);
-        // A whole number of starts per slice, and the slice that many take at the rate.
-        let per_slice = (rate * MIN_SLICE_MS / MINUTE_MS as f64).ceil().max(1.0);
+        let interval_ms = MINUTE_MS as f64 / rate;
+        // A whole number of intervals, at least the minimum slice.
+        let burst_ms = (MIN_SLICE_MS / interval_ms).ceil().max(1.0) * interval_ms;
         Pace {
             rate,
-            per_slice: per_slice as u64,
-            slice_ms: (per_slice * MINUTE_MS as f64 / rate).ceil() as i64,
+            interval_ms,
+            burst_ms,
             per_minute: (rate.floor() as u64).max(1),
         }
     }
 
-    /// Where the two windows the counts are read for begin: (minute, slice).
-    pub fn windows(&self, now_ms: i64) -> (i64, i64) {
-        (now_ms - MINUTE_MS, now_ms - self.slice_ms)
+    /// Where the minute the starts are counted over begins.
+    pub fn minute_since(&self, now_ms: i64) -> i64 {
+        now_ms - MINUTE_MS
     }
 
-    /// How many devices may start now, given the job's recent starts, and when to look again.
-    pub fn allowance(&self, recent: &RecentStarts, now_ms: i64) -> Allowance {
-        let in_slice = self.per_slice.saturating_sub(recent.in_slice);
-        let in_minute = self.per_minute.saturating_sub(recent.in_minute);
-        let starts = in_slice.min(in_minute);
-        let look_again_ms = if starts > 0 {
-            // The starts made now fill this slice: the next ones are due when it has passed.
-            now_ms + self.slice_ms
+    /// How many devices may start now: `due_ms` is when the next start is due on the job's
+    /// schedule (`None`: none yet), `recent` the job's starts in the last minute.
+    pub fn allowance(&self, due_ms: Option<f64>, recent: &RecentStarts, now_ms: i64) -> Allowance {
+        let now = now_ms as f64;
+        // An idle schedule earns no credit beyond the burst.
+        let due = due_ms.unwrap_or(now).max(now);
+        let on_schedule = if due <= now + self.burst_ms - self.interval_ms {
+            ((now + self.burst_ms - self.interval_ms - due) / self.interval_ms).floor() as u64 + 1
         } else {
-            let mut at = now_ms + 1;
-            if in_slice == 0 {
-                at = at.max(recent.oldest_in_slice_ms.unwrap_or(now_ms) + self.slice_ms + 1);
-            }
-            if in_minute == 0 {
-                at = at.max(recent.oldest_in_minute_ms.unwrap_or(now_ms) + MINUTE_MS + 1);
-            }
-            at
+            0
+        };
+        let in_minute = self.per_minute.saturating_sub(recent.in_minute);
+        let starts = on_schedule.min(in_minute);
+        let look_again_ms = if starts > 0 {
+            self.next_pass_ms(self.due_after(due_ms, starts as usize, now_ms))
+        } else if in_minute == 0 {
+            recent.oldest_in_minute_ms.unwrap_or(now_ms) + MINUTE_MS + 1
+        } else {
+            self.next_pass_ms(due)
         };
         Allowance {
             starts: starts as usize,
-            look_again_ms,
+            look_again_ms: look_again_ms.max(now_ms + 1),
         }
+    }
+
+    /// When a pass should look again, the next start being due at `due`: once half a burst
+    /// is due (one start at slow rates), so that a fast pace costs a pass per few starts, not
+    /// one per start.
+    pub fn next_pass_ms(&self, due: f64) -> i64 {
+        (due - self.burst_ms + self.interval_ms.max(self.burst_ms / 2.0)).ceil() as i64
+    }
+
+    /// When the next start is due once `started` devices started now.
+    pub fn due_after(&self, due_ms: Option<f64>, started: usize, now_ms: i64) -> f64 {
+        let now = now_ms as f64;
+        let due = due_ms.unwrap_or(now).max(now);
+        due + started as f64 * self.interval_ms
     }
 }
 
@@ -144,51 +163,65 @@ mod tests {
         Pacing::from_json(&body).unwrap()
     }
 
-    fn recent(in_minute: u64, in_slice: u64, oldest: i64) -> RecentStarts {
+    fn recent(in_minute: u64, oldest: i64) -> RecentStarts {
         RecentStarts {
             in_minute,
             oldest_in_minute_ms: Some(oldest),
-            in_slice,
-            oldest_in_slice_ms: Some(oldest),
         }
     }
 
     #[test]
-    fn starts_are_spread_over_slices_at_the_rate() {
+    fn starts_follow_a_schedule_at_the_rate() {
         let pace = Pace::of(&pacing(json!({"maxPerMinute": 600})), 0);
         assert_eq!(
-            (pace.per_slice, pace.slice_ms, pace.per_minute),
-            (3, 300, 600)
+            (pace.interval_ms, pace.burst_ms, pace.per_minute),
+            (100.0, 300.0, 600)
         );
         let none = RecentStarts::default();
+        // Idle: a burst of 3, then one every 100 ms.
+        let first = pace.allowance(None, &none, 1000);
         assert_eq!(
-            pace.allowance(&none, 1000),
+            first,
             Allowance {
                 starts: 3,
-                look_again_ms: 1300
+                look_again_ms: 1150
             }
         );
-        // The slice is full: look again when its oldest start is a slice old.
+        let due = pace.due_after(None, 3, 1000);
+        assert_eq!(due, 1300.0);
+        assert_eq!(pace.allowance(Some(due), &recent(3, 1000), 1050).starts, 0);
         assert_eq!(
-            pace.allowance(&recent(3, 3, 900), 1000),
+            pace.allowance(Some(due), &recent(3, 1000), 1050)
+                .look_again_ms,
+            1150
+        );
+        assert_eq!(pace.allowance(Some(due), &recent(3, 1000), 1100).starts, 1);
+        // A pass late by 150 ms catches up, without drifting: 2 now, the next due at 1500.
+        let late = pace.allowance(Some(due), &recent(3, 1000), 1250);
+        assert_eq!(late.starts, 2);
+        assert_eq!(pace.due_after(Some(due), 2, 1250), 1500.0);
+        // After a long idle time, no more than the burst.
+        assert_eq!(pace.allowance(Some(due), &recent(0, 0), 90_000).starts, 3);
+        // Never more than the rate in a minute, whatever the schedule says.
+        let full = pace.allowance(Some(due), &recent(600, 5_000), 10_000);
+        assert_eq!(
+            full,
             Allowance {
                 starts: 0,
-                look_again_ms: 1201
+                look_again_ms: 65_001
             }
         );
-        // A slow rate: one start per 60/7 s, never more than 7 a minute.
+        // A slow rate: one start per 60/7 s.
         let slow = Pace::of(&pacing(json!({"maxPerMinute": 7})), 0);
-        assert_eq!((slow.per_slice, slow.slice_ms), (1, 8572));
-        assert_eq!(slow.allowance(&recent(7, 0, 5_000), 10_000).starts, 0);
+        assert_eq!(slow.allowance(None, &none, 0).starts, 1);
+        let due = slow.due_after(None, 1, 0);
+        let wait = slow.allowance(Some(due), &recent(1, 0), 1);
         assert_eq!(
-            slow.allowance(&recent(7, 0, 5_000), 10_000).look_again_ms,
-            65_001
-        );
-        // A high rate still keeps slices short and whole.
-        let fast = Pace::of(&pacing(json!({"maxPerMinute": 100000})), 0);
-        assert_eq!(fast.per_slice, 417);
-        assert!(
-            (fast.per_slice as f64 * 60_000.0 / fast.slice_ms as f64 - 100_000.0).abs() < 500.0
+            wait,
+            Allowance {
+                starts: 0,
+                look_again_ms: 8572
+            }
         );
     }
 
@@ -197,7 +230,7 @@ mod tests {
         let p = pacing(json!({"maxPerMinute": 600,
             "ramp": {"startPerMinute": 60, "factor": 2, "every": {"succeeded": 10}}}));
         assert_eq!(Pace::of(&p, 0).rate, 60.0);
-        assert_eq!(Pace::of(&p, 0).slice_ms, 1000);
+        assert_eq!(Pace::of(&p, 0).interval_ms, 1000.0);
         assert_eq!(Pace::of(&p, 10).rate, 120.0);
         assert_eq!(Pace::of(&p, 35).rate, 480.0);
         assert_eq!(Pace::of(&p, 40).rate, 600.0);

@@ -1,7 +1,9 @@
 //! Schedules of scheduled jobs: when each occurrence falls, computed from the start (never by
 //! repeated addition, so a monthly schedule from Jan 31 gives Feb 28 or 29, then Mar 31), and
-//! when a schedule ends. Times are UTC, as in the API. Which occurrence is due is computed, not
-//! counted up to: a daily schedule from year 0000 is millions of occurrences behind.
+//! when a schedule ends. Times are UTC, as in the API, or (the extension `schedule.timeZone`)
+//! local times of an IANA time zone, so that a daily 02:30 stays 02:30 across daylight-saving
+//! changes. Which occurrence is due is computed, not counted up to: a daily schedule from year
+//! 0000 is millions of occurrences behind.
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::fmt::temporal::Pieces;
@@ -34,13 +36,16 @@ pub enum End {
     Occurrences(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
-    /// In UTC, as a civil time: the API's range ends at 9999-12-31T23:59:59Z, after the last
-    /// instant a `Timestamp` holds.
+    /// As a civil time in the schedule's zone (UTC without one): the API's range ends at
+    /// 9999-12-31T23:59:59Z, after the last instant a `Timestamp` holds.
     pub start: DateTime,
     pub recurrence: Option<Recurrence>,
     pub end: Option<End>,
+    /// Extension `timeZone`: the IANA name as sent, and its zone; recurrence (and an end date)
+    /// is computed in its local time. `None`: UTC.
+    pub time_zone: Option<(String, TimeZone)>,
 }
 
 /// A schedule as the API shows it, and as scheduled jobs store it (this type is also its OpenAPI
@@ -56,6 +61,11 @@ pub struct JobSchedule {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub end: Option<JobScheduleEnd>,
+    /// Extension: the IANA time zone recurrence is computed in (daylight-saving changes
+    /// included: a daily 02:30 stays 02:30 local); UTC when left out.
+    #[serde(rename = "timeZone", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub time_zone: Option<String>,
 }
 
 /// When a recurring schedule ends: after a date (UTC), or after a number of occurrences.
@@ -74,12 +84,33 @@ pub enum JobScheduleEnd {
 impl Schedule {
     pub fn from_json(value: &Value) -> Result<Schedule, Invalid> {
         let fields = Fields::nested(value, "schedule")?;
+        let time_zone = match fields.string("timeZone")? {
+            None => None,
+            Some(name) => Some((
+                name.to_string(),
+                crate::rollout::windows::time_zone(name, "schedule.timeZone")?,
+            )),
+        };
         let start = parse_start(fields.required_string("start")?).ok_or_else(|| {
             Invalid::field(
                 "schedule.start",
                 "must be a date-time with a time zone from year 0000 to 9999, such as 2022-10-24T22:29:01Z",
             )
         })?;
+        // In a time zone, the start's local time there (a start past the last instant a
+        // `Timestamp` holds has none, and is refused).
+        let start = match &time_zone {
+            None => start,
+            Some((_, zone)) => start
+                .to_zoned(TimeZone::UTC)
+                .map(|at| at.with_time_zone(zone.clone()).datetime())
+                .map_err(|_| {
+                    Invalid::field(
+                        "schedule.start",
+                        "is beyond the last time a schedule in a time zone can start",
+                    )
+                })?,
+        };
         let recurrence = match fields.string("recurrence")? {
             None => None,
             Some("daily") => Some(Recurrence::Daily),
@@ -145,6 +176,7 @@ impl Schedule {
             start,
             recurrence,
             end,
+            time_zone,
         })
     }
 
@@ -159,13 +191,14 @@ impl Schedule {
                 },
                 End::Occurrences(occurrences) => JobScheduleEnd::Occurrences { occurrences },
             }),
+            time_zone: self.time_zone.as_ref().map(|(name, _)| name.clone()),
         }
     }
 
     /// The time of occurrence `n` (0 is the start), ignoring the end; `None` past the calendar
     /// (or past the last instant a `Timestamp` holds).
     pub fn nth(&self, n: u32) -> Option<Timestamp> {
-        let at = self.civil_nth(n)?.to_zoned(TimeZone::UTC).ok()?;
+        let at = self.civil_nth(n)?.to_zoned(self.zone()).ok()?;
         Some(at.timestamp())
     }
 
@@ -231,20 +264,25 @@ impl Schedule {
     /// The latest occurrence at or before `now`, from `from` on: what is due now. Older missed
     /// ones are skipped (after downtime a schedule runs once, not in a burst).
     pub fn due(&self, from: u32, now: Timestamp) -> Option<u32> {
-        let now = utc(now);
-        let next = self.index_at_or_after(now);
-        let latest = if self.civil_nth(next) == Some(now) {
-            next
-        } else {
-            next.checked_sub(1)?
-        };
+        let next = self.index_at_or_after(self.local(now));
+        // The latest whose instant has come: in a time zone, a local time in a daylight-saving
+        // gap happens later than its civil order says (02:30 on the night clocks skip 02:00 to
+        // 03:00 is 03:30), so the candidates around `next` are compared as instants.
+        let latest = [
+            Some(next.saturating_add(1)),
+            Some(next),
+            next.checked_sub(1),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&n| self.nth(n).is_some_and(|at| at <= now))?;
         let latest = self.last().map_or(latest, |last| latest.min(last));
         (latest >= from && self.civil_nth(latest).is_some()).then_some(latest)
     }
 
     /// The first occurrence at or after `now`.
     fn first_at_or_after(&self, now: Timestamp) -> u32 {
-        self.index_at_or_after(utc(now))
+        self.index_at_or_after(self.local(now))
     }
 
     /// Where a new, re-enabled or rescheduled schedule starts: the first occurrence at most
@@ -276,8 +314,17 @@ impl Schedule {
     }
 }
 
-fn utc(t: Timestamp) -> DateTime {
-    t.to_zoned(TimeZone::UTC).datetime()
+impl Schedule {
+    fn zone(&self) -> TimeZone {
+        self.time_zone
+            .as_ref()
+            .map_or(TimeZone::UTC, |(_, zone)| zone.clone())
+    }
+
+    /// `t` as a civil time in the schedule's zone.
+    fn local(&self, t: Timestamp) -> DateTime {
+        t.to_zoned(self.zone()).datetime()
+    }
 }
 
 /// The number of whole periods of `days` days from `start` to `t`, rounded up (`start` < `t`).
@@ -313,11 +360,16 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    fn utc(t: Timestamp) -> DateTime {
+        t.to_zoned(TimeZone::UTC).datetime()
+    }
+
     fn schedule(start: &str, recurrence: Option<Recurrence>, end: Option<End>) -> Schedule {
         Schedule {
             start: parse_start(start).unwrap(),
             recurrence,
             end,
+            time_zone: None,
         }
     }
 
@@ -508,7 +560,7 @@ mod tests {
             let recurrence = [Recurrence::Daily, Recurrence::Weekly, Recurrence::Monthly][kind as usize];
             let start = utc(Timestamp::from_second(start).unwrap());
             let end = end_after.map(|n| End::Date(start.date().checked_add((n as i64).days()).unwrap()));
-            let s = Schedule { start, recurrence: Some(recurrence), end };
+            let s = Schedule { start, recurrence: Some(recurrence), end, time_zone: None };
             let t = start.checked_add(offset.seconds()).unwrap();
             let counted = (0..).find(|&n| s.civil_nth(n).unwrap() >= t).unwrap();
             prop_assert_eq!(s.index_at_or_after(t), counted);
@@ -526,7 +578,7 @@ mod tests {
             let last = Date::new(year, month, 1).unwrap().last_of_month().day();
             prop_assume!(day <= last);
             let start = Date::new(year, month, day).unwrap().at(6, 30, 0, 0);
-            let s = Schedule { start, recurrence: Some(Recurrence::Monthly), end: None };
+            let s = Schedule { start, recurrence: Some(Recurrence::Monthly), end: None, time_zone: None };
             let t = s.nth(n).unwrap().to_zoned(TimeZone::UTC);
             let expected_month = (month as i32 - 1 + n as i32) % 12 + 1;
             prop_assert_eq!(t.month() as i32, expected_month);
@@ -539,8 +591,48 @@ mod tests {
         #[test]
         fn daily_occurrences_are_n_days_from_the_start(secs in 0i64..4_000_000_000, n in 0u32..2000) {
             let start = Timestamp::from_second(secs).unwrap();
-            let s = Schedule { start: utc(start), recurrence: Some(Recurrence::Daily), end: None };
+            let s = Schedule { start: utc(start), recurrence: Some(Recurrence::Daily), end: None, time_zone: None };
             prop_assert_eq!(s.nth(n).unwrap().as_second() - secs, n as i64 * 86_400);
         }
+    }
+
+    #[test]
+    fn a_daily_schedule_in_a_time_zone_keeps_its_local_time_across_daylight_saving() {
+        let s = Schedule::from_json(&json!({"start": "2026-03-27T02:30:00+01:00",
+            "recurrence": "daily", "timeZone": "Europe/Paris"}))
+        .unwrap();
+        // 02:30 in Paris: 01:30Z in winter; on 2026-03-29 02:30 does not exist (clocks skip
+        // 02:00-03:00) and it runs at 03:30 local (01:30Z); then 02:30 CEST is 00:30Z. In
+        // autumn 02:30 happens twice (2026-10-25): the first, 00:30Z.
+        assert_eq!(at(&s, 0), "2026-03-27T01:30:00Z");
+        assert_eq!(at(&s, 1), "2026-03-28T01:30:00Z");
+        assert_eq!(at(&s, 2), "2026-03-29T01:30:00Z");
+        assert_eq!(at(&s, 3), "2026-03-30T00:30:00Z");
+        assert_eq!(at(&s, 212), "2026-10-25T00:30:00Z");
+        assert_eq!(at(&s, 213), "2026-10-26T01:30:00Z");
+        // Due by the zone's clock.
+        assert_eq!(s.due(0, "2026-03-30T00:29:00Z".parse().unwrap()), Some(2));
+        assert_eq!(s.due(0, "2026-03-30T00:30:00Z".parse().unwrap()), Some(3));
+        assert_eq!(
+            serde_json::to_value(s.to_body()).unwrap()["timeZone"],
+            "Europe/Paris"
+        );
+        // Without a zone, UTC: the same start every day at 01:30Z.
+        let utc = Schedule::from_json(&json!({"start": "2026-03-27T02:30:00+01:00",
+            "recurrence": "daily"}))
+        .unwrap();
+        assert_eq!(at(&utc, 3), "2026-03-30T01:30:00Z");
+        assert!(
+            serde_json::to_value(utc.to_body())
+                .unwrap()
+                .get("timeZone")
+                .is_none()
+        );
+        assert_eq!(
+            Schedule::from_json(&json!({"start": "2026-03-27T02:30:00Z", "timeZone": "Paris"}))
+                .unwrap_err()
+                .field,
+            "schedule.timeZone"
+        );
     }
 }

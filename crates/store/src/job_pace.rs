@@ -9,13 +9,11 @@ use flotilla_model::job_state::{DeviceStatus, JobEvent, JobStatus};
 use crate::cache::Changed;
 use crate::{Result, Store};
 
-/// A job's device starts since two instants: the last minute and a shorter slice of it.
+/// A job's device starts in the last minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecentStarts {
     pub in_minute: u64,
     pub oldest_in_minute_ms: Option<i64>,
-    pub in_slice: u64,
-    pub oldest_in_slice_ms: Option<i64>,
 }
 
 /// How a finished batch ended.
@@ -28,30 +26,19 @@ pub struct BatchOutcome {
 }
 
 impl Store {
-    /// The job's devices started after `minute_since_ms`, and after `slice_since_ms` (later).
-    pub async fn recent_job_starts(
-        &self,
-        job_id: &str,
-        minute_since_ms: i64,
-        slice_since_ms: i64,
-    ) -> Result<RecentStarts> {
+    /// The job's devices started after `since_ms`, and the earliest of those starts.
+    pub async fn recent_job_starts(&self, job_id: &str, since_ms: i64) -> Result<RecentStarts> {
         let row = sqlx::query(&self.sql(
-            "SELECT COUNT(*) AS in_minute, MIN(started_ms) AS oldest_in_minute, \
-             COALESCE(SUM(CASE WHEN started_ms > ? THEN 1 ELSE 0 END), 0) AS in_slice, \
-             MIN(CASE WHEN started_ms > ? THEN started_ms END) AS oldest_in_slice \
-             FROM job_devices WHERE job_id = ? AND started_ms > ?",
+            "SELECT COUNT(*) AS n, MIN(started_ms) AS oldest FROM job_devices \
+             WHERE job_id = ? AND started_ms > ?",
         ))
-        .bind(slice_since_ms)
-        .bind(slice_since_ms)
         .bind(job_id)
-        .bind(minute_since_ms)
+        .bind(since_ms)
         .fetch_one(&self.pool)
         .await?;
         Ok(RecentStarts {
-            in_minute: row.try_get::<i64, _>("in_minute")?.max(0) as u64,
-            oldest_in_minute_ms: row.try_get("oldest_in_minute")?,
-            in_slice: row.try_get::<i64, _>("in_slice")?.max(0) as u64,
-            oldest_in_slice_ms: row.try_get("oldest_in_slice")?,
+            in_minute: row.try_get::<i64, _>("n")?.max(0) as u64,
+            oldest_in_minute_ms: row.try_get("oldest")?,
         })
     }
 
