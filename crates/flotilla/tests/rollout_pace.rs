@@ -314,14 +314,32 @@ async fn the_start_rate_follows_max_per_minute_with_simulated_devices() {
     )
     .await
     .ok(200);
-    api.put(
-        "/jobs/paced",
-        json!({"group": "fleet", "rollout": {"maxPerMinute": 600}, "deviceTimeoutSeconds": 60,
-               "data": [{"type": "property", "target": THERMOSTAT, "path": "targetTemperature", "value": 21}]}),
-    )
-    .await
-    .ok(200);
+    let body = json!({"group": "fleet", "rollout": {"maxPerMinute": 600}, "deviceTimeoutSeconds": 60,
+           "data": [{"type": "property", "target": THERMOSTAT, "path": "targetTemperature", "value": 21}]});
+    // The dry-run plan's estimate counts the pace (asked once every device is connected: an
+    // offline one would add its timeout).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let estimate = loop {
+        let plan = api
+            .post("/jobs/paced/plan", body.clone())
+            .await
+            .ok(200)
+            .clone();
+        if plan["offline"] == 0 {
+            break plan["estimatedSeconds"].as_f64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "devices still offline: {plan}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let began = Instant::now();
+    api.put("/jobs/paced", body).await.ok(200);
     let starts = start_times(&api, "paced").await;
+    let wall = began.elapsed().as_secs_f64();
+    eprintln!("pacing: the plan estimated {estimate:.1} s; the job took {wall:.1} s");
+    assert!(
+        (estimate - wall).abs() <= 0.2 * wall,
+        "estimated {estimate} s, took {wall:.1} s"
+    );
     assert_eq!(starts.len(), DEVICES);
     let span = starts[DEVICES - 1];
     let rate = (DEVICES - 1) as f64 / span * 60.0;

@@ -118,11 +118,24 @@ pub async fn plan(
             (batch.len() as u64, away as u64)
         })
         .collect();
+    let device_timeout = spec
+        .device_timeout_seconds
+        .map_or(config.device_timeout.as_secs_f64(), |s| s as f64);
     let estimate = estimated_seconds(
         &sizes,
         config.max_in_flight_per_job as u64,
         seconds_per_device(&operations),
-        needs_device.then_some(config.device_timeout.as_secs_f64()),
+        needs_device.then_some(device_timeout),
+    );
+    // Under the job's pace: its devices start no faster than `rollout` lets them, and each
+    // batch gate soaks between batches.
+    let estimate = crate::rollout::paced_seconds(
+        estimate,
+        spec.pacing.as_ref(),
+        spec.batch_gate.map_or(0, |gate| gate.soak_seconds),
+        total,
+        chunks.len() as u64,
+        seconds_per_device(&operations),
     );
 
     let holders = holders(store, &templates, spec, &devices, None).await?;

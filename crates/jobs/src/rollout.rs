@@ -93,6 +93,43 @@ pub struct Allowance {
     pub look_again_ms: i64,
 }
 
+/// The estimate of a job's duration (`unpaced`, in seconds) under its pace: no shorter than
+/// its `devices` take to start at the `rollout` rate (the ramp stepping up as they succeed,
+/// taken as they start) plus one device's work (`per_device`), and each batch gate's soak
+/// between its `batches` on top.
+pub fn paced_seconds(
+    unpaced: f64,
+    pacing: Option<&Pacing>,
+    soak_seconds: u64,
+    devices: u64,
+    batches: u64,
+    per_device: f64,
+) -> f64 {
+    let mut seconds = unpaced;
+    if let Some(pacing) = pacing
+        && devices > 0
+    {
+        let first = Pace::of(pacing, 0);
+        let mut started = ((first.burst_ms / first.interval_ms).round() as u64).min(devices);
+        let mut starting = 0.0;
+        while started < devices {
+            let pace = Pace::of(pacing, started);
+            let step_end = match pacing.ramp {
+                Some(ramp) if pace.rate < pacing.max_per_minute as f64 => {
+                    (started / ramp.every_succeeded + 1) * ramp.every_succeeded
+                }
+                _ => devices,
+            }
+            .min(devices);
+            starting += (step_end - started) as f64 * pace.interval_ms / 1000.0;
+            started = step_end;
+        }
+        seconds = seconds.max(starting + per_device);
+    }
+    seconds += soak_seconds as f64 * batches.saturating_sub(1) as f64;
+    (seconds * 100.0).round() / 100.0
+}
+
 /// Whether the next batch may start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateVerdict {
@@ -234,6 +271,22 @@ mod tests {
         assert_eq!(Pace::of(&p, 10).rate, 120.0);
         assert_eq!(Pace::of(&p, 35).rate, 480.0);
         assert_eq!(Pace::of(&p, 40).rate, 600.0);
+    }
+
+    #[test]
+    fn the_estimate_counts_the_pace_the_ramp_and_the_soaks() {
+        let flat = pacing(json!({"maxPerMinute": 600}));
+        // 100 devices: 3 at once, then 97 at 100 ms; the work of the last one after.
+        assert_eq!(paced_seconds(1.0, Some(&flat), 0, 100, 1, 0.5), 10.2);
+        // An unpaced estimate that is longer stands.
+        assert_eq!(paced_seconds(60.0, Some(&flat), 0, 100, 1, 0.5), 60.0);
+        // Ramp: 120 a minute for the first 6 (1 at once, 5 at 0.5 s), 240 for the next 6
+        // (1.5 s), 480 for the last 6 (0.75 s).
+        let ramp = pacing(json!({"maxPerMinute": 960,
+            "ramp": {"startPerMinute": 120, "factor": 2, "every": {"succeeded": 6}}}));
+        assert_eq!(paced_seconds(0.0, Some(&ramp), 0, 18, 1, 0.0), 4.75);
+        // Soaks between 3 batches, with or without a pace.
+        assert_eq!(paced_seconds(1.0, None, 10, 30, 3, 0.5), 21.0);
     }
 
     #[test]
