@@ -511,6 +511,13 @@ impl Engine {
         }
         match store.current_batch(&record.id, room).await? {
             None => {
+                if record
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(rollout::WAITING))
+                {
+                    store.note_job_waiting(&record.id, None).await?;
+                }
                 if store.transition(&record.id, &JobEvent::Complete).await? {
                     tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
                     self.inner.contexts.lock().unwrap().remove(&record.id);
@@ -519,8 +526,18 @@ impl Engine {
                 }
             }
             Some((batch, pending)) => {
-                let Some(allowed) = self.rollout_allowance(record, &context, batch).await? else {
-                    return Ok(());
+                // With no device to start (the batch's last ones run), the rollout controls
+                // have nothing to decide or to say.
+                let allowed = if pending.is_empty() {
+                    Allowed {
+                        starts: usize::MAX,
+                        pace: None,
+                    }
+                } else {
+                    match self.rollout_allowance(record, &context, batch).await? {
+                        Some(allowed) => allowed,
+                        None => return Ok(()),
+                    }
                 };
                 // The pace's limit is not starvation: its own timer wakes the engine.
                 let limit = room.min(allowed.starts);
@@ -624,7 +641,7 @@ impl Engine {
                 None if record
                     .reason
                     .as_deref()
-                    .is_some_and(|r| r.starts_with("waiting:")) =>
+                    .is_some_and(|r| r.starts_with(rollout::WAITING)) =>
                 {
                     store.note_job_waiting(&record.id, None).await?;
                 }

@@ -175,19 +175,22 @@ pub fn gate(gate: &BatchGate, next: i64, previous: &BatchOutcome, now_ms: i64) -
     }
 }
 
+/// How the reason of a job waiting for a window begins (the engine clears such a reason, and
+/// only such a one, when the job goes on).
+pub const WAITING: &str = "waiting:";
+
 /// What a job outside its maintenance windows shows as its reason, and when it may start
 /// devices again; `None` inside a window.
 pub fn window_wait(state: WindowState) -> Option<(String, Option<jiff::Timestamp>)> {
     match state {
         WindowState::Open { .. } => None,
         WindowState::Closed { opens: Some(at) } => Some((
-            format!("waiting: outside its maintenance windows until {at}"),
+            format!("{WAITING} outside its maintenance windows until {at}"),
             Some(at),
         )),
-        WindowState::Closed { opens: None } => Some((
-            "waiting: no maintenance window opens again".to_string(),
-            None,
-        )),
+        WindowState::Closed { opens: None } => {
+            Some((format!("{WAITING} no maintenance window opens again"), None))
+        }
     }
 }
 
