@@ -286,6 +286,7 @@ async fn devices_not_finished_by_the_deadline_fail_with_deadline_and_the_job_end
     for device in job_devices(&api, "late").await {
         let reason = device["reason"].as_str().unwrap();
         assert!(reason.contains("deadline"), "{reason}");
+        assert_eq!(device["reasonCode"], "deadline", "{device}");
     }
 }
 
