@@ -489,7 +489,8 @@ impl Engine {
         }
         if let Some((deadline, text)) = &context.deadline {
             if now_ms() >= *deadline {
-                let unfinished = (record.total - record.completed - record.failed).max(0);
+                let unfinished =
+                    (record.total - record.completed - record.failed - record.skipped).max(0);
                 let reason = format!(
                     "the job's deadline ({text}) passed before {unfinished} of its devices finished"
                 );
