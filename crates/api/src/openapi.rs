@@ -300,8 +300,9 @@ mod tests {
         }
         // 35 resource operations, 12 for device properties, commands and telemetry, 7 for jobs,
         // 6 for scheduled jobs, 1 for a device's components and 14 for its modules; Flotilla's
-        // own: 2 event streams, 5 for webhooks, a job's plan and its revert.
-        assert_eq!(operation_ids.len(), 84);
+        // own: 2 event streams, 5 for webhooks, a job's plan and its revert, a device's
+        // connection.
+        assert_eq!(operation_ids.len(), 85);
         let text = doc.to_string();
         let references: Vec<&str> = text.split("\"$ref\":\"").skip(1).collect();
         assert!(references.len() > 35);
