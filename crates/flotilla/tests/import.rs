@@ -33,6 +33,10 @@ fn device_id(i: usize) -> String {
 async fn source_application(api: &Api) {
     api.publish_template(THERMOSTAT, thermostat_template())
         .await;
+    // A template with components (the temperature controller's two thermostats and device
+    // information), compared whole after the import like every other template.
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
     for i in 0..DEVICES {
         let id = device_id(i);
         let side = if i < DEVICES / 2 { "north" } else { "south" };
@@ -174,7 +178,7 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
     assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
     // Not a terminal: progress as plain lines on standard error, one per kind when it is done.
     for kind in [
-        "device templates: 1",
+        "device templates: 2",
         &format!("devices: {DEVICES}"),
         "API tokens: 2",
     ] {
@@ -186,7 +190,7 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
     }
     assert_eq!(
         line(&first, "device templates"),
-        "device templates: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+        "device templates: 2 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
     );
     // The default group (same id on both) takes the source's keys.
     assert_eq!(
@@ -260,7 +264,7 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
     let again = import(&source, &target, &["--rate", "50"]).await;
     assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
     for (kind, unchanged) in [
-        ("device templates", 1),
+        ("device templates", 2),
         ("enrollment groups", 2),
         ("device groups", 2),
         ("scheduled jobs", 1),
