@@ -19,7 +19,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What the parsed bodies of the requests in progress may take together, as [`parse_cost`]
 /// estimates it. Parsed, a body grows: 1 MiB of `[0,0,...]` is 36 MiB as a `Value`, 1 MiB of
 /// `[[[0]]],...` over 120 MiB.
-const PARSE_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+const PARSE_BUDGET_BYTES: usize = 192 * 1024 * 1024;
 
 /// The budget's bytes not taken by a request in progress.
 static PARSE_BUDGET: Semaphore = Semaphore::const_new(PARSE_BUDGET_BYTES);
