@@ -236,6 +236,9 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
         assert!(Instant::now() < deadline, "replica 2 sent {sent} commands");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `sent` is committed before the publish (at most once), so let the requests reach the
+    // devices; they answer only after two seconds, so the kill still lands mid-command.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     replicas[1].kill();
     let killed = Instant::now();
     let mut calls = BTreeMap::new();
@@ -319,10 +322,19 @@ async fn three_replicas_are_one_server_through_a_kill_and_a_pause() {
     }
     for (device, count) in &calls {
         let expected = if device == "c-00000" { 3 } else { 2 };
-        assert_eq!(
-            *count, expected,
-            "{device} heard {count} commands: {calls:?}"
-        );
+        if device.starts_with("b-") {
+            // A command marked sent may die with its replica before the publish leaves (a
+            // loaded machine): heard once or not at all, never twice.
+            assert!(
+                (1..=2).contains(count),
+                "{device} heard {count} commands: {calls:?}"
+            );
+        } else {
+            assert_eq!(
+                *count, expected,
+                "{device} heard {count} commands: {calls:?}"
+            );
+        }
     }
     assert_eq!(calls.len() as i64, all, "{calls:?}");
     drop(replicas);
