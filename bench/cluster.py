@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (bench/bench.py: processes, REST, devices, jobs)
@@ -117,13 +118,39 @@ def database_cpu_secs(database):
     return total
 
 
+GROUP_COMMIT = ("flotilla_db_group_commit_duration_seconds_sum",
+                "flotilla_db_group_commit_duration_seconds_count",
+                "flotilla_db_group_commit_writes_sum")
+
+
+def group_commit_totals(servers):
+    """The group-commit writers' totals over `servers` (GET /metrics): seconds in
+    transactions, transactions, writes."""
+    totals = [0.0, 0.0, 0.0]
+    for server in servers:
+        request = urllib.request.Request(f"{server.base}/metrics")
+        request.add_header("Authorization", f"Bearer {server.token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            for line in response.read().decode().splitlines():
+                name, _, value = line.partition(" ")
+                if name in GROUP_COMMIT:
+                    totals[GROUP_COMMIT.index(name)] += float(value)
+    return totals
+
+
 def timed_job(cluster, sims, job_id, data):
-    """`bench.run_job`, with the CPU every replica and the database's backends spent on it."""
+    """`bench.run_job`, with the CPU every replica and the database's backends spent on it, and
+    what the group-commit writers did for it."""
     servers0 = sum(bench.cpu_secs(s.pid) for s in cluster.servers)
     db0 = database_cpu_secs(cluster.database)
+    commits0 = group_commit_totals(cluster.servers)
     job = bench.run_job(cluster.first, sims, job_id, data, timeout=900)
     job["replicasCpuSecs"] = sum(bench.cpu_secs(s.pid) for s in cluster.servers) - servers0
     job["databaseCpuSecs"] = database_cpu_secs(cluster.database) - db0
+    seconds, transactions, writes = (b - a for a, b in zip(commits0, group_commit_totals(cluster.servers)))
+    job["transactions"] = int(transactions)
+    job["writesPerTransaction"] = writes / transactions if transactions else 0.0
+    job["transactionMs"] = 1000 * seconds / transactions if transactions else 0.0
     return job
 
 
@@ -149,12 +176,17 @@ def measure(tmp, logdir, label, replicas, n, runs, kinds, setup_sql=None):
             # fleet is made.
             psql_in(cluster.database, setup_sql)
         created, files = bench.prepare_devices(cluster.first, n, logdir)
-        files = split_files(files, len(cluster.servers))
-        started = time.monotonic()
-        sims = spread(files, cluster.servers, logdir, label)
-        bench.wait_fleet(sims, n, r"connected (\d+)/", "devices connected", 600)
-        connect_secs = time.monotonic() - started
-        log(f"  connected in {connect_secs:.1f} s")
+        connect_secs = 0.0
+        if set(kinds) != {"cloudProperty"}:
+            files = split_files(files, len(cluster.servers))
+            started = time.monotonic()
+            sims = spread(files, cluster.servers, logdir, label)
+            bench.wait_fleet(sims, n, r"connected (\d+)/", "devices connected", 600)
+            connect_secs = time.monotonic() - started
+            log(f"  connected in {connect_secs:.1f} s")
+        else:
+            # A cloud property is the server's alone: no device needs to connect.
+            log("  cloud-property jobs only: no device connects")
         result = {"label": label, "replicas": replicas, "devices": n, "connectSecs": connect_secs}
         for kind in kinds:
             data = KINDS[kind]
@@ -164,7 +196,8 @@ def measure(tmp, logdir, label, replicas, n, runs, kinds, setup_sql=None):
                 log(f"  {kind} job {k + 1}: {job['status']} {job['completed']}/{job['devices']} "
                     f"(failed {job['failed']}) in {job['wallSecs']:.2f} s = {job['opsPerSec']:.0f} ops/s; "
                     f"CPU s: servers {job['replicasCpuSecs']:.2f}, database {job['databaseCpuSecs']:.2f}, "
-                    f"simulators {job['simCpuSecs']:.2f}")
+                    f"simulators {job['simCpuSecs']:.2f}; {job['transactions']} transactions of "
+                    f"{job['writesPerTransaction']:.0f} writes, {job['transactionMs']:.1f} ms each")
                 jobs.append(job)
             result[kind] = sorted(jobs, key=lambda j: j["wallSecs"])[len(jobs) // 2]
             result[kind]["runs"] = [j["wallSecs"] for j in jobs]
@@ -183,8 +216,8 @@ def markdown(report):
         "The same fleet, connected in equal shares to each replica by one simulator per "
         "replica; jobs created through replica 1; median of the runs by wall time.",
         "",
-        "| configuration | devices | job | wall s (runs) | ops/s | failed | CPU s: servers | CPU s: database |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| configuration | devices | job | wall s (runs) | ops/s | failed | CPU s: servers | CPU s: database | transactions (writes each, ms each) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         for kind in KINDS:
@@ -194,7 +227,8 @@ def markdown(report):
             runs = ", ".join(f"{w:.2f}" for w in j["runs"])
             lines.append(f"| {r['label']} | {r['devices']:,} | {kind} | {j['wallSecs']:.2f} ({runs}) | "
                          f"{j['opsPerSec']:,.0f} | {j['failed']} | {j['replicasCpuSecs']:.2f} | "
-                         f"{j['databaseCpuSecs']:.2f} |")
+                         f"{j['databaseCpuSecs']:.2f} | {j['transactions']:,} "
+                         f"({j['writesPerTransaction']:.0f}, {j['transactionMs']:.1f}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -499,8 +499,7 @@ impl Engine {
                     .await?
                 {
                     tracing::info!(job = %record.id, unfinished, "job ended at its deadline");
-                    self.inner.contexts.lock().unwrap().remove(&record.id);
-                    self.inner.starved.lock().unwrap().remove(&record.id);
+                    self.forget_job(&record.id);
                 }
                 return Ok(());
             }
@@ -521,9 +520,7 @@ impl Engine {
                 }
                 if store.transition(&record.id, &JobEvent::Complete).await? {
                     tracing::info!(job = %record.id, completed = record.completed, failed = record.failed, "job complete");
-                    self.inner.contexts.lock().unwrap().remove(&record.id);
-                    self.inner.starved.lock().unwrap().remove(&record.id);
-                    self.inner.pace_due.lock().unwrap().remove(&record.id);
+                    self.forget_job(&record.id);
                 }
             }
             Some((batch, pending)) => {
@@ -692,6 +689,14 @@ impl Engine {
             starts: allowance.starts,
             pace: Some(pace),
         }))
+    }
+
+    /// Drops what the engine keeps in memory for a job that ended here: its parsed definition,
+    /// its starvation mark and its pace schedule.
+    fn forget_job(&self, job_id: &str) {
+        self.inner.contexts.lock().unwrap().remove(job_id);
+        self.inner.starved.lock().unwrap().remove(job_id);
+        self.inner.pace_due.lock().unwrap().remove(job_id);
     }
 
     fn in_flight_of(&self, job_id: &str) -> usize {

@@ -174,7 +174,8 @@ impl Store {
     /// A column in a condition that must not pick the index: SQLite would otherwise scan a
     /// job's devices by status (thousands of rows) and probe a bulk statement's few hundred
     /// ids for each, instead of looking each id up by the primary key (`+column` keeps SQLite
-    /// off an index; PostgreSQL plans by its statistics and needs no hint).
+    /// off an index). PostgreSQL needs no hint: the bulk statements give it no condition on the
+    /// table but the join to their values (see `group_commit::job_progress`).
     fn not_indexed(&self, column: &str) -> String {
         match self.dialect {
             Dialect::Sqlite => format!("+{column}"),
