@@ -171,15 +171,15 @@ impl Store {
         })
     }
 
-    /// A column in a condition that must not pick the index: SQLite would otherwise scan a
-    /// job's devices by status (thousands of rows) and probe a bulk statement's few hundred
-    /// ids for each, instead of looking each id up by the primary key (`+column` keeps SQLite
-    /// off an index). PostgreSQL needs no hint: the bulk statements give it no condition on the
-    /// table but the join to their values (see `group_commit::job_progress`).
+    /// A (text) column in a condition that must not pick an index: the database would
+    /// otherwise walk a job's devices by status or owner (thousands of rows) and probe a bulk
+    /// statement's few hundred ids against each, instead of looking each id up by the primary
+    /// key. `+column` keeps SQLite off an index, `(column || '')` PostgreSQL (see
+    /// `group_commit::job_progress` for what each did without).
     fn not_indexed(&self, column: &str) -> String {
         match self.dialect {
             Dialect::Sqlite => format!("+{column}"),
-            Dialect::Postgres => column.to_string(),
+            Dialect::Postgres => format!("({column} || '')"),
         }
     }
 
