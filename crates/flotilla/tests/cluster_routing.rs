@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,76 +13,19 @@ use flotilla_gateway::sas::{percent_encode, sign};
 use flotilla_sim::mqtt::{self, ConnectError, ConnectOptions, Connection, Endpoint, ReadError};
 use serde_json::{Value, json};
 
-/// A second server on the first one's database, killed and its data dir removed when dropped.
-struct Replica {
-    child: Child,
-    data_dir: PathBuf,
-    base: String,
-}
-
-impl Replica {
-    async fn start(first: &Server, env: &[(&str, &str)]) -> Replica {
-        let data_dir = fresh_dir();
-        let child = serve_command(&data_dir)
-            .envs(env.iter().copied())
-            .env("FLOTILLA_DATABASE_URL", first.database_url())
-            .env("FLOTILLA_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the flotilla binary starts");
-        let mut replica = Replica {
-            child,
-            data_dir,
-            base: String::new(),
-        };
-        let addr_file = replica.data_dir.join("http.addr");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        replica.base = loop {
-            if let Ok(addr) = std::fs::read_to_string(&addr_file)
-                && !addr.is_empty()
-            {
-                break format!("http://{addr}");
-            }
-            if let Some(status) = replica.child.try_wait().unwrap() {
-                panic!("the second server exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "the second server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        replica
-    }
-
-    fn client(&self, token: &str) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: self.base.clone(),
-            token: Some(token.to_string()),
-            version: Some(STABLE.to_string()),
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
 /// Two servers on one fresh database, and an administrator token for the second; `None`
 /// without PostgreSQL.
-async fn cluster() -> Option<(Server, Replica, Api, Api)> {
+async fn cluster() -> Option<(Server, Server, Api, Api)> {
     cluster_with(&[]).await
 }
 
-async fn cluster_with(env: &[(&str, &str)]) -> Option<(Server, Replica, Api, Api)> {
+async fn cluster_with(env: &[(&str, &str)]) -> Option<(Server, Server, Api, Api)> {
     if std::env::var("FLOTILLA_TEST_POSTGRES").is_err() {
         eprintln!("skipped: cluster mode needs FLOTILLA_TEST_POSTGRES");
         return None;
     }
     let a = Server::start_with_env(env).await;
-    let b = Replica::start(&a, env).await;
+    let b = Server::start_sharing(&a.database_url(), env).await;
     let token = a.admin().create_token("admin-b", ADMINISTRATOR).await;
     let (api_a, api_b) = (a.admin(), b.client(&token));
     Some((a, b, api_a, api_b))
@@ -159,7 +101,7 @@ async fn answers_ping(connection: &mut Connection) -> bool {
 
 /// `flotilla sim` devices (thermostats, registering through DPS) connected to `replica`.
 async fn sim_on(
-    replica: &Replica,
+    replica: &Server,
     api: &Api,
     devices: usize,
     prefix: &str,
@@ -441,8 +383,7 @@ async fn a_command_for_a_device_on_a_dead_server_is_answered_within_the_lease() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    b.child.kill().unwrap();
-    b.child.wait().unwrap();
+    b.kill();
     let started = Instant::now();
     api_a
         .post(
