@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -48,36 +47,21 @@ async fn leader_instance(database: &SharedDatabase) -> Option<String> {
 
 /// The time the replicas' schedules go by: one file they all read.
 struct SharedClock {
-    path: PathBuf,
+    file: TestClock,
     now: Timestamp,
 }
 
 impl SharedClock {
     fn at(start: &str) -> SharedClock {
-        let mut clock = SharedClock {
-            path: fresh_dir().join("clock"),
-            now: Timestamp::UNIX_EPOCH,
-        };
-        clock.set_to(start.parse().unwrap());
-        clock
-    }
-
-    /// Written beside and renamed, so that no replica reads half a file.
-    fn set_to(&mut self, at: Timestamp) {
-        let sibling = self.path.with_extension("next");
-        std::fs::write(&sibling, format!("{at}\n")).unwrap();
-        std::fs::rename(&sibling, &self.path).unwrap();
-        self.now = at;
+        SharedClock {
+            file: TestClock::at(start),
+            now: start.parse().unwrap(),
+        }
     }
 
     fn advance_a_day(&mut self) {
-        self.set_to(self.now + 24.hours());
-    }
-}
-
-impl Drop for SharedClock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.path.parent().unwrap());
+        self.now += 24.hours();
+        self.file.set(&self.now.to_string());
     }
 }
 
@@ -103,7 +87,7 @@ impl Cluster {
                     &[
                         ("FLOTILLA_ADMIN_TOKEN", ADMIN_TOKEN),
                         ("FLOTILLA_HOSTNAMES", &hostname),
-                        ("FLOTILLA_CLOCK_FILE", clock.path.to_str().unwrap()),
+                        clock.file.env(),
                         ("FLOTILLA_LOG", "info"),
                         ("NO_COLOR", "1"),
                     ],

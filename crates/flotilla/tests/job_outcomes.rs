@@ -647,22 +647,11 @@ async fn bad_retry_and_offline_fields_are_refused_by_name_and_store_nothing() {
     assert_eq!(created["offline"], json!({"policy": "skip"}), "{created}");
 }
 
-/// Sets the server's clock file to `at` (written beside it, then renamed: never read half-done).
-fn set_clock(path: &std::path::Path, at: &str) {
-    let sibling = path.with_extension("next");
-    std::fs::write(&sibling, format!("{at}\n")).unwrap();
-    std::fs::rename(&sibling, path).unwrap();
-}
-
 #[tokio::test]
 async fn a_scheduled_jobs_occurrence_carries_its_offline_policy_and_retry() {
-    let clock = fresh_dir().join("clock");
-    set_clock(&clock, "2030-01-01T00:00:00Z");
-    let server = Server::start_with_env(&[
-        ("FLOTILLA_CLOCK_FILE", clock.to_str().unwrap()),
-        ("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "30"),
-    ])
-    .await;
+    let clock = TestClock::at("2030-01-01T00:00:00Z");
+    let server =
+        Server::start_with_env(&[clock.env(), ("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "30")]).await;
     let api = server.admin();
     api.publish_template(THERMOSTAT, thermostat_template())
         .await;
@@ -676,7 +665,7 @@ async fn a_scheduled_jobs_occurrence_carries_its_offline_policy_and_retry() {
     body["schedule"] = json!({"start": "2030-01-01T01:00:00Z"});
     body["enabled"] = json!(true);
     api.put("/scheduledJobs/once", body).await.ok(200);
-    set_clock(&clock, "2030-01-01T01:00:01Z");
+    clock.set("2030-01-01T01:00:01Z");
     let done = wait_job(&api, "once-1", &["complete"]).await;
     assert_eq!(done["offline"], json!({"policy": "skip"}), "{done}");
     assert_eq!(done["retry"]["attempts"], 1, "{done}");
@@ -692,5 +681,4 @@ async fn a_scheduled_jobs_occurrence_carries_its_offline_policy_and_retry() {
         "{device}"
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(clock.parent().unwrap());
 }

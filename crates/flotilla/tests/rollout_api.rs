@@ -555,13 +555,9 @@ async fn what_cannot_be_reverted_is_refused() {
 #[tokio::test]
 async fn a_scheduled_run_inherits_refuse_and_fails_when_a_job_conflicts() {
     // The scheduler goes by a file clock; the schedule's start is its time, so it runs at once.
-    let clock = server_dir_file("clock");
-    std::fs::write(&clock, "2030-01-01T12:00:00Z\n").unwrap();
-    let server = Server::start_with_env(&[
-        ("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "30"),
-        ("FLOTILLA_CLOCK_FILE", clock.to_str().unwrap()),
-    ])
-    .await;
+    let clock = TestClock::at("2030-01-01T12:00:00Z");
+    let server =
+        Server::start_with_env(&[("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "30"), clock.env()]).await;
     let api = server.admin();
     api.publish_template(CONTROLLER, controller_template())
         .await;
@@ -582,17 +578,4 @@ async fn a_scheduled_run_inherits_refuse_and_fails_when_a_job_conflicts() {
     let reason = run["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("'holder'"), "{run}");
     assert!(reason.contains("thermostat1.targetTemperature"), "{run}");
-    let _ = std::fs::remove_file(&clock);
-}
-
-/// A file path of its own in the temp dir, for a test's clock.
-fn server_dir_file(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "flotilla-rollout-api-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ))
 }

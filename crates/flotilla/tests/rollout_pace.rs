@@ -458,28 +458,12 @@ async fn the_next_batch_waits_for_the_soak() {
 
 /// The time the server's scheduler and maintenance windows go by: a file the test rewrites
 /// (atomically: a sibling, then a rename).
-struct TestClock(std::path::PathBuf);
-
-impl TestClock {
-    fn new(at: &str) -> TestClock {
-        let clock = TestClock(fresh_dir().join("clock"));
-        clock.set(at);
-        clock
-    }
-
-    fn set(&self, at: &str) {
-        let sibling = self.0.with_extension("next");
-        std::fs::write(&sibling, format!("{at}\n")).unwrap();
-        std::fs::rename(&sibling, &self.0).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn outside_its_windows_a_job_waits_and_says_so_across_a_daylight_saving_change() {
     // Sunday 2026-03-29, 03:15 in Paris: the clocks skipped 02:00-03:00 tonight, so the window
     // that opens at 02:30 local opens at 03:30 (01:30Z).
-    let clock = TestClock::new("2026-03-29T01:15:00Z");
-    let (_server, api) = server(&[("FLOTILLA_CLOCK_FILE", clock.0.to_str().unwrap())]).await;
+    let clock = TestClock::at("2026-03-29T01:15:00Z");
+    let (_server, api) = server(&[clock.env()]).await;
     controllers(&api, "w-", 3).await;
     api.put(
         "/jobs/windowed",
@@ -521,8 +505,8 @@ async fn outside_its_windows_a_job_waits_and_says_so_across_a_daylight_saving_ch
 
 #[tokio::test]
 async fn a_schedule_in_a_time_zone_recurs_at_its_local_time_across_daylight_saving() {
-    let clock = TestClock::new("2026-03-28T01:00:00Z");
-    let (_server, api) = server(&[("FLOTILLA_CLOCK_FILE", clock.0.to_str().unwrap())]).await;
+    let clock = TestClock::at("2026-03-28T01:00:00Z");
+    let (_server, api) = server(&[clock.env()]).await;
     controllers(&api, "z-", 1).await;
     let schedule = json!({"start": "2026-03-28T02:30:00+01:00", "recurrence": "daily",
                           "timeZone": "Europe/Paris"});

@@ -65,6 +65,42 @@ pub fn fresh_dir() -> PathBuf {
     dir
 }
 
+/// A clock file a server goes by instead of the system's time (`FLOTILLA_CLOCK_FILE`), in a
+/// folder of its own, removed when the clock is dropped.
+pub struct TestClock {
+    path: PathBuf,
+}
+
+impl TestClock {
+    pub fn at(at: &str) -> TestClock {
+        let clock = TestClock {
+            path: fresh_dir().join("clock"),
+        };
+        clock.set(at);
+        clock
+    }
+
+    /// Sets the time: written beside the file and renamed, so that no server reads half of it.
+    pub fn set(&self, at: &str) {
+        let sibling = self.path.with_extension("next");
+        std::fs::write(&sibling, format!("{at}\n")).unwrap();
+        std::fs::rename(&sibling, &self.path).unwrap();
+    }
+
+    /// The server's environment entry that names this clock.
+    pub fn env(&self) -> (&'static str, &str) {
+        ("FLOTILLA_CLOCK_FILE", self.path.to_str().unwrap())
+    }
+}
+
+impl Drop for TestClock {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Server {
     /// Starts a server on an empty data dir.
     pub async fn start() -> Server {
