@@ -41,19 +41,6 @@ async fn group(api: &Api, id: &str, filter: &str) {
     .ok(200);
 }
 
-/// Waits until the job reaches one of `statuses`, and returns it.
-async fn wait_for(api: &Api, job: &str, statuses: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body = api.get(&format!("/jobs/{job}")).await.ok(200).clone();
-        if statuses.iter().any(|s| body["status"] == *s) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job {job} stuck: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until no device of the job is running.
 async fn wait_until_settled(api: &Api, job: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);

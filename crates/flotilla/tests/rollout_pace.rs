@@ -69,18 +69,6 @@ fn cloud_job(group: &str, extra: Value) -> Value {
     )
 }
 
-async fn wait_for(api: &Api, job: &str, statuses: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body = api.get(&format!("/jobs/{job}")).await.ok(200).clone();
-        if statuses.iter().any(|s| body["status"] == *s) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job {job} stuck: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn job_devices(api: &Api, job: &str) -> Vec<Value> {
     api.list_all(&format!("/jobs/{job}/devices")).await.0
 }

@@ -702,3 +702,16 @@ pub async fn thermostat_round_trip(api: &Api, id: &str) -> (Value, Value) {
     assert_eq!(ack["desiredValue"], 21.5, "{id}: {ack}");
     (ran["responseCode"].clone(), ack["ackCode"].clone())
 }
+
+/// Waits (up to a minute) until the job reaches one of `statuses`, and returns it.
+pub async fn wait_for(api: &Api, job: &str, statuses: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = api.get(&format!("/jobs/{job}")).await.ok(200).clone();
+        if statuses.iter().any(|s| body["status"] == *s) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job {job} stuck: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
