@@ -39,18 +39,15 @@ pub(crate) async fn record_desired_versions(
     let mut done = HashSet::new();
     let running = DeviceStatus::Running.as_str();
     let per_row = core.dialect == Dialect::Postgres;
+    let (owner, status) = (
+        core.not_indexed("job_devices.owner"),
+        core.not_indexed("job_devices.status"),
+    );
     for chunk in recorded.chunks(CHUNK) {
         // The owner and status: in each row of values on PostgreSQL, constants on SQLite
         // (see the module's note).
-        let (owner, status) = (
-            core.not_indexed("job_devices.owner"),
-            core.not_indexed("job_devices.status"),
-        );
         let (columns, conditions) = if per_row {
-            (
-                5,
-                format!("{} = v.column4 AND {} = v.column5", owner, status),
-            )
+            (5, format!("{owner} = v.column4 AND {status} = v.column5"))
         } else {
             (
                 3,
@@ -119,16 +116,16 @@ pub(crate) async fn notes_bulk(
         }
     }
     let per_row = core.dialect == Dialect::Postgres;
+    let (owner, status) = (
+        core.not_indexed("job_devices.owner"),
+        core.not_indexed("job_devices.status"),
+    );
     for (job, mut indexes) in sent {
         // In key order: rows are locked in the same order by every replica.
         indexes.sort_by(|&a, &b| writes[a].0.device_id.cmp(&writes[b].0.device_id));
         for chunk in indexes.chunks(CHUNK) {
             // The job, owner and status: in each row of values on PostgreSQL, constants on
             // SQLite (see the module's note).
-            let (owner, status) = (
-                core.not_indexed("job_devices.owner"),
-                core.not_indexed("job_devices.status"),
-            );
             let sql = if per_row {
                 core.sql(&format!(
                     "UPDATE job_devices SET sent = 1 FROM (VALUES {}) AS v \
@@ -193,9 +190,6 @@ pub(crate) async fn finish_bulk(
     }
     jobs.sort_by(|a, b| a.0.cmp(b.0));
     let now = now_ms();
-    // A SQLite database has one server, whose devices are all its own: the owner is neither
-    // checked nor cleared there (with SQLite's plan, those two made a job's finishes cost twice
-    // as much; measured with bench/bench.py at 5,000 devices).
     let [source] = DeviceStatus::sources(DeviceEvent::Finish(DeviceOutcome::Completed))[..] else {
         unreachable!("a device finishes from one status");
     };
