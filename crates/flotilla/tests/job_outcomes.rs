@@ -574,6 +574,86 @@ async fn offline_devices_fail_at_once_or_after_the_wait_the_policy_sets() {
 }
 
 #[tokio::test]
+async fn a_device_that_connects_while_the_job_waits_for_it_completes_on_its_first_attempt() {
+    let (server, api) = server("30").await;
+    // Registered through DPS, then away.
+    let mut sim = simulated(&server, &api, "back-", &[]).await;
+    sim.kill().await.unwrap();
+    sim.wait().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.get("/devices/back-00000/connection").await.ok(200)["connected"] != false {
+        assert!(Instant::now() < deadline, "the server never saw it leave");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    group(&api, "back", "SELECT * FROM devices").await;
+    let created = Instant::now();
+    api.put(
+        "/jobs/patient",
+        command_job(
+            "back",
+            json!({"offline": {"policy": "wait", "waitSeconds": 10}}),
+        ),
+    )
+    .await
+    .ok(200);
+    // Its operation starts while it is away, and waits for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // (No row until the job has fixed its devices.)
+        let row = exported(&api, "patient")
+            .await
+            .get("back-00000")
+            .cloned()
+            .unwrap_or_default();
+        if row["status"] == "running" {
+            assert_eq!(row["attempts"], 1, "{row}");
+            break;
+        }
+        assert!(row.is_null() || row["status"] == "pending", "{row}");
+        assert!(Instant::now() < deadline, "never started: {row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // About a second into the job (well inside its 10 s), the device comes back.
+    tokio::time::sleep_until((created + Duration::from_secs(1)).into()).await;
+    let _back = sim_command(&server, &api, 1, "back-")
+        .await
+        .args(["--duration", "120"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the simulator starts");
+
+    let done = wait_job(&api, "patient", &["complete"]).await;
+    assert_eq!(
+        (
+            done["progress"]["completed"].clone(),
+            done["progress"]["failed"].clone()
+        ),
+        (json!(1), json!(0)),
+        "{done}"
+    );
+    assert_eq!(
+        done["offline"],
+        json!({"policy": "wait", "waitSeconds": 10})
+    );
+    let device = listed(&api, "patient").await["back-00000"].clone();
+    assert_eq!(device["status"], "completed", "{device}");
+    assert_eq!(device["responseCode"], 200, "{device}");
+    assert!(device.get("reasonCode").is_none(), "{device}");
+    // Waiting is not retrying: one attempt (`attempts` is listed only on jobs with `retry`;
+    // the export always has it).
+    let row = exported(&api, "patient").await["back-00000"].clone();
+    assert_eq!(
+        (
+            row["status"].clone(),
+            row["attempts"].clone(),
+            row["reasonCode"].clone()
+        ),
+        (json!("completed"), json!(1), Value::Null),
+        "{row}"
+    );
+}
+
+#[tokio::test]
 async fn bad_retry_and_offline_fields_are_refused_by_name_and_store_nothing() {
     let (_server, api) = server("5").await;
     group(&api, "all", "SELECT * FROM devices").await;
