@@ -2,7 +2,8 @@
 //! with simulated devices, and the ramp's steps), `batchGate` (a gate that stops the job, a
 //! resume that goes on, a soak), `deviceTimeoutSeconds` and `deadline` (devices failing with
 //! the reason code `deadline`, the job ending), and `windows` in a `timeZone` (on a file clock,
-//! across a daylight-saving change). Bodies with only IoT Central's fields are tests/jobs.rs'.
+//! across a daylight-saving change), and scheduled jobs' runs inheriting each of them. Bodies with
+//! only IoT Central's fields are tests/jobs.rs'.
 
 mod common;
 #[path = "common/sse.rs"]
@@ -544,4 +545,91 @@ async fn a_schedule_in_a_time_zone_recurs_at_its_local_time_across_daylight_savi
     // From now on 02:30 summer time is 00:30Z (in UTC terms the schedule would wait until 01:30Z).
     clock.set("2026-03-30T00:30:00Z");
     runs(3).await;
+}
+
+#[tokio::test]
+async fn a_scheduled_run_inherits_its_window_gate_and_deadline_and_each_takes_effect() {
+    // Saturday 2030-01-05, 07:00 in New York (12:00Z): the window opens at 09:00 there, 14:00Z
+    // (read as UTC, it would have closed at 10:00Z, and the run would wait a week).
+    let clock = TestClock::at("2030-01-05T12:00:00Z");
+    let (_server, api) = server(&[clock.env()]).await;
+    controllers(&api, "sg-", 4).await;
+    // The deadline goes by the system clock: far enough off for the window and the gate to
+    // act first.
+    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(20);
+    let extensions = json!({
+        "deviceTimeoutSeconds": 1,
+        "batchGate": {"minSuccessPercentage": 50},
+        "deadline": deadline.to_string(),
+        "windows": [{"days": ["sat"], "start": "09:00", "durationMinutes": 60}],
+        "timeZone": "America/New_York"
+    });
+    let body = with(
+        property_job("sg-group", extensions.clone()),
+        json!({"displayName": "Gated", "enabled": true, "batch": {"type": "number", "value": 2},
+               "schedule": {"start": "2030-01-05T12:00:00Z"}}),
+    );
+    api.put("/scheduledJobs/gated", body).await.ok(200);
+
+    // The run carries each extension, and waits outside its window, saying until when.
+    let until = Instant::now() + Duration::from_secs(20);
+    let waiting = loop {
+        let run = api.get("/jobs/gated-1").await;
+        if run.status == 200 && run.body["reason"].is_string() {
+            break run.body;
+        }
+        assert!(Instant::now() < until, "{}", run.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(waiting["scheduledJobId"], "gated", "{waiting}");
+    for (field, value) in extensions.as_object().unwrap() {
+        assert_eq!(&waiting[field], value, "{field} in {waiting}");
+    }
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    assert_eq!(
+        waiting["reason"],
+        "waiting: outside its maintenance windows until 2030-01-05T14:00:00Z"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let devices = job_devices(&api, "gated-1").await;
+    assert_eq!(devices.len(), 4, "{devices:?}");
+    assert!(
+        devices.iter().all(|d| d["status"] == "pending"),
+        "nothing starts outside the window: {devices:?}"
+    );
+
+    // In the window: the first batch starts; its devices (offline) fail after 1 s, so the gate
+    // is not met and the run stops before the second batch.
+    clock.set("2030-01-05T14:00:30Z");
+    let stopped = wait_for(&api, "gated-1", &["stopped", "complete", "failed"]).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let reason = stopped["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("batch gate") && reason.contains("0 of batch 1's 2 devices succeeded"),
+        "{reason}"
+    );
+    let statuses: Vec<Value> = job_devices(&api, "gated-1")
+        .await
+        .iter()
+        .map(|d| d["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["failed", "failed", "pending", "pending"]);
+
+    // Resumed after its deadline, it ends at once: the devices left fail with `deadline`.
+    let left = deadline.duration_since(jiff::Timestamp::now());
+    if left.is_positive() {
+        tokio::time::sleep(Duration::try_from(left).unwrap() + Duration::from_millis(200)).await;
+    }
+    api.post("/jobs/gated-1/resume", json!({})).await.ok(204);
+    let ended = wait_for(&api, "gated-1", &["failed", "complete"]).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("deadline"),
+        "{ended}"
+    );
+    let devices = job_devices(&api, "gated-1").await;
+    for device in &devices[2..] {
+        assert_eq!(device["status"], "failed", "{device}");
+        assert_eq!(device["reasonCode"], "deadline", "{device}");
+    }
 }
