@@ -696,6 +696,260 @@ async fn every_documented_operation_answers_errors_as_documented() {
     }
 }
 
+/// The fields of a job body that are Flotilla's rollout extensions (issue 14).
+const JOB_EXTENSIONS: [&str; 9] = [
+    "retry",
+    "offline",
+    "conflicts",
+    "batchGate",
+    "rollout",
+    "deviceTimeoutSeconds",
+    "deadline",
+    "windows",
+    "timeZone",
+];
+
+/// A job body that uses every extension, each with every field it has.
+fn job_with_every_extension() -> Value {
+    json!({
+        "displayName": "Every extension",
+        "group": "openapi-group",
+        "data": [{"type": "property", "target": CONTROLLER,
+                  "path": "thermostat1.targetTemperature", "value": 21}],
+        "batch": {"type": "number", "value": 10},
+        "cancellationThreshold": {"type": "percentage", "value": 20, "batch": true},
+        "conflicts": "refuse",
+        "retry": {"attempts": 2, "backoffSeconds": 5, "factor": 1.5, "maxBackoffSeconds": 60,
+                  "on": ["rejected", "timedOut", "offline"]},
+        "offline": {"policy": "wait", "waitSeconds": 30},
+        "rollout": {"maxPerMinute": 600,
+                    "ramp": {"startPerMinute": 60, "factor": 2, "every": {"succeeded": 10}}},
+        "batchGate": {"minSuccessPercentage": 90, "soakSeconds": 60},
+        "deviceTimeoutSeconds": 120,
+        "deadline": "2099-12-24T18:00:00+01:00",
+        "windows": [{"days": ["sat", "sun"], "start": "02:30", "durationMinutes": 90}],
+        "timeZone": "Europe/Paris"
+    })
+}
+
+/// The properties a schema lists, across the parts of an `allOf`.
+fn properties(doc: &Value, schema: &Value) -> serde_json::Map<String, Value> {
+    let schema = resolve(doc, schema);
+    let parts = match schema.get("allOf").and_then(Value::as_array) {
+        Some(parts) => parts.iter().map(|p| resolve(doc, p)).collect(),
+        None => vec![schema],
+    };
+    parts
+        .into_iter()
+        .filter_map(|p| p.get("properties").and_then(Value::as_object))
+        .flat_map(|p| p.clone())
+        .collect()
+}
+
+/// The document describes Flotilla's rollout extensions: each field of a job body, on jobs
+/// and scheduled jobs (and `schedule.timeZone`), `reasonCode` and `attempts` on a job's
+/// devices, the plan and revert routes, and the export's media types; a job body with every
+/// extension fits `Jobs_Create`'s schema, and what the server answers to it fits too.
+#[tokio::test]
+async fn the_document_describes_every_rollout_extension() {
+    let server = Server::start().await;
+    let api = server.admin();
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    api.put(
+        "/deviceGroups/openapi-group",
+        json!({"displayName": "OpenAPI group", "filter": "SELECT * FROM devices"}),
+    )
+    .await
+    .ok(200);
+    let doc = fetch_document(&server).await;
+    let all = operations(&doc);
+    let op = |id: &str| {
+        all.iter()
+            .find(|op| op.id == id)
+            .unwrap_or_else(|| panic!("{id} is not documented"))
+    };
+    let request =
+        |id: &str| op(id).spec["requestBody"]["content"]["application/json"]["schema"].clone();
+    let answer = |id: &str, status: &str| {
+        op(id).spec["responses"][status]["content"]["application/json"]["schema"].clone()
+    };
+
+    // Every extension field, on jobs and scheduled jobs, in bodies and answers.
+    for (what, schema) in [
+        ("Jobs_Create's body", request("Jobs_Create")),
+        ("Jobs_Create's answer", answer("Jobs_Create", "200")),
+        ("Jobs_Get's answer", answer("Jobs_Get", "200")),
+        ("Jobs_Plan's body", request("Jobs_Plan")),
+        (
+            "ScheduledJobs_Create's body",
+            request("ScheduledJobs_Create"),
+        ),
+        (
+            "ScheduledJobs_Get's answer",
+            answer("ScheduledJobs_Get", "200"),
+        ),
+    ] {
+        let listed = properties(&doc, &schema);
+        for field in JOB_EXTENSIONS {
+            let property = listed
+                .get(field)
+                .unwrap_or_else(|| panic!("{field} is not in {what}"));
+            let description = property["description"].as_str().unwrap_or_default();
+            assert!(
+                !description.is_empty(),
+                "{field} in {what} is not described"
+            );
+        }
+    }
+    for (what, schema) in [
+        (
+            "ScheduledJobs_Create's body",
+            request("ScheduledJobs_Create"),
+        ),
+        (
+            "ScheduledJobs_Get's answer",
+            answer("ScheduledJobs_Get", "200"),
+        ),
+    ] {
+        let schedule = &properties(&doc, &schema)["schedule"];
+        assert!(
+            properties(&doc, schedule).contains_key("timeZone"),
+            "schedule.timeZone in {what}"
+        );
+    }
+    assert_eq!(
+        resolve(
+            &doc,
+            &properties(&doc, &request("Jobs_Create"))["conflicts"]
+        )["enum"],
+        json!(["queue", "refuse"])
+    );
+
+    // A job's devices: `reasonCode` and `attempts`, and the export's two media types.
+    let listing = &op("Jobs_GetDevices").spec["responses"]["200"]["content"];
+    let page = properties(&doc, &listing["application/json"]["schema"]);
+    let device = properties(&doc, &page["value"]["items"]);
+    for field in ["reason", "reasonCode", "attempts"] {
+        assert!(device.contains_key(field), "{field} on a job's device");
+    }
+    let codes = json!([
+        "rejected",
+        "timedOut",
+        "offline",
+        "skipped",
+        "interrupted",
+        "deadline",
+        "error"
+    ]);
+    assert_eq!(resolve(&doc, &device["reasonCode"])["enum"], codes);
+    assert_eq!(listing["text/csv"]["schema"]["type"], "string", "{listing}");
+    let exported: BTreeSet<String> = properties(&doc, &listing["application/x-ndjson"]["schema"])
+        .keys()
+        .cloned()
+        .collect();
+    let columns: BTreeSet<String> = [
+        "id",
+        "status",
+        "reasonCode",
+        "reason",
+        "responseCode",
+        "attempts",
+        "start",
+        "end",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(exported, columns);
+
+    // The plan and revert routes, with their answers.
+    let plan = op("Jobs_Plan");
+    assert_eq!(
+        (plan.method.as_str(), plan.path.as_str()),
+        ("post", "/jobs/{jobId}/plan")
+    );
+    assert_eq!(request("Jobs_Plan"), request("Jobs_Create"));
+    let planned = properties(&doc, &answer("Jobs_Plan", "200"));
+    for field in [
+        "total",
+        "batches",
+        "skipped",
+        "offline",
+        "conflicts",
+        "estimatedSeconds",
+    ] {
+        assert!(planned.contains_key(field), "{field} in a plan");
+    }
+    assert!(plan.spec["responses"].get("400").is_some());
+    let revert = op("Jobs_Revert");
+    assert_eq!(
+        (revert.method.as_str(), revert.path.as_str()),
+        ("put", "/jobs/{jobId}/revert/{revertId}")
+    );
+    assert_eq!(answer("Jobs_Revert", "200"), answer("Jobs_Create", "200"));
+    for status in ["400", "409"] {
+        assert!(revert.spec["responses"].get(status).is_some(), "{status}");
+    }
+    assert!(properties(&doc, &answer("Jobs_Get", "200")).contains_key("revertOf"));
+
+    // A body with every extension fits the schema (and one that leaves out what has a
+    // default), the server takes it, and its answers fit theirs.
+    let every = job_with_every_extension();
+    let mut defaults = every.clone();
+    defaults["retry"] = json!({"attempts": 1});
+    defaults["offline"] = json!({"policy": "wait"});
+    defaults["rollout"] = json!({"maxPerMinute": 60});
+    defaults["batchGate"] = json!({"soakSeconds": 5});
+    for body in [&every, &defaults] {
+        let problems = fits(&doc, &request("Jobs_Create"), body, Direction::Request);
+        assert!(problems.is_empty(), "{problems:?} in {body}");
+    }
+    for (id, body) in [("every", &every), ("defaults", &defaults)] {
+        let created = api.put(&format!("/jobs/{id}"), body.clone()).await;
+        let created = created.ok(200);
+        let problems = fits(
+            &doc,
+            &answer("Jobs_Create", "200"),
+            created,
+            Direction::Response,
+        );
+        assert!(problems.is_empty(), "{problems:?} in {created}");
+        for field in JOB_EXTENSIONS {
+            assert!(created.get(field).is_some(), "{field} echoed in {created}");
+        }
+        let planned = api
+            .post(&format!("/jobs/{id}-plan/plan"), body.clone())
+            .await;
+        let problems = fits(
+            &doc,
+            &answer("Jobs_Plan", "200"),
+            planned.ok(200),
+            Direction::Response,
+        );
+        assert!(problems.is_empty(), "{problems:?} in {}", planned.text);
+    }
+    let mut scheduled = every.clone();
+    scheduled["schedule"] = json!({"start": "2099-01-01T00:00:00Z", "recurrence": "daily",
+                                   "timeZone": "Europe/Paris"});
+    let problems = fits(
+        &doc,
+        &request("ScheduledJobs_Create"),
+        &scheduled,
+        Direction::Request,
+    );
+    assert!(problems.is_empty(), "{problems:?} in {scheduled}");
+    let created = api.put("/scheduledJobs/every", scheduled).await;
+    let created = created.ok(200);
+    let problems = fits(
+        &doc,
+        &answer("ScheduledJobs_Create", "200"),
+        created,
+        Direction::Response,
+    );
+    assert!(problems.is_empty(), "{problems:?} in {created}");
+    assert_eq!(created["schedule"]["timeZone"], "Europe/Paris", "{created}");
+}
+
 fn fill(path: &str) -> String {
     let in_component = path.contains("/components/");
     path.split('/')

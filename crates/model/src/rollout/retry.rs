@@ -35,7 +35,9 @@ pub const CAUSES: &[ReasonCode] = &[
     ReasonCode::Offline,
 ];
 
-/// A job's retry policy, with its defaults filled in (as it is stored and echoed).
+/// A job's retry policy. A body needs only `attempts`: the other fields have defaults, filled
+/// in when it is stored, so an answer carries every field (this type is also its OpenAPI
+/// schema, where only `attempts` is required).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retry {
@@ -43,17 +45,18 @@ pub struct Retry {
     #[schema(minimum = 0, maximum = 10)]
     pub attempts: u64,
     /// The wait before the first retry (default 10, at most 86400).
-    #[schema(minimum = 0, maximum = 86400)]
+    #[schema(required = false, minimum = 0, maximum = 86400)]
     pub backoff_seconds: u64,
     /// Each further wait is the previous one times this (1 to 10, default 2).
     #[serde(serialize_with = "whole_when_whole")]
-    #[schema(value_type = f64, minimum = 1, maximum = 10)]
+    #[schema(value_type = f64, required = false, minimum = 1, maximum = 10)]
     pub factor: f64,
     /// No wait is longer (default 3600; at least `backoffSeconds`).
-    #[schema(minimum = 0, maximum = 86400)]
+    #[schema(required = false, minimum = 0, maximum = 86400)]
     pub max_backoff_seconds: u64,
     /// The failures retried: any of `rejected`, `timedOut`, `offline` (default all three). A
     /// command is retried only when it was not sent to the device: never after it may have run.
+    #[schema(required = false)]
     pub on: Vec<ReasonCode>,
 }
 
