@@ -512,7 +512,40 @@ async fn what_cannot_be_reverted_is_refused() {
         .await
         .error(400, "BadRequest");
     assert!(message.contains("command"), "{message}");
-    // Not finished: 409.
+    api.get("/jobs/unreboot").await.error(404, "NotFound");
+    // A template migration records nothing to restore: 400 too.
+    devices(&api, "th-", 2, THERMOSTAT).await;
+    group(&api, "ths", &named("th-", 2)).await;
+    api.put(
+        "/jobs/migrate",
+        json!({"group": "ths", "data": [{"type": "deviceTemplateMigration", "template": CONTROLLER}]}),
+    )
+    .await
+    .ok(200);
+    let migrated = wait_job(&api, "migrate", &["complete"]).await;
+    assert_eq!(migrated["progress"]["completed"], 2, "{migrated}");
+    let message = api
+        .put("/jobs/migrate/revert/unmigrate", json!({}))
+        .await
+        .error(400, "BadRequest");
+    assert!(message.contains("migrates templates"), "{message}");
+    api.get("/jobs/unmigrate").await.error(404, "NotFound");
+    // Not finished: 409, as for a rerun (offline devices hold a property job for 5 s).
+    devices(&api, "tp-", 2, CONTROLLER).await;
+    group(&api, "tps", &named("tp-", 2)).await;
+    api.put("/jobs/unfinished", property_job("tps", json!(21)))
+        .await
+        .ok(200);
+    wait_job(&api, "unfinished", &["running"]).await;
+    let message = api
+        .put("/jobs/unfinished/revert/early", json!({}))
+        .await
+        .error(409, "Conflict");
+    assert!(
+        message.contains("'unfinished' is running") && message.contains("when it has finished"),
+        "{message}"
+    );
+    api.get("/jobs/early").await.error(404, "NotFound");
     api.put("/jobs/set", cloud_property_job("tcs", "Contoso"))
         .await
         .ok(200);
