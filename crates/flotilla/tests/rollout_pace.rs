@@ -207,6 +207,77 @@ async fn pace_extensions_are_echoed_when_set_and_refused_by_field() {
 }
 
 #[tokio::test]
+async fn an_unknown_time_zone_is_refused_by_field_and_stores_nothing() {
+    let (_server, api) = server(&[]).await;
+    controllers(&api, "tz-", 1).await;
+    let windows = json!([{"days": ["mon"], "start": "01:00", "durationMinutes": 5}]);
+    let scheduled = |schedule_zone: Value, job_zone: Value| {
+        let mut schedule = json!({"start": "2099-01-01T00:00:00Z", "recurrence": "daily"});
+        let mut body = cloud_job("tz-group", json!({"displayName": "Nightly"}));
+        if !schedule_zone.is_null() {
+            schedule["timeZone"] = schedule_zone;
+        }
+        if !job_zone.is_null() {
+            body["windows"] = windows.clone();
+            body["timeZone"] = job_zone;
+        }
+        body["schedule"] = schedule;
+        body
+    };
+    for zone in [json!("Mars/Olympus"), json!(42), json!("")] {
+        let message = api
+            .put(
+                "/jobs/mars",
+                cloud_job("tz-group", json!({"windows": windows, "timeZone": zone})),
+            )
+            .await
+            .error(400, "BadRequest");
+        assert!(message.contains("'timeZone'"), "{zone}: {message}");
+        api.get("/jobs/mars").await.error(404, "NotFound");
+
+        for (body, field) in [
+            (scheduled(zone.clone(), Value::Null), "schedule.timeZone"),
+            (scheduled(Value::Null, zone.clone()), "timeZone"),
+        ] {
+            let message = api
+                .put("/scheduledJobs/mars", body.clone())
+                .await
+                .error(400, "BadRequest");
+            assert!(message.contains(&format!("'{field}'")), "{body}: {message}");
+            api.get("/scheduledJobs/mars").await.error(404, "NotFound");
+        }
+    }
+    assert_eq!(api.list_all("/jobs").await.0.len(), 0);
+    assert_eq!(api.list_all("/scheduledJobs").await.0.len(), 0);
+
+    // A patch that names an unknown zone changes nothing either.
+    let created = api
+        .put(
+            "/scheduledJobs/earth",
+            scheduled(json!("Europe/Paris"), json!("Europe/Paris")),
+        )
+        .await;
+    let created = created.ok(200).clone();
+    for (patch, field) in [
+        (
+            json!({"schedule": {"timeZone": "Mars/Olympus"}}),
+            "schedule.timeZone",
+        ),
+        (json!({"timeZone": "Mars/Olympus"}), "timeZone"),
+    ] {
+        let message = api
+            .patch("/scheduledJobs/earth", patch.clone())
+            .await
+            .error(400, "BadRequest");
+        assert!(
+            message.contains(&format!("'{field}'")),
+            "{patch}: {message}"
+        );
+        assert_eq!(api.get("/scheduledJobs/earth").await.ok(200), &created);
+    }
+}
+
+#[tokio::test]
 async fn the_device_timeout_overrides_the_servers_default() {
     let (_server, api) = server(&[("FLOTILLA_JOB_DEVICE_TIMEOUT_SECS", "300")]).await;
     controllers(&api, "t-", 2).await;
