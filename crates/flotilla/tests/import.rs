@@ -6,7 +6,8 @@
 //! data dir, and a simulated device connects to the target with its key from the source;
 //! `--group` imports one device group's devices at a time; an import killed midway completes
 //! when run again, without duplicates; a source answering 429 with
-//! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source).
+//! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source); a
+//! `nextLink` away from the source is not followed (the proxy changes it), its kind failed.
 
 mod common;
 
@@ -328,25 +329,45 @@ async fn assert_same(source: &Api, target: &Api) {
 }
 
 /// A proxy before the source that answers the first request to each of `refuse` 429 with
-/// `Retry-After: 1` (or 503 for the paths in `fail`), forwards everything else, and records
-/// when each path was asked for.
+/// `Retry-After: 1` (or 503 for the paths in `fail`), forwards everything else (its answers
+/// changed by `edit`, if any), and records when each path was asked for.
 #[derive(Clone)]
 struct Throttle {
     source: String,
     own: String,
     refuse: Vec<String>,
     fail: Vec<String>,
+    edit: Option<Edit>,
     seen: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
 }
 
+/// A change the proxy makes to the source's JSON answer to a path: what IoT Central could
+/// answer and a Flotilla never does.
+type Edit = fn(path: &str, body: &mut Value);
+
 impl Throttle {
     async fn start(source: &str, refuse: Vec<String>, fail: Vec<String>) -> Throttle {
+        Throttle::serve(source, refuse, fail, None).await
+    }
+
+    /// A proxy that forwards every request and changes the answers as `edit` does.
+    async fn editing(source: &str, edit: Edit) -> Throttle {
+        Throttle::serve(source, vec![], vec![], Some(edit)).await
+    }
+
+    async fn serve(
+        source: &str,
+        refuse: Vec<String>,
+        fail: Vec<String>,
+        edit: Option<Edit>,
+    ) -> Throttle {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let throttle = Throttle {
             source: source.to_string(),
             own: format!("http://{}", listener.local_addr().unwrap()),
             refuse,
             fail,
+            edit,
             seen: Arc::default(),
         };
         let app = axum::Router::new()
@@ -404,6 +425,13 @@ async fn forward(State(throttle): State<Throttle>, request: Request) -> Response
         .await
         .unwrap()
         .replace(&throttle.source, &throttle.own);
+    let body = match (throttle.edit, serde_json::from_str::<Value>(&body)) {
+        (Some(edit), Ok(mut json)) => {
+            edit(&path, &mut json);
+            json.to_string()
+        }
+        _ => body,
+    };
     (status, [("content-type", "application/json")], body).into_response()
 }
 
@@ -451,6 +479,74 @@ async fn a_source_answering_429_is_waited_for_and_a_5xx_is_retried() {
     target.restart().await;
     let (devices, _) = target.admin().list_all("/devices").await;
     assert_eq!(devices.len(), 3);
+}
+
+#[tokio::test]
+async fn a_next_link_away_from_the_source_is_not_followed() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    // More devices than a page holds (25): the list has a nextLink.
+    for i in 0..30 {
+        api.put(
+            &format!("/devices/{}", device_id(i)),
+            json!({"template": THERMOSTAT}),
+        )
+        .await
+        .ok(200);
+    }
+    // The devices' nextLink names another host (the same proxy, called `localhost`): followed,
+    // it would take the source's token there.
+    fn elsewhere(path: &str, body: &mut Value) {
+        if path == "/api/devices"
+            && let Some(link) = body["nextLink"].as_str()
+        {
+            body["nextLink"] = link.replacen("127.0.0.1", "localhost", 1).into();
+        }
+    }
+    let proxy = Throttle::editing(&source.base, elsewhere).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    let run = import_from(&proxy.own, &source, &target, &["--rate", "100"]).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    // The first page's devices are imported, the list is counted failed with the reason, and the
+    // import goes on with the other kinds.
+    assert_eq!(
+        line(&run, "devices"),
+        "devices: 25 created, 0 updated, 0 unchanged, 0 skipped, 1 failed"
+    );
+    let origin = proxy.own.as_str();
+    let foreign = origin.replacen("127.0.0.1", "localhost", 1);
+    let failed = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("failed devices: "))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        failed.starts_with(&format!("failed devices: {foreign}/api/devices?"))
+            && failed.ends_with(&format!(
+                ": a nextLink away from the source ({origin}, as --from names it); not \
+                 followed, so that the source's API token is not sent there; the rest of the \
+                 list is not imported"
+            )),
+        "{failed}"
+    );
+    assert_eq!(
+        line(&run, "scheduled jobs"),
+        "scheduled jobs: 0 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    line(&run, "API tokens");
+    assert_eq!(
+        proxy.times("/api/devices").len(),
+        1,
+        "the nextLink was followed"
+    );
+
+    target.restart().await;
+    let (devices, _) = target.admin().list_all("/devices").await;
+    assert_eq!(devices.len(), 25);
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! The client of the source application: its token and api-version on every request, a request
 //! rate it keeps under, `429` answered by waiting its `Retry-After`, 5xx and connection errors
-//! retried with a doubling, bounded backoff, and lists followed through their `nextLink`s.
+//! retried with a doubling, bounded backoff, and lists followed through their `nextLink`s, only
+//! where they stay on the source (the token goes with every request).
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -42,12 +43,21 @@ pub enum ClientError {
     Shape { url: String, reason: String },
     #[error("{0}: more pages than any application has; the nextLinks loop")]
     EndlessList(String),
+    #[error(
+        "{link}: a nextLink away from the source ({origin}, as --from names it); not followed, \
+         so that the source's API token is not sent there"
+    )]
+    ForeignNextLink { link: String, origin: String },
+    #[error("{base}: not a URL: {reason}")]
+    BadBase { base: String, reason: String },
 }
 
 pub struct Client {
     http: reqwest::Client,
     /// The source's base, without `/api` and without a trailing slash.
     base: String,
+    /// The same, parsed: a `nextLink` is followed only at its scheme, host and port.
+    origin: Url,
     token: String,
     /// The time of the next request this client may send, for the rate.
     next_slot: Mutex<Instant>,
@@ -60,6 +70,10 @@ impl Client {
     pub fn new(base: &str, token: String, rate: u32) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/');
         let base = base.strip_suffix("/api").unwrap_or(base).to_string();
+        let origin = Url::parse(&base).map_err(|error| ClientError::BadBase {
+            base: base.clone(),
+            reason: error.to_string(),
+        })?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -70,6 +84,7 @@ impl Client {
         Ok(Client {
             http,
             base,
+            origin,
             token,
             next_slot: Mutex::new(Instant::now()),
             interval: Duration::from_secs(1) / rate.max(1),
@@ -87,7 +102,8 @@ impl Client {
         self.get_url(&self.url(path, version)).await
     }
 
-    /// Every item of a list, following `nextLink` (absolute, as IoT Central gives it).
+    /// Every item of a list, following `nextLink` (absolute, as IoT Central gives it) while it
+    /// stays on the source.
     pub async fn list(&self, path: &str, version: &str) -> Result<Vec<Value>, ClientError> {
         let mut pages = self.pages(path, version);
         let mut items = Vec::new();
@@ -101,7 +117,7 @@ impl Client {
     pub fn pages(&self, path: &str, version: &str) -> Pages {
         Pages {
             path: path.to_string(),
-            next: Some(self.url(path, version)),
+            next: Some(Ok(self.url(path, version))),
             read: 0,
         }
     }
@@ -209,16 +225,20 @@ impl Client {
 /// A list's pages, read one by one through `Pages::next`.
 pub struct Pages {
     path: String,
-    next: Option<String>,
+    /// The next page's URL, or why the last page's `nextLink` is not followed (an error only
+    /// once the pages before it are read).
+    next: Option<Result<String, ClientError>>,
     read: usize,
 }
 
 impl Pages {
-    /// The next page's items; `None` after the last page.
+    /// The next page's items; `None` after the last page; `ForeignNextLink` when the page
+    /// before named one away from the source.
     pub async fn next(&mut self, client: &Client) -> Result<Option<Vec<Value>>, ClientError> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
+        let url = url?;
         self.read += 1;
         if self.read > MAX_PAGES {
             return Err(ClientError::EndlessList(self.path.clone()));
@@ -241,9 +261,27 @@ impl Pages {
         self.next = page
             .get("nextLink")
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .map(|link| next_page(&client.origin, &url, link));
         Ok(Some(items))
     }
+}
+
+/// The URL of the page a `nextLink` names (resolved against the page that gave it, should it be
+/// relative), when it has the source's scheme, host and port: the client sends the source's
+/// token with every request, so a link elsewhere (another host, a port, plain `http`) is never
+/// followed. IoT Central's `nextLink`s are absolute `https` URLs on the application's own host.
+fn next_page(origin: &Url, page: &str, link: &str) -> Result<String, ClientError> {
+    let foreign = || ClientError::ForeignNextLink {
+        link: link.to_string(),
+        origin: origin.origin().ascii_serialization(),
+    };
+    let next = Url::parse(page)
+        .and_then(|page| page.join(link))
+        .map_err(|_| foreign())?;
+    if next.origin() != origin.origin() {
+        return Err(foreign());
+    }
+    Ok(next.into())
 }
 
 /// A `Retry-After` in seconds (IoT Central's form) or as an HTTP date (RFC 9110's other form:
@@ -319,6 +357,59 @@ mod tests {
     fn segments_are_percent_encoded() {
         assert_eq!(segment("th-00001"), "th-00001");
         assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
+    }
+
+    #[test]
+    fn a_next_link_is_followed_only_at_the_sources_scheme_host_and_port() {
+        let origin = Url::parse("https://myapp.azureiotcentral.com").unwrap();
+        let page = "https://myapp.azureiotcentral.com/api/devices?api-version=2022-07-31";
+        let next =
+            "https://myapp.azureiotcentral.com/api/devices?api-version=2022-07-31&$skiptoken=x";
+        assert_eq!(next_page(&origin, page, next).unwrap(), next);
+        // The same origin spelled otherwise: the default port, the host's case, a relative link.
+        for same in [
+            "https://myapp.azureiotcentral.com:443/api/devices?$skiptoken=x",
+            "https://MyApp.AzureIoTCentral.com/api/devices?$skiptoken=x",
+            "/api/devices?$skiptoken=x",
+            "devices?$skiptoken=x",
+        ] {
+            assert_eq!(
+                next_page(&origin, page, same).unwrap(),
+                "https://myapp.azureiotcentral.com/api/devices?$skiptoken=x",
+                "{same}"
+            );
+        }
+        for foreign in [
+            "https://elsewhere.example/api/devices?$skiptoken=x",
+            "https://myapp.azureiotcentral.com.elsewhere.example/api/devices",
+            "https://myapp.azureiotcentral.com@elsewhere.example/api/devices",
+            "https://myapp.azureiotcentral.com:8443/api/devices",
+            "http://myapp.azureiotcentral.com/api/devices",
+            "//elsewhere.example/api/devices",
+            "file:///etc/passwd",
+            "https://[::1/api/devices",
+        ] {
+            let refused = next_page(&origin, page, foreign).unwrap_err();
+            assert!(
+                matches!(&refused, ClientError::ForeignNextLink { link, origin }
+                    if link == foreign && origin == "https://myapp.azureiotcentral.com"),
+                "{foreign}: {refused}"
+            );
+        }
+        // A source on plain http and a port of its own (a Flotilla on loopback) is followed there.
+        let local = Url::parse("http://127.0.0.1:8080").unwrap();
+        let page = "http://127.0.0.1:8080/api/jobs";
+        assert!(next_page(&local, page, "http://127.0.0.1:8080/api/jobs?$skiptoken=y").is_ok());
+        assert!(next_page(&local, page, "http://localhost:8080/api/jobs?$skiptoken=y").is_err());
+        assert!(next_page(&local, page, "http://127.0.0.1:8081/api/jobs?$skiptoken=y").is_err());
+    }
+
+    #[test]
+    fn a_base_that_is_not_a_url_is_refused() {
+        assert!(matches!(
+            Client::new("myapp.azureiotcentral.com", "t".into(), 20),
+            Err(ClientError::BadBase { .. })
+        ));
     }
 
     #[test]

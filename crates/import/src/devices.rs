@@ -11,25 +11,28 @@ use crate::client::{Client, STABLE, segment};
 use crate::report::{Kind, Outcome, Report};
 use crate::resources::Target;
 
-/// Imports the source's devices (or only those of `group`); returns the source's ID scope as
-/// the devices' credentials state it.
+/// Imports the source's devices (or only those of `group`); sets `scope` to the source's ID
+/// scope as the devices' credentials state it (as soon as one does: a list that ends early
+/// keeps it).
 pub async fn import(
     client: &Client,
     target: &Target<'_>,
     group: Option<&str>,
+    scope: &mut Option<String>,
     report: &mut Report,
-) -> Result<Option<String>, ImportError> {
+) -> Result<(), ImportError> {
     let mut pages = match group {
         None => client.pages("/devices", STABLE),
         Some(group) => client.pages(&format!("/deviceGroups/{}/devices", segment(group)), STABLE),
     };
-    let mut scope = None;
     while let Some(page) = pages.next(client).await? {
         for item in page {
             let id = item["id"].as_str().unwrap_or_default().to_string();
             match one(client, target, &item, &id).await? {
                 Ok((outcome, device_scope)) => {
-                    scope = scope.or(device_scope);
+                    if scope.is_none() {
+                        *scope = device_scope;
+                    }
                     report.count(Kind::Devices, outcome);
                 }
                 Err(Refused::Skip(reason)) => report.skip(Kind::Devices, &id, reason),
@@ -37,7 +40,7 @@ pub async fn import(
             }
         }
     }
-    Ok(scope)
+    Ok(())
 }
 
 /// Why one device was not imported.

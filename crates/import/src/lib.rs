@@ -17,6 +17,28 @@ pub use report::{Counts, Kind, Note, Outcome, Progress, Report};
 
 use flotilla_store::{Store, StoreError};
 
+/// Ends a kind of resource: every one is counted. A list whose `nextLink` leads away from the
+/// source fails the kind (counted failed, with the reason) and the import goes on with the
+/// others: what the pages before it held is imported, what follows is not.
+fn finish<T: Default>(
+    kind: Kind,
+    done: Result<T, ImportError>,
+    report: &mut Report,
+) -> Result<T, ImportError> {
+    let done = match done {
+        Err(ImportError::Source(error @ ClientError::ForeignNextLink { .. })) => {
+            report.fail_list(
+                kind,
+                format!("{error}; the rest of the list is not imported"),
+            );
+            Ok(T::default())
+        }
+        done => done,
+    };
+    report.finished(kind);
+    done
+}
+
 /// What an import does besides reading everything.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -58,25 +80,27 @@ pub async fn run(client: &Client, store: &Store, options: &Options) -> Result<Re
         store,
         plan: options.plan,
     };
-    resources::templates(client, &target, &mut report).await?;
-    report.finished(Kind::DeviceTemplates);
-    let scope = resources::enrollment_groups(client, &target, &mut report).await?;
-    report.finished(Kind::EnrollmentGroups);
-    resources::device_groups(client, &target, &mut report).await?;
-    report.finished(Kind::DeviceGroups);
-    let device_scope =
-        devices::import(client, &target, options.group.as_deref(), &mut report).await?;
-    report.finished(Kind::Devices);
+    let done = resources::templates(client, &target, &mut report).await;
+    finish(Kind::DeviceTemplates, done, &mut report)?;
+    let done = resources::enrollment_groups(client, &target, &mut report).await;
+    let scope = finish(Kind::EnrollmentGroups, done, &mut report)?;
+    let done = resources::device_groups(client, &target, &mut report).await;
+    finish(Kind::DeviceGroups, done, &mut report)?;
+    let mut device_scope = None;
+    let group = options.group.as_deref();
+    let done = devices::import(client, &target, group, &mut device_scope, &mut report).await;
+    finish(Kind::Devices, done, &mut report)?;
     if let Some(scope) = scope.or(device_scope) {
         resources::take_id_scope(&target, &scope).await?;
     }
-    resources::scheduled_jobs(client, &target, options.enable_schedules, &mut report).await?;
-    report.finished(Kind::ScheduledJobs);
+    let enable = options.enable_schedules;
+    let done = resources::scheduled_jobs(client, &target, enable, &mut report).await;
+    finish(Kind::ScheduledJobs, done, &mut report)?;
     if options.with_jobs {
-        jobs_history::import(client, &target, &mut report).await?;
-        report.finished(Kind::Jobs);
+        let done = jobs_history::import(client, &target, &mut report).await;
+        finish(Kind::Jobs, done, &mut report)?;
     }
-    resources::api_tokens(client, &mut report).await?;
-    report.finished(Kind::ApiTokens);
+    let done = resources::api_tokens(client, &mut report).await;
+    finish(Kind::ApiTokens, done, &mut report)?;
     Ok(report)
 }

@@ -153,6 +153,12 @@ impl Report {
         self.counted(kind);
     }
 
+    /// A kind whose list could not be read to its end (the resources before counted as they
+    /// were): counted as one failure, named by the kind rather than a resource.
+    pub fn fail_list(&mut self, kind: Kind, reason: impl Into<String>) {
+        self.fail(kind, "", reason);
+    }
+
     /// Whether anything failed: the command then exits non-zero.
     pub fn has_failures(&self) -> bool {
         !self.failed.is_empty()
@@ -193,13 +199,17 @@ impl fmt::Display for Report {
             )?;
         }
         for note in &self.failed {
-            writeln!(
-                f,
-                "failed {} {}: {}",
-                kind_singular(note.kind),
-                note.id,
-                note.reason
-            )?;
+            if note.id.is_empty() {
+                writeln!(f, "failed {}: {}", note.kind.as_str(), note.reason)?;
+            } else {
+                writeln!(
+                    f,
+                    "failed {} {}: {}",
+                    kind_singular(note.kind),
+                    note.id,
+                    note.reason
+                )?;
+            }
         }
         Ok(())
     }
