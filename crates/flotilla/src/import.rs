@@ -39,8 +39,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub group: Option<String>,
 
-    /// Keep the source's enabled scheduled jobs enabled here (by default they are imported
-    /// disabled, so no occurrence fires on both sides).
+    /// Enable here the scheduled jobs the source has enabled (by default they are imported
+    /// disabled, so no occurrence fires on both sides; one enabled here stays enabled).
     #[arg(long)]
     pub enable_schedules: bool,
 

@@ -3,7 +3,8 @@
 //! source's through the target's REST API (ids, keys, filters, cloud properties, the schedule
 //! imported disabled), the report counts what was done, a second run changes nothing and
 //! duplicates nothing, `--plan` writes nothing, an import is refused while a server holds the
-//! data dir, and a simulated device connects to the target with its key from the source;
+//! data dir, a simulated device connects to the target with its key from the source, and
+//! `--enable-schedules` takes the schedule over (a later run leaves it enabled);
 //! `--group` imports one device group's devices at a time; an import killed midway completes
 //! when run again, without duplicates; a source answering 429 with
 //! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source); a
@@ -282,8 +283,37 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
             DEVICES - 1
         )
     );
+
+    // Taking the schedules over: `--enable-schedules` enables here the schedule the source has
+    // enabled. Then, as the README says, it is disabled on the source; a later run without the
+    // flag leaves it enabled here (the import never disables a schedule enabled here) and
+    // changes nothing.
+    let enabling = import(&source, &target, &["--enable-schedules", "--rate", "200"]).await;
+    assert_eq!(
+        enabling.code,
+        Some(0),
+        "{}\n{}",
+        enabling.stdout,
+        enabling.stderr
+    );
+    assert_eq!(
+        line(&enabling, "scheduled jobs"),
+        "scheduled jobs: 0 created, 1 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    api.preview()
+        .patch("/scheduledJobs/nightly", json!({"enabled": false}))
+        .await
+        .ok(200);
+    let later = import(&source, &target, &["--rate", "200"]).await;
+    assert_eq!(later.code, Some(0), "{}\n{}", later.stdout, later.stderr);
+    assert_eq!(
+        line(&later, "scheduled jobs"),
+        "scheduled jobs: 0 created, 0 updated, 1 unchanged, 0 skipped, 0 failed"
+    );
     target.restart().await;
     assert_same(&api, &target.admin()).await;
+    let taken_over = target.admin().preview().get("/scheduledJobs/nightly").await;
+    assert_eq!(taken_over.ok(200)["enabled"], true, "{}", taken_over.text);
 }
 
 /// The target's templates, groups, enrollment groups (with keys and scope), devices, their

@@ -46,8 +46,8 @@ pub struct Options {
     pub plan: bool,
     /// Only the devices of this device group (templates and groups are all imported).
     pub group: Option<String>,
-    /// Keep the source's scheduled jobs enabled (by default they are imported disabled, so no
-    /// occurrence fires on both sides).
+    /// Enable the scheduled jobs the source has enabled (by default they are imported disabled,
+    /// so no occurrence fires on both sides; one enabled here stays enabled either way).
     pub enable_schedules: bool,
     /// Also the jobs history: each finished job with its devices' outcomes, as records.
     pub with_jobs: bool,

@@ -233,7 +233,8 @@ pub async fn take_id_scope(target: &Target<'_>, scope: &str) -> Result<(), Impor
     Ok(())
 }
 
-/// Scheduled jobs (IoT Central's preview API), disabled unless `enable`.
+/// Scheduled jobs (IoT Central's preview API): new ones disabled unless `enable`; one enabled
+/// here stays enabled.
 pub async fn scheduled_jobs(
     client: &Client,
     target: &Target<'_>,
@@ -255,9 +256,14 @@ pub async fn scheduled_jobs(
             definition.remove(key);
         }
         let definition = Value::Object(definition);
-        let enabled = enable && item["enabled"].as_bool().unwrap_or(false);
         let completed = item["completed"].as_bool().unwrap_or(false);
         let existing = target.store.scheduled_job(&id).await?;
+        // Whether it runs here. A new schedule is imported disabled, unless `enable` and the
+        // source has it enabled. Once here, that is this server's to decide: a run never
+        // disables one enabled here (taken over with `enable`, or through the API), and enables
+        // one only with `enable` where the source has it enabled.
+        let enabled = (enable && item["enabled"].as_bool().unwrap_or(false))
+            || existing.as_ref().is_some_and(|current| current.enabled);
         let same = existing.as_ref().is_some_and(|current| {
             current.definition == definition
                 && current.schedule == schedule_json
