@@ -8,7 +8,8 @@
 //! `--group` imports one device group's devices at a time; an import killed midway completes
 //! when run again, without duplicates; a source answering 429 with
 //! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source); a
-//! `nextLink` away from the source is not followed (the proxy changes it), its kind failed.
+//! `nextLink` away from the source is not followed (the proxy changes it), its kind failed; a
+//! template the target cannot take fails with its devices, the rest imported, exit 1.
 
 mod common;
 
@@ -577,6 +578,104 @@ async fn a_next_link_away_from_the_source_is_not_followed() {
     target.restart().await;
     let (devices, _) = target.admin().list_all("/devices").await;
     assert_eq!(devices.len(), 25);
+}
+
+#[tokio::test]
+async fn a_template_the_target_refuses_fails_with_its_devices_and_the_rest_is_imported() {
+    let source = Server::start().await;
+    let api = source.admin();
+    api.publish_template(THERMOSTAT, thermostat_template())
+        .await;
+    api.publish_template(CONTROLLER, controller_template())
+        .await;
+    for (id, template) in [
+        ("th-1", THERMOSTAT),
+        ("tc-1", CONTROLLER),
+        ("th-2", THERMOSTAT),
+        ("tc-2", CONTROLLER),
+    ] {
+        api.put(&format!("/devices/{id}"), json!({"template": template}))
+            .await
+            .ok(200);
+    }
+    // The source shows the controller with its components' interfaces named by id rather than
+    // inline: DTDL allows it, this server does not take it (a Flotilla source never shows it).
+    fn referenced_components(path: &str, body: &mut Value) {
+        if path != "/api/deviceTemplates" {
+            return;
+        }
+        for template in body["value"].as_array_mut().unwrap() {
+            if template["@id"] != CONTROLLER {
+                continue;
+            }
+            for item in template["capabilityModel"]["contents"]
+                .as_array_mut()
+                .unwrap()
+            {
+                if item["@type"] == "Component" {
+                    item["schema"] = item["schema"]["@id"].clone();
+                }
+            }
+        }
+    }
+    let proxy = Throttle::editing(&source.base, referenced_components).await;
+    let mut target = Server::start().await;
+    target.kill();
+
+    // The plan says the same as the run: the controller and its devices fail, the rest does not.
+    for flags in [&["--plan"][..], &[]] {
+        let run = import_from(&proxy.own, &source, &target, flags).await;
+        assert_eq!(
+            run.code,
+            Some(1),
+            "{flags:?}: {}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        let (create, update) = if flags.is_empty() {
+            ("created", "updated")
+        } else {
+            ("to create", "to update")
+        };
+        assert_eq!(
+            line(&run, "device templates"),
+            format!("device templates: 1 {create}, 0 {update}, 0 unchanged, 0 skipped, 1 failed")
+        );
+        assert_eq!(
+            line(&run, "devices"),
+            format!("devices: 2 {create}, 0 {update}, 0 unchanged, 0 skipped, 2 failed")
+        );
+        let failed: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("failed "))
+            .collect();
+        assert_eq!(failed.len(), 3, "{}", run.stdout);
+        assert!(
+            failed[0].starts_with(&format!("failed device template {CONTROLLER}: "))
+                && failed[0].contains("references to interfaces outside the template"),
+            "{}",
+            failed[0]
+        );
+        for (line, id) in failed[1..].iter().zip(["tc-1", "tc-2"]) {
+            assert_eq!(
+                *line,
+                format!(
+                    "failed device {id}: its template {CONTROLLER} is not on this server: it \
+                     failed to import, or the source does not list it"
+                )
+            );
+        }
+    }
+
+    target.restart().await;
+    let imported = target.admin();
+    let (devices, _) = imported.list_all("/devices").await;
+    let ids: Vec<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["th-1", "th-2"]);
+    let (templates, _) = imported.list_all("/deviceTemplates").await;
+    assert_eq!(templates.len(), 1);
+    assert_eq!(templates[0]["@id"], THERMOSTAT);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Devices: each with its keys (`GET /devices/{id}/credentials`) and cloud properties, written
 //! whole in one statement when new or changed.
 
+use std::collections::HashSet;
+
 use flotilla_model::device::Device;
 use flotilla_model::new_etag;
 use flotilla_store::ImportedDevice;
@@ -11,13 +13,15 @@ use crate::client::{Client, STABLE, segment};
 use crate::report::{Kind, Outcome, Report};
 use crate::resources::Target;
 
-/// Imports the source's devices (or only those of `group`); sets `scope` to the source's ID
+/// Imports the source's devices (or only those of `group`), each whose template this server has
+/// or takes in this run (`templates`; another fails, with the reason); sets `scope` to the source's ID
 /// scope as the devices' credentials state it (as soon as one does: a list that ends early
 /// keeps it).
 pub async fn import(
     client: &Client,
     target: &Target<'_>,
     group: Option<&str>,
+    templates: &HashSet<String>,
     scope: &mut Option<String>,
     report: &mut Report,
 ) -> Result<(), ImportError> {
@@ -28,7 +32,7 @@ pub async fn import(
     while let Some(page) = pages.next(client).await? {
         for item in page {
             let id = item["id"].as_str().unwrap_or_default().to_string();
-            match one(client, target, &item, &id).await? {
+            match one(client, target, templates, &item, &id).await? {
                 Ok((outcome, device_scope)) => {
                     if scope.is_none() {
                         *scope = device_scope;
@@ -52,9 +56,21 @@ enum Refused {
 async fn one(
     client: &Client,
     target: &Target<'_>,
+    templates: &HashSet<String>,
     item: &Value,
     id: &str,
 ) -> Result<Result<(Outcome, Option<String>), Refused>, ImportError> {
+    // A device names its template; one this server does not have (it failed to import) would
+    // refuse the device's write, so the device fails here, and the import goes on.
+    if let Some(template) = item["template"].as_str()
+        && !templates.contains(template)
+        && target.store.template(template).await?.is_none()
+    {
+        return Ok(Err(Refused::Fail(format!(
+            "its template {template} is not on this server: it failed to import, or the source \
+             does not list it"
+        ))));
+    }
     let path = format!("/devices/{}", segment(id));
     // Both reads at once: each waits a round trip (and its slot under the rate).
     let credentials_path = format!("{path}/credentials");

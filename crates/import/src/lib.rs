@@ -81,14 +81,22 @@ pub async fn run(client: &Client, store: &Store, options: &Options) -> Result<Re
         plan: options.plan,
     };
     let done = resources::templates(client, &target, &mut report).await;
-    finish(Kind::DeviceTemplates, done, &mut report)?;
+    let templates = finish(Kind::DeviceTemplates, done, &mut report)?;
     let done = resources::enrollment_groups(client, &target, &mut report).await;
     let scope = finish(Kind::EnrollmentGroups, done, &mut report)?;
     let done = resources::device_groups(client, &target, &mut report).await;
     finish(Kind::DeviceGroups, done, &mut report)?;
     let mut device_scope = None;
     let group = options.group.as_deref();
-    let done = devices::import(client, &target, group, &mut device_scope, &mut report).await;
+    let done = devices::import(
+        client,
+        &target,
+        group,
+        &templates,
+        &mut device_scope,
+        &mut report,
+    )
+    .await;
     finish(Kind::Devices, done, &mut report)?;
     if let Some(scope) = scope.or(device_scope) {
         resources::take_id_scope(&target, &scope).await?;

@@ -2,6 +2,8 @@
 //! source, compared with the database's, and written (one statement or transaction each) when
 //! new or changed.
 
+use std::collections::HashSet;
+
 use flotilla_model::device_group::DeviceGroup;
 use flotilla_model::enrollment_group::{EnrollmentGroup, EnrollmentGroupType};
 use flotilla_model::new_etag;
@@ -78,11 +80,14 @@ async fn write_and_count(
     Ok(())
 }
 
+/// Imports the templates; returns the ids of those this server takes (written, unchanged, or
+/// with `plan` to be written), for the devices to check theirs against.
 pub async fn templates(
     client: &Client,
     target: &Target<'_>,
     report: &mut Report,
-) -> Result<(), ImportError> {
+) -> Result<HashSet<String>, ImportError> {
+    let mut taken = HashSet::new();
     for item in client.list("/deviceTemplates", STABLE).await? {
         let id = id_of(&item, "@id");
         let template = match DeviceTemplate::from_json(&id, &item) {
@@ -92,6 +97,7 @@ pub async fn templates(
                 continue;
             }
         };
+        taken.insert(id.clone());
         let existing = target.store.template(&id).await?;
         let outcome = outcome(existing.as_ref().map(|t| &t.body), &template.body);
         write_and_count(
@@ -108,7 +114,7 @@ pub async fn templates(
         )
         .await?;
     }
-    Ok(())
+    Ok(taken)
 }
 
 /// Imports the enrollment groups with their keys; returns the source's ID scope, which each
