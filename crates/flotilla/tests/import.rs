@@ -1,13 +1,13 @@
 //! `flotilla import`, run as the built binary: a second Flotilla on loopback stands in for the
 //! IoT Central application (it serves the same REST API). The imported application equals the
 //! source's through the target's REST API (ids, keys, filters, cloud properties, the schedule
-//! imported disabled), the report counts what was done, a second run changes nothing and
-//! duplicates nothing, `--plan` writes nothing, an import is refused while a server holds the
-//! data dir, a simulated device connects to the target with its key from the source, and
-//! `--enable-schedules` takes the schedule over (a later run leaves it enabled);
-//! `--group` imports one device group's devices at a time; an import killed midway completes
-//! when run again, without duplicates; a source answering 429 with
-//! `Retry-After` is waited for, and a 503 retried (a counting proxy before the source); a
+//! imported disabled, with `--with-jobs` a finished job and its devices' outcomes), the report
+//! counts what was done, a second run changes nothing and duplicates nothing, `--plan` writes
+//! nothing, an import is refused while a server holds the data dir, a simulated device connects
+//! to the target with its key from the source, and `--enable-schedules` takes the schedule over
+//! (a later run leaves it enabled); `--group` imports one device group's devices at a time; an
+//! import killed midway completes when run again, without duplicates; a source answering 429
+//! with `Retry-After` is waited for, and a 503 retried (a counting proxy before the source); a
 //! `nextLink` away from the source is not followed (the proxy changes it), its kind failed; a
 //! template the target cannot take fails with its devices, the rest imported, exit 1.
 
@@ -32,7 +32,9 @@ fn device_id(i: usize) -> String {
 
 /// The source: the thermostat template, 56 devices (half `north`, half `south`, each with a
 /// cloud property), two device groups, an enrollment group of its own besides the default one,
-/// an enabled daily schedule, and an API token besides the administrator's.
+/// an enabled daily schedule, an API token besides the administrator's, and a finished job
+/// (`warmer`: a property job over `south`, whose devices, never connected, each failed
+/// `offline`).
 async fn source_application(api: &Api) {
     api.publish_template(THERMOSTAT, thermostat_template())
         .await;
@@ -83,6 +85,15 @@ async fn source_application(api: &Api) {
         .await
         .ok(200);
     api.create_token("reader", OPERATOR).await;
+    api.put(
+        "/jobs/warmer",
+        json!({"displayName": "Warmer", "group": "south", "offline": {"policy": "fail"},
+               "data": [{"type": "property", "target": THERMOSTAT,
+                         "path": "targetTemperature", "value": 22}]}),
+    )
+    .await
+    .ok(200);
+    wait_job(api, "warmer", &["complete", "failed"]).await;
 }
 
 struct Run {
@@ -177,7 +188,7 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
     assert!(refused.stderr.contains("lock"), "{}", refused.stderr);
     target.kill();
 
-    let first = import(&source, &target, &[]).await;
+    let first = import(&source, &target, &["--with-jobs"]).await;
     assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
     // Not a terminal: progress as plain lines on standard error, one per kind when it is done.
     for kind in [
@@ -213,6 +224,10 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
         "scheduled jobs: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
     );
     assert_eq!(
+        line(&first, "jobs"),
+        "jobs: 1 created, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    );
+    assert_eq!(
         line(&first, "API tokens"),
         "API tokens: 0 created, 0 updated, 0 unchanged, 2 skipped, 0 failed"
     );
@@ -227,6 +242,7 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
     target.restart().await;
     let imported = target.admin();
     assert_same(&api, &imported).await;
+    assert_same_job(&api, &imported, "warmer").await;
 
     // The schedule is there, disabled: no occurrence fires on both sides.
     let nightly = api.preview().get("/scheduledJobs/nightly").await;
@@ -264,13 +280,14 @@ async fn an_application_is_imported_whole_and_a_second_run_changes_nothing() {
             DEVICES - 1
         )
     );
-    let again = import(&source, &target, &["--rate", "50"]).await;
+    let again = import(&source, &target, &["--with-jobs", "--rate", "50"]).await;
     assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
     for (kind, unchanged) in [
         ("device templates", 2),
         ("enrollment groups", 2),
         ("device groups", 2),
         ("scheduled jobs", 1),
+        ("jobs", 1),
     ] {
         assert_eq!(
             line(&again, kind),
@@ -357,6 +374,28 @@ async fn assert_same(source: &Api, target: &Api) {
         let (members, _) = target.list_all(&path).await;
         assert_eq!(members.len(), DEVICES / 2, "{path}");
     }
+}
+
+/// The target's job `id` and its devices' outcomes (status, reason, reasonCode) equal the
+/// source's, through the REST API.
+async fn assert_same_job(source: &Api, target: &Api, id: &str) {
+    let path = format!("/jobs/{id}");
+    let job = source.get(&path).await.ok(200).clone();
+    assert!(
+        ["complete", "failed"].contains(&job["status"].as_str().unwrap()),
+        "{job}"
+    );
+    assert_eq!(target.get(&path).await.ok(200), &job, "{path}");
+    let path = format!("/jobs/{id}/devices");
+    let (devices, _) = source.list_all(&path).await;
+    assert_eq!(devices.len(), DEVICES / 2, "{path}");
+    assert!(
+        devices
+            .iter()
+            .all(|d| d["status"] == "failed" && d["reasonCode"] == "offline"),
+        "{devices:?}"
+    );
+    assert_eq!(target.list_all(&path).await.0, devices, "{path}");
 }
 
 /// A proxy before the source that answers the first request to each of `refuse` 429 with
