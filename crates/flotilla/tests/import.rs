@@ -453,6 +453,25 @@ impl Throttle {
         seen.keys().filter(|p| p.ends_with("/credentials")).count()
     }
 
+    /// Asserts that the requests came no faster than `rate` a second, counted over the whole run
+    /// with a generous margin (half as many again): the client spaces its requests at least
+    /// 1/rate apart, so n of them span at least (n - 1)/rate.
+    fn assert_within_rate(&self, rate: f64) {
+        let seen = self.seen.lock().unwrap();
+        let times: Vec<Instant> = seen.values().flatten().copied().collect();
+        let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else {
+            panic!("no request came");
+        };
+        let span = (*last - *first).as_secs_f64();
+        let spaced = (times.len() - 1) as f64;
+        assert!(
+            spaced <= rate * 1.5 * span,
+            "{} requests in {span:.2} s: {:.1} a second, over --rate {rate}",
+            times.len(),
+            spaced / span
+        );
+    }
+
     fn times(&self, path: &str) -> Vec<Instant> {
         self.seen
             .lock()
@@ -545,6 +564,10 @@ async fn a_source_answering_429_is_waited_for_and_a_5xx_is_retried() {
         );
     }
     assert_eq!(throttle.times("/api/deviceGroups").len(), 2);
+    // Within the default rate (20 a second) over the whole run. The waits for the 429s and the
+    // 503 space these few requests as well; the killed-midway test, without them, is where the
+    // rate alone must.
+    throttle.assert_within_rate(20.0);
 
     target.restart().await;
     let (devices, _) = target.admin().list_all("/devices").await;
@@ -813,6 +836,9 @@ async fn an_import_killed_midway_completes_when_run_again_without_duplicates() {
     }
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
+    // Without a wait for the source (no 429 here), the rate is what spaces the requests: some 45
+    // of them in over two seconds, not in a blink.
+    proxy.assert_within_rate(20.0);
 
     let resumed = import(&source, &target, &[]).await;
     assert_eq!(
