@@ -653,6 +653,7 @@ impl Store {
         deadline_ms: i64,
     ) -> Result<Vec<String>> {
         let mut tx = self.begin_write().await?;
+        self.look_up_by_key(&mut tx).await?;
         // Touching the job's row locks it (PostgreSQL) against a concurrent stop or cancel, so
         // the check and the start are one step.
         let running = sqlx::query(&self.sql(&format!(

@@ -209,7 +209,8 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
     }
     // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
     let planned = async {
-        let mut connection = core.pool.acquire().await?;
+        let mut connection = core.pool.begin().await?;
+        core.look_up_by_key(&mut connection).await?;
         let reported = if batch.reported.is_empty() {
             Plan::default()
         } else {
@@ -224,6 +225,7 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
             let twins = core.read_twins(&mut connection, &ids, true).await?;
             plan_writes(twins, batch.desired.iter().map(|(w, _)| w))
         };
+        connection.commit().await?;
         Ok::<_, StoreError>((reported, desired))
     }
     .await;
@@ -250,6 +252,7 @@ async fn apply(core: &Store, prepared: Prepared) -> Vec<Write> {
     let result = async {
         // Refused while this replica's lease is not known valid (a zombie writes nothing).
         let mut tx = core.begin_write().await?;
+        core.look_up_by_key(&mut tx).await?;
         // Finishes first: they lock their jobs' rows before any job device row (see
         // `finish_bulk`), so no transaction waits for a job's row while holding device rows.
         let finishes: Vec<&FinishWrite> = batch.finishes.iter().map(|(w, _)| w).collect();
