@@ -264,7 +264,8 @@ def main():
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": []}
     try:
         kinds = args.kinds.split(",")
-        for label in args.configs.split(","):
+        # `--configs ""` with --big: the 100,000-device run alone.
+        for label in filter(None, args.configs.split(",")):
             # `pg-N+`: N replicas with --setup-sql run on the database first.
             setup = args.setup_sql if label.endswith("+") else None
             replicas = 0 if label == "sqlite" else int(label.removeprefix("pg-").rstrip("+"))

@@ -7,6 +7,7 @@ use sqlx::Row;
 use flotilla_model::job_state::{DeviceStatus, JobEvent, JobStatus};
 
 use crate::cache::Changed;
+use crate::jobs::statuses_except;
 use crate::{Result, Store};
 
 /// A job's device starts in the last minute.
@@ -47,8 +48,10 @@ impl Store {
         let row = sqlx::query(&self.sql(&format!(
             "SELECT COUNT(*) AS total, \
              COALESCE(SUM(CASE WHEN status = '{}' THEN 1 ELSE 0 END), 0) AS succeeded, \
-             MAX(finished_ms) AS last_finished FROM job_devices WHERE job_id = ? AND batch = ?",
-            DeviceStatus::Completed
+             MAX(finished_ms) AS last_finished FROM job_devices WHERE job_id = ? \
+             AND status IN ({}) AND batch = ?",
+            DeviceStatus::Completed,
+            statuses_except(&[]),
         )))
         .bind(job_id)
         .bind(batch)
@@ -64,9 +67,9 @@ impl Store {
     /// Whether any device of this batch has started (its gate was passed then).
     pub async fn batch_has_started(&self, job_id: &str, batch: i64) -> Result<bool> {
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT 1 AS one FROM job_devices WHERE job_id = ? AND batch = ? AND status <> '{}' \
+            "SELECT 1 AS one FROM job_devices WHERE job_id = ? AND status IN ({}) AND batch = ? \
              LIMIT 1",
-            DeviceStatus::Pending
+            statuses_except(&[DeviceStatus::Pending]),
         )))
         .bind(job_id)
         .bind(batch)

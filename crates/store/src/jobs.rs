@@ -219,8 +219,22 @@ pub(crate) fn reason_code(outcome: DeviceOutcome) -> Option<&'static str> {
 pub(crate) fn batch_failures_sql() -> String {
     format!(
         "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = '{}' THEN 1 ELSE 0 END), 0) \
-         AS failed FROM job_devices WHERE job_id = ? AND batch = ?",
-        DeviceStatus::Failed
+         AS failed FROM job_devices WHERE job_id = ? AND status IN ({}) AND batch = ?",
+        DeviceStatus::Failed,
+        statuses_except(&[]),
+    )
+}
+
+/// The device statuses but `except`, as an SQL list. A job's devices are indexed by job,
+/// status, batch and position (one index serves both a status's devices and a batch's): a
+/// condition on a batch names the statuses too, so the index is walked one status at a time
+/// (a handful of short ranges) rather than over the whole job.
+pub(crate) fn statuses_except(except: &[DeviceStatus]) -> String {
+    status_list(
+        DeviceStatus::ALL
+            .iter()
+            .filter(|s| !except.contains(s))
+            .map(|s| s.as_str()),
     )
 }
 
@@ -565,11 +579,19 @@ impl Store {
         job_id: &str,
         limit: usize,
     ) -> Result<Option<(i64, Vec<JobDevice>)>> {
-        let unfinished =
-            status_list([DeviceStatus::Pending, DeviceStatus::Running].map(DeviceStatus::as_str));
+        // The lowest batch of each unfinished status on its own: each is the first entry of
+        // one range of the (job, status, batch) index, where one MIN over both statuses would
+        // read every unfinished device.
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status IN ({unfinished})",
+            "SELECT MIN(batch) AS batch FROM (\
+             SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status = '{pending}' \
+             UNION ALL \
+             SELECT MIN(batch) AS batch FROM job_devices WHERE job_id = ? AND status = '{running}') \
+             AS lowest",
+            pending = DeviceStatus::Pending,
+            running = DeviceStatus::Running,
         )))
+        .bind(job_id)
         .bind(job_id)
         .fetch_one(&self.pool)
         .await?;
