@@ -127,17 +127,6 @@ async fn exported(api: &Api, job: &str) -> std::collections::BTreeMap<String, Va
         .collect()
 }
 
-const COLUMNS: [&str; 8] = [
-    "id",
-    "status",
-    "reasonCode",
-    "reason",
-    "responseCode",
-    "attempts",
-    "start",
-    "end",
-];
-
 #[tokio::test]
 async fn every_device_of_a_job_exports_as_csv_and_ndjson_past_a_page() {
     let (_server, api) = server("5").await;
@@ -157,7 +146,7 @@ async fn every_device_of_a_job_exports_as_csv_and_ndjson_past_a_page() {
     let (content_type, csv_body) = export(&api, "export", "text/csv").await;
     assert_eq!(content_type, "text/csv; charset=utf-8");
     let mut reader = csv::Reader::from_reader(csv_body.as_bytes());
-    assert_eq!(reader.headers().unwrap(), COLUMNS.as_slice());
+    assert_eq!(reader.headers().unwrap(), common::EXPORT_COLUMNS.as_slice());
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), ids.len());
     for (row, id) in rows.iter().zip(&ids) {
@@ -183,7 +172,7 @@ async fn every_device_of_a_job_exports_as_csv_and_ndjson_past_a_page() {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut expected = COLUMNS.to_vec();
+        let mut expected = common::EXPORT_COLUMNS.to_vec();
         expected.sort();
         let mut keys = keys;
         keys.sort();

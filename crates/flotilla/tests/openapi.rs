@@ -848,18 +848,7 @@ async fn the_document_describes_every_rollout_extension() {
         .keys()
         .cloned()
         .collect();
-    let columns: BTreeSet<String> = [
-        "id",
-        "status",
-        "reasonCode",
-        "reason",
-        "responseCode",
-        "attempts",
-        "start",
-        "end",
-    ]
-    .map(String::from)
-    .into();
+    let columns: BTreeSet<String> = common::EXPORT_COLUMNS.map(String::from).into();
     assert_eq!(exported, columns);
 
     // The plan and revert routes, with their answers.

@@ -715,3 +715,15 @@ pub async fn wait_for(api: &Api, job: &str, statuses: &[&str]) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The columns of a job's device export (`GET /jobs/{id}/devices` as CSV or NDJSON), in order.
+pub const EXPORT_COLUMNS: [&str; 8] = [
+    "id",
+    "status",
+    "reasonCode",
+    "reason",
+    "responseCode",
+    "attempts",
+    "start",
+    "end",
+];
