@@ -34,10 +34,13 @@ impl Store {
         debug_assert!(job.status.is_final(), "an imported job must be final");
         let mut tx = self.begin_write().await?;
         if replace {
-            sqlx::query(&self.sql("DELETE FROM job_devices WHERE job_id = ?"))
-                .bind(&job.id)
-                .execute(&mut *tx)
-                .await?;
+            // Its rows first: on PostgreSQL no foreign key deletes them with the job.
+            for table in ["job_devices", "job_previous_values"] {
+                sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE job_id = ?")))
+                    .bind(&job.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(&self.sql("DELETE FROM jobs WHERE id = ?"))
                 .bind(&job.id)
                 .execute(&mut *tx)

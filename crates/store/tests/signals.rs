@@ -12,65 +12,22 @@ use flotilla_store::{
 use serde_json::json;
 use sqlx::PgPool;
 
-/// A fresh database on the test server, dropped when this is.
-struct Database {
-    server: String,
-    name: String,
-}
+mod common;
 
-impl Database {
-    async fn fresh() -> Option<Database> {
-        let Ok(server) = std::env::var("FLOTILLA_TEST_POSTGRES") else {
-            eprintln!("skipped: needs FLOTILLA_TEST_POSTGRES");
-            return None;
-        };
-        let name = format!(
-            "flotilla_signals_{}_{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        );
-        let admin = PgPool::connect(&format!("{server}/postgres"))
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        Some(Database { server, name })
-    }
+use common::Database;
 
-    fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
-    }
-
-    /// Cuts every connection to the database but the caller's (as a restart of PostgreSQL
-    /// or a network cut would).
-    async fn cut_connections(&self) {
-        let pool = PgPool::connect(&self.url()).await.unwrap();
-        sqlx::query(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    }
-
-    async fn drop_now(self) {
-        let admin = PgPool::connect(&format!("{}/postgres", self.server))
-            .await
-            .unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
-        .await
-        .unwrap();
-        admin.close().await;
-    }
+/// Cuts every connection to the database but the caller's (as a restart of PostgreSQL or a
+/// network cut would).
+async fn cut_connections(database: &Database) {
+    let pool = PgPool::connect(&database.url()).await.unwrap();
+    sqlx::query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
 }
 
 async fn server(url: &str, instance: &str) -> Store {
@@ -100,7 +57,7 @@ fn held(device_id: &str, connection_id: u64) -> HeldConnection {
 
 #[tokio::test]
 async fn servers_signal_takeovers_calls_and_answers_and_a_cut_listener_resyncs() {
-    let Some(database) = Database::fresh().await else {
+    let Some(database) = Database::fresh("flotilla_signals").await else {
         return;
     };
     let a = server(&database.url(), "a").await;
@@ -167,7 +124,7 @@ async fn servers_signal_takeovers_calls_and_answers_and_a_cut_listener_resyncs()
     assert!(b.device_call_state("call-1").await.unwrap().is_none());
 
     // The listener's connection is cut: it says so (resync), then hears signals again.
-    database.cut_connections().await;
+    cut_connections(&database).await;
     assert_eq!(next(&mut heard_by_a).await, Heard::Resync);
     b.close_device_everywhere("d3").await.unwrap();
     assert_eq!(
@@ -185,7 +142,7 @@ async fn servers_signal_takeovers_calls_and_answers_and_a_cut_listener_resyncs()
 
 #[tokio::test]
 async fn a_dead_servers_calls_are_dropped_with_it() {
-    let Some(database) = Database::fresh().await else {
+    let Some(database) = Database::fresh("flotilla_signals").await else {
         return;
     };
     let a = server(&database.url(), "a").await;
