@@ -90,7 +90,7 @@ pub struct Store {
     dialect: Dialect,
     /// Where the writes that come by the thousand during jobs queue for group commit (see
     /// `group_commit`); `None` in the store the writer itself uses.
-    writer: Option<tokio::sync::mpsc::UnboundedSender<group_commit::Write>>,
+    writer: Option<group_commit::Writers>,
     /// Rows as last read (see `cache`); shared with the writer's store, whose commits empty them.
     caches: std::sync::Arc<cache::Caches>,
     /// Where writes wait for their turn (see `write_gate`); shared with the writer's store.
@@ -127,15 +127,26 @@ impl Store {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        // The group-commit writer (`group_commit`) has connections of its own: one reads ahead, one
+        // A group-commit writer (`group_commit`) has connections of its own: one reads ahead, one
         // writes. On SQLite they keep a page cache large enough for the rows jobs touch (the
         // default 2 MB holds the rows of a few thousand devices), while the API's connections
-        // keep the default.
+        // keep the default. On PostgreSQL jobs' changes to device rows have a writer of their
+        // own (`group_commit::Writers`) on a connection of its own.
         let writer_options = match dialect {
             Dialect::Sqlite => sqlite::pool_options(2, "PRAGMA cache_size = -65536;"),
             Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
         };
         let writer_pool = writer_options.connect(url).await?;
+        // It reads nothing ahead: one connection.
+        let device_writer_pool = match dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect(url)
+                    .await?,
+            ),
+        };
         let lease_pool = match dialect {
             Dialect::Sqlite => pool.clone(),
             Dialect::Postgres => {
@@ -149,8 +160,8 @@ impl Store {
         let write_gate = write_gate::WriteGate::for_dialect(dialect);
         let replica = ReplicaId::generate();
         let lease = std::sync::Arc::new(replicas::Lease::default());
-        let writer = group_commit::start(Store {
-            pool: writer_pool,
+        let writer_store = |pool: AnyPool| Store {
+            pool,
             dialect,
             writer: None,
             caches: caches.clone(),
@@ -158,7 +169,11 @@ impl Store {
             replica: replica.clone(),
             lease: lease.clone(),
             lease_pool: lease_pool.clone(),
-        });
+        };
+        let writer = group_commit::Writers::start(
+            writer_store(writer_pool),
+            device_writer_pool.map(writer_store),
+        );
         Ok(Store {
             pool,
             dialect,

@@ -109,7 +109,48 @@ pub(crate) enum Write {
     DeviceChange(DeviceChangeWrite, Reply<bool>),
 }
 
-/// Starts the writer; it ends when every sender is gone.
+/// Where writes queue: each kind goes to one writer, so writes of one kind commit in the order
+/// they came.
+#[derive(Clone)]
+pub(crate) struct Writers {
+    /// Twin writes, and job devices' progress notes and outcomes.
+    main: mpsc::UnboundedSender<Write>,
+    /// Jobs' changes to device rows (cloud properties, template migrations). On PostgreSQL a
+    /// writer of their own, on a connection of its own: a cloud-property job's changes commit
+    /// beside its finishes, so the database works both on two cores (a 10,000-device job spent
+    /// most of its time with one backend busy and the other idle). Its transactions lock
+    /// `devices` rows in key order and write `job_previous_values`; the main writer's lock jobs,
+    /// job devices and twins (in `devices` rows, in key order too), as another replica's writer
+    /// would. On SQLite, with its one write lock, the main writer.
+    device_changes: mpsc::UnboundedSender<Write>,
+}
+
+impl Writers {
+    /// Starts the writers: `main`'s store for all writes, and on PostgreSQL `device_changes`'
+    /// store for jobs' changes to device rows.
+    pub(crate) fn start(main: Store, device_changes: Option<Store>) -> Writers {
+        let main = start(main, "store-writer");
+        let device_changes = match device_changes {
+            Some(core) => start(core, "device-writer"),
+            None => main.clone(),
+        };
+        Writers {
+            main,
+            device_changes,
+        }
+    }
+
+    fn for_write(&self, write: &Write) -> &mpsc::UnboundedSender<Write> {
+        match write {
+            Write::DeviceChange(..) => &self.device_changes,
+            Write::Reported(..) | Write::Desired(..) | Write::Note(..) | Write::Finish(..) => {
+                &self.main
+            }
+        }
+    }
+}
+
+/// Starts a writer; it ends when every sender is gone.
 ///
 /// Two stages: the first takes what is queued, reads the twins it changes (on a connection of
 /// its own, outside any transaction) and works out their new documents; the second writes a
@@ -120,7 +161,7 @@ pub(crate) enum Write {
 /// Both stages run on a thread of their own (with its own small runtime): on the server's
 /// runtime, each database answer would wake them behind the thousands of device tasks the last
 /// batch's answers woke, and the whole pipeline would wait on that queue.
-pub(crate) fn start(core: Store) -> mpsc::UnboundedSender<Write> {
+fn start(core: Store, thread: &str) -> mpsc::UnboundedSender<Write> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
     let preparer = core.clone();
@@ -148,7 +189,7 @@ pub(crate) fn start(core: Store) -> mpsc::UnboundedSender<Write> {
         .build()
         .expect("the store's writer runtime starts");
     std::thread::Builder::new()
-        .name("store-writer".into())
+        .name(thread.into())
         .spawn(move || {
             lower_priority();
             runtime.block_on(stages)
@@ -208,6 +249,14 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
         }
     }
     // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
+    // Only twin writes read ahead (a batch of the device-change writer never has one).
+    if batch.reported.is_empty() && batch.desired.is_empty() {
+        return Prepared {
+            batch,
+            reported: Plan::default(),
+            desired: Plan::default(),
+        };
+    }
     let planned = async {
         let mut connection = core.pool.begin().await?;
         core.look_up_by_key(&mut connection).await?;
@@ -364,7 +413,11 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         let write = write(reply);
         let unqueued = match &self.writer {
-            Some(writer) => writer.send(write).err().map(|unsent| unsent.0),
+            Some(writers) => writers
+                .for_write(&write)
+                .send(write)
+                .err()
+                .map(|unsent| unsent.0),
             None => Some(write),
         };
         if let Some(write) = unqueued {
