@@ -127,25 +127,23 @@ impl Store {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        // A group-commit writer (`group_commit`) has connections of its own: one reads ahead, one
-        // writes. On SQLite they keep a page cache large enough for the rows jobs touch (the
-        // default 2 MB holds the rows of a few thousand devices), while the API's connections
-        // keep the default. On PostgreSQL jobs' changes to device rows have a writer of their
-        // own (`group_commit::Writers`) on a connection of its own.
+        // The group-commit writers (`group_commit::Writers`) have connections of their own. The
+        // twins' writer (on SQLite the one writer) has two: one reads ahead, one writes; on
+        // SQLite they keep a page cache large enough for the rows jobs touch (the default 2 MB
+        // holds the rows of a few thousand devices), while the API's connections keep the
+        // default. On PostgreSQL the job-progress and device-change writers read nothing ahead:
+        // one connection each.
         let writer_options = match dialect {
             Dialect::Sqlite => sqlite::pool_options(2, "PRAGMA cache_size = -65536;"),
             Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
         };
         let writer_pool = writer_options.connect(url).await?;
-        // It reads nothing ahead: one connection.
-        let device_writer_pool = match dialect {
+        let more_writer_pools = match dialect {
             Dialect::Sqlite => None,
-            Dialect::Postgres => Some(
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .connect(url)
-                    .await?,
-            ),
+            Dialect::Postgres => {
+                let one = AnyPoolOptions::new().max_connections(1);
+                Some((one.clone().connect(url).await?, one.connect(url).await?))
+            }
         };
         let lease_pool = match dialect {
             Dialect::Sqlite => pool.clone(),
@@ -172,7 +170,10 @@ impl Store {
         };
         let writer = group_commit::Writers::start(
             writer_store(writer_pool),
-            device_writer_pool.map(writer_store),
+            more_writer_pools.map(|(job_progress, device_changes)| group_commit::MoreWriters {
+                job_progress: writer_store(job_progress),
+                device_changes: writer_store(device_changes),
+            }),
         );
         Ok(Store {
             pool,

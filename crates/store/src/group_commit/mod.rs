@@ -110,42 +110,52 @@ pub(crate) enum Write {
 }
 
 /// Where writes queue: each kind goes to one writer, so writes of one kind commit in the order
-/// they came.
+/// they came. On SQLite, with its one write lock, one writer takes them all. On PostgreSQL three
+/// writers, each on connections of its own, so that the database works on a job's writes with
+/// both cores: with one writer a 10,000-device job kept one backend busy and the other idle.
+/// Each writer's transactions lock rows in key order, as another replica's writer's do, and a
+/// device's writes of different kinds come one after another (the engine waits for each answer).
 #[derive(Clone)]
 pub(crate) struct Writers {
-    /// Twin writes, and job devices' progress notes and outcomes.
-    main: mpsc::UnboundedSender<Write>,
-    /// Jobs' changes to device rows (cloud properties, template migrations). On PostgreSQL a
-    /// writer of their own, on a connection of its own: a cloud-property job's changes commit
-    /// beside its finishes, so the database works both on two cores (a 10,000-device job spent
-    /// most of its time with one backend busy and the other idle). Its transactions lock
-    /// `devices` rows in key order and write `job_previous_values`; the main writer's lock jobs,
-    /// job devices and twins (in `devices` rows, in key order too), as another replica's writer
-    /// would. On SQLite, with its one write lock, the main writer.
+    /// Twin writes (`devices` rows), with the desired versions and previous values a job's
+    /// desired write records (`job_devices`, `job_previous_values`).
+    twins: mpsc::UnboundedSender<Write>,
+    /// Job devices' progress notes and outcomes (`jobs` rows, then `job_devices` rows).
+    job_progress: mpsc::UnboundedSender<Write>,
+    /// Jobs' changes to device rows (cloud properties, template migrations: `devices` rows,
+    /// then `job_previous_values`).
     device_changes: mpsc::UnboundedSender<Write>,
 }
 
+/// On PostgreSQL, the stores of the writers beside the twins' one.
+pub(crate) struct MoreWriters {
+    pub job_progress: Store,
+    pub device_changes: Store,
+}
+
 impl Writers {
-    /// Starts the writers: `main`'s store for all writes, and on PostgreSQL `device_changes`'
-    /// store for jobs' changes to device rows.
-    pub(crate) fn start(main: Store, device_changes: Option<Store>) -> Writers {
-        let main = start(main, "store-writer");
-        let device_changes = match device_changes {
-            Some(core) => start(core, "device-writer"),
-            None => main.clone(),
+    /// Starts the twins' writer, which takes every write unless `more` writers are given.
+    pub(crate) fn start(twins: Store, more: Option<MoreWriters>) -> Writers {
+        let twins = start(twins, "store-writer");
+        let (job_progress, device_changes) = match more {
+            Some(more) => (
+                start(more.job_progress, "job-writer"),
+                start(more.device_changes, "device-writer"),
+            ),
+            None => (twins.clone(), twins.clone()),
         };
         Writers {
-            main,
+            twins,
+            job_progress,
             device_changes,
         }
     }
 
     fn for_write(&self, write: &Write) -> &mpsc::UnboundedSender<Write> {
         match write {
+            Write::Reported(..) | Write::Desired(..) => &self.twins,
+            Write::Note(..) | Write::Finish(..) => &self.job_progress,
             Write::DeviceChange(..) => &self.device_changes,
-            Write::Reported(..) | Write::Desired(..) | Write::Note(..) | Write::Finish(..) => {
-                &self.main
-            }
         }
     }
 }
@@ -249,7 +259,7 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
         }
     }
     // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
-    // Only twin writes read ahead (a batch of the device-change writer never has one).
+    // Only twin writes read ahead (on PostgreSQL only the twins' writer has them).
     if batch.reported.is_empty() && batch.desired.is_empty() {
         return Prepared {
             batch,
