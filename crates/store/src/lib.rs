@@ -138,13 +138,6 @@ impl Store {
             Dialect::Postgres => AnyPoolOptions::new().max_connections(2),
         };
         let writer_pool = writer_options.connect(url).await?;
-        let more_writer_pools = match dialect {
-            Dialect::Sqlite => None,
-            Dialect::Postgres => {
-                let one = AnyPoolOptions::new().max_connections(1);
-                Some((one.clone().connect(url).await?, one.connect(url).await?))
-            }
-        };
         let lease_pool = match dialect {
             Dialect::Sqlite => pool.clone(),
             Dialect::Postgres => {
@@ -168,13 +161,17 @@ impl Store {
             lease: lease.clone(),
             lease_pool: lease_pool.clone(),
         };
-        let writer = group_commit::Writers::start(
-            writer_store(writer_pool),
-            more_writer_pools.map(|(job_progress, device_changes)| group_commit::MoreWriters {
-                job_progress: writer_store(job_progress),
-                device_changes: writer_store(device_changes),
-            }),
-        );
+        let more_writers = match dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                let one = AnyPoolOptions::new().max_connections(1);
+                Some(group_commit::MoreWriters {
+                    job_progress: writer_store(one.clone().connect(url).await?),
+                    device_changes: writer_store(one.connect(url).await?),
+                })
+            }
+        };
+        let writer = group_commit::Writers::start(writer_store(writer_pool), more_writers);
         Ok(Store {
             pool,
             dialect,

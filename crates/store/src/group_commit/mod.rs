@@ -260,44 +260,44 @@ async fn prepare(core: &Store, writes: Vec<Write>) -> Prepared {
     }
     // Reading ahead is only an optimization: if it fails, the transaction reads for itself.
     // Only twin writes read ahead (on PostgreSQL only the twins' writer has them).
-    if batch.reported.is_empty() && batch.desired.is_empty() {
-        return Prepared {
-            batch,
-            reported: Plan::default(),
-            desired: Plan::default(),
-        };
-    }
-    let planned = async {
-        let mut connection = core.pool.begin().await?;
-        core.look_up_by_key(&mut connection).await?;
-        let reported = if batch.reported.is_empty() {
-            Plan::default()
-        } else {
-            let ids = distinct(batch.reported.iter().map(|(w, _)| w.device_id.as_str()));
-            let twins = core.read_twins(&mut connection, &ids, false).await?;
-            plan_writes(twins, batch.reported.iter().map(|(w, _)| w))
-        };
-        let desired = if batch.desired.is_empty() {
-            Plan::default()
-        } else {
-            let ids = distinct(batch.desired.iter().map(|(w, _)| w.device_id.as_str()));
-            let twins = core.read_twins(&mut connection, &ids, true).await?;
-            plan_writes(twins, batch.desired.iter().map(|(w, _)| w))
-        };
-        connection.commit().await?;
-        Ok::<_, StoreError>((reported, desired))
-    }
-    .await;
-    let (reported, desired) = planned.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "reading twins ahead of a batch failed");
+    let (reported, desired) = if batch.reported.is_empty() && batch.desired.is_empty() {
         (Plan::default(), Plan::default())
-    });
+    } else {
+        read_ahead(core, &batch).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading twins ahead of a batch failed");
+            (Plan::default(), Plan::default())
+        })
+    };
     Prepared {
         batch,
         reported,
         desired,
     }
 }
+
+/// Reads the twins the batch's twin writes change, outside any transaction's write lock, and
+/// works out the writes' new documents.
+async fn read_ahead(core: &Store, batch: &Batch) -> Result<(Plan<ReportedAnswer>, Plan<Twin>)> {
+    let mut connection = core.pool.begin().await?;
+    core.look_up_by_key(&mut connection).await?;
+    let reported = if batch.reported.is_empty() {
+        Plan::default()
+    } else {
+        let ids = distinct(batch.reported.iter().map(|(w, _)| w.device_id.as_str()));
+        let twins = core.read_twins(&mut connection, &ids, false).await?;
+        plan_writes(twins, batch.reported.iter().map(|(w, _)| w))
+    };
+    let desired = if batch.desired.is_empty() {
+        Plan::default()
+    } else {
+        let ids = distinct(batch.desired.iter().map(|(w, _)| w.device_id.as_str()));
+        let twins = core.read_twins(&mut connection, &ids, true).await?;
+        plan_writes(twins, batch.desired.iter().map(|(w, _)| w))
+    };
+    connection.commit().await?;
+    Ok((reported, desired))
+}
+
 /// Applies a prepared batch in one transaction and answers its writes. Returns the writes to
 /// run again on their own: twin writes that lost a compare-and-swap race, or every write of a
 /// failed batch of more than one (a write on its own gets its error as its answer).
